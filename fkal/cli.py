@@ -1,0 +1,151 @@
+"""The command line shared by ``run.py`` and the dataset stage scripts (``mnist/unsup.py`` and the others)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from . import acquisitions  # noqa: F401  (registers the acquisitions)
+from .acquisitions import ACQUISITIONS
+from .config import Config, parse_config
+from .datasets import DATASETS, check_request, get_spec
+from .errors import UserError
+from .loop import Settings, run_config, run_full_train, run_initial
+
+# The paper's Figure 4 set (MNIST, b): random, R_z, R_zg with S = y^ / p^ / y and the baselines, where available.
+DEFAULT_CONFIGS = ("random", "pcc-L20", "pfk-y-L20", "pfk-yhat-L20", "pfk-phat-L20", "pfk-phat-L80", "pfk-y-L80",
+                   "varR-K128", "varR-E4-K32", "coreset", "vaal")
+
+
+def default_configs() -> list[Config]:
+    """The default cfg list: the Figure 4 set, keeping the entries whose acquisition is available."""
+    out = []
+    for name in DEFAULT_CONFIGS:
+        acq = max((a for a in ACQUISITIONS if name == a or name.startswith(a + "-")), key=len, default=None)
+        if acq is not None:
+            out.append(parse_config(name, ACQUISITIONS))
+    return out
+
+
+def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> argparse.ArgumentParser:
+    what = {None: "Active learning on biased data (Gudovskiy et al., CVPR 2020) and its baselines.",
+            "unsup": "Stage 1: the biased split and the initial models (random weights and rotation-pretrained).",
+            "gen_descr": "Stage 2: descriptors z and Fisher scores g of the validation set and the unlabeled pool "
+                         "for one configuration's model, written as .npy files.",
+            "main_descr": "Stage 3: matching, selection and retraining, B iterations of each configuration."}[stage]
+    p = argparse.ArgumentParser(description=what, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if dataset is None:
+        p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(sorted(DATASETS))}")
+    p.add_argument("--data-root", default=None,
+                   help="folder that holds the dataset (for MNIST the folder with MNIST/raw); default: --out. "
+                        "Downloaded there when missing and online")
+    p.add_argument("--out", default="local_data", help="results go to {out}/{DATASET}/run{r}/")
+    p.add_argument("--run-start", type=int, default=0, help="first run index")
+    p.add_argument("--run-stop", type=int, default=None, help="one past the last run index (default: the dataset's runs)")
+    p.add_argument("--seed", type=int, default=None, help="seed of every run (default: the run index)")
+    p.add_argument("--imbalance-ratios", type=float, nargs="+", default=[1.0, 100.0],
+                   help="class imbalance ratios IR (>= 1)")
+    p.add_argument("--noise-ratio", type=float, default=0.0, help="share of pool labels replaced by a wrong class")
+    p.add_argument("--gpu", type=int, default=None, help="CUDA device index; falls back to the CPU with a warning")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per iteration (default: protocol)")
+    p.add_argument("--unsup-epochs", type=int, default=None, help="rotation pretraining epochs (default: protocol)")
+    p.add_argument("--iterations", type=int, default=None, help="AL iterations B (default: protocol)")
+    p.add_argument("--pool-size", type=int, default=None, help="images added per iteration P (default: protocol)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: protocol)")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="size of the pool D before the imbalance is applied (default: protocol, 50000 for MNIST)")
+    p.add_argument("--val-size", type=int, default=None, help="size of the validation set D_v (default: protocol)")
+    p.add_argument("--eval-batch", type=int, default=1000, help="batch size of inference and descriptor passes")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    if stage in (None, "main_descr", "gen_descr"):
+        p.add_argument("--unsupervised", type=int, choices=(0, 1), default=1,
+                       help="initial model: 1 rotation-pretrained, 0 random weights")
+        p.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                       help="run only these configurations (names as --list prints)")
+    if stage is None:
+        p.add_argument("--initial", action="store_true", help="make the splits and initial models, then stop")
+        p.add_argument("--full-train", action="store_true",
+                       help="train on the whole biased pool per run and IR (the 'all train' line), then stop")
+        p.add_argument("--list", action="store_true", help="print the configuration names of the cfg list and stop")
+    if stage == "gen_descr":
+        p.add_argument("--iteration", type=int, default=0, help="model state: 0 the initial model, b after iteration b")
+    p.add_argument("--members", type=int, default=None,
+                   help="initial models per run and IR (ensemble members; default: the largest E of the configurations)")
+    return p
+
+
+def settings_from(args: argparse.Namespace, spec) -> Settings:
+    train = spec.train if args.epochs is None else spec.train.with_epochs(args.epochs)
+    if args.batch_size is not None:
+        train = replace(train, batch_size=args.batch_size)
+    unsup = spec.unsup if args.unsup_epochs is None else spec.unsup.with_epochs(args.unsup_epochs)
+    return Settings(out=Path(args.out), spec=spec, train=train, unsup=unsup,
+                    query_size=args.pool_size or spec.query_size, iterations=args.iterations or spec.iterations,
+                    device=pick_device(args.gpu), seed=args.seed, noise_ratio=args.noise_ratio,
+                    pool_size=args.train_size, val_size=args.val_size, eval_batch=args.eval_batch,
+                    progress=not args.no_progress)
+
+
+def pick_device(gpu: Optional[int]) -> torch.device:
+    if gpu is None:
+        return torch.device("cpu")
+    if torch.cuda.is_available() and gpu < torch.cuda.device_count():
+        return torch.device("cuda", gpu)
+    warnings.warn(f"--gpu {gpu}: no such CUDA device here, running on the CPU")
+    return torch.device("cpu")
+
+
+def selected_configs(args: argparse.Namespace) -> list[Config]:
+    if getattr(args, "only", None):
+        return [parse_config(n, ACQUISITIONS) for n in args.only]
+    return default_configs()
+
+
+def main(argv: Optional[Sequence[str]] = None, dataset: Optional[str] = None, stage: Optional[str] = None) -> int:
+    args = build_parser(dataset, stage).parse_args(argv)
+    try:
+        return _main(args, dataset or args.dataset, stage)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished iterations and models are saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace, dataset: str, stage: Optional[str]) -> int:
+    spec = get_spec(dataset)
+    if getattr(args, "list", False):
+        for cfg in default_configs():
+            print(cfg.name)
+        return 0
+    for ir in args.imbalance_ratios:
+        check_request(spec, ir, args.noise_ratio)
+    configs = [] if stage == "unsup" or getattr(args, "initial", False) else selected_configs(args)
+    s = settings_from(args, spec)
+    raw = spec.load(args.data_root or args.out, True)
+    runs = range(args.run_start, spec.runs if args.run_stop is None else args.run_stop)
+    members = args.members or max([c.E for c in configs] + [1])
+    if stage == "gen_descr":
+        from .stages import gen_descr
+        return gen_descr(s, raw, configs, runs, args.imbalance_ratios, args.unsupervised, args.iteration)
+    for run in runs:
+        for ir in args.imbalance_ratios:
+            if stage == "unsup" or getattr(args, "initial", False):
+                run_initial(s, raw, run, ir, members)
+            elif getattr(args, "full_train", False):
+                rec = run_full_train(s, raw, run, ir, args.unsupervised)
+                print(f"run{run} IR={ir:g} full-train: test accuracy {rec['test_accuracy']:.2f}%")
+            else:
+                for cfg in configs:
+                    recs = run_config(s, raw, cfg, run, ir, args.unsupervised)
+                    if recs:
+                        print(f"run{run} IR={ir:g} {cfg.name}: " +
+                              " ".join(f"{r['labeled']}:{r['test_accuracy']:.1f}" for r in recs))
+    return 0

@@ -1,0 +1,7 @@
+"""User-facing errors: one clear line and exit code 2, never a traceback."""
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment. The message names the problem and the fix."""
+
+    exit_code = 2

@@ -1,0 +1,83 @@
+"""Match kernels between validation centers and pool images (paper section 4).
+
+Features of a set of images are per-scale matrices: ``z[j]`` is ``[N, L_j]`` (descriptors pooled from tap j) and
+``g[j]`` is ``[N, L_j]`` (Fisher scores pooled the same way). Every kernel maps two feature sets to an
+``[A, B]`` similarity block, so the pool can be streamed in chunks (``topk_similar``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Features:
+    """Per-scale descriptors z and (optionally) Fisher scores g of N images; rows align across scales."""
+
+    z: list[torch.Tensor]                   # each [N, L_j]
+    g: Optional[list[torch.Tensor]] = None  # each [N, L_j]
+
+    def __len__(self) -> int:
+        return len(self.z[0])
+
+    def rows(self, idx) -> "Features":
+        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long) if not isinstance(idx, slice) else idx
+        return Features([z[idx] for z in self.z], None if self.g is None else [g[idx] for g in self.g])
+
+    def to(self, device) -> "Features":
+        return Features([z.to(device) for z in self.z], None if self.g is None else [g.to(device) for g in self.g])
+
+    def standardized(self) -> "Features":
+        return Features([standardize(z) for z in self.z], None if self.g is None else [standardize(g) for g in self.g])
+
+
+def standardize(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-row zero mean and unit norm, ``[N, L] -> [N, L]``.
+
+    This is the zero-mean unit-variance preprocessing of section 4.1 scaled by 1/sqrt(L), so that the inner
+    product of two rows is exactly their Pearson correlation and every scale weighs the same in the sums below.
+    """
+    v = v - v.mean(dim=1, keepdim=True)
+    return v / v.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def pcc(a: Features, b: Features) -> torch.Tensor:
+    """R_z = sum_j (Z_v^j)^T Z^j (eq. 6): ``[A, B]``."""
+    return sum(za @ zb.T for za, zb in zip(a.z, b.z))
+
+
+def pfk(a: Features, b: Features) -> torch.Tensor:
+    """Practical Fisher kernel R_zg = sum_j ((Z_v^j)^T Z^j) o ((G_v^j)^T G^j) (eq. 12, from eq. 11): ``[A, B]``."""
+    return sum((za @ zb.T) * (ga @ gb.T) for za, zb, ga, gb in zip(a.z, b.z, a.g, b.g))
+
+
+def pfk_sum(a: Features, b: Features) -> torch.Tensor:
+    """R_z + R_g, the sum the authors' code release uses in place of the product of eq. 12: ``[A, B]``."""
+    return pcc(a, b) + sum(ga @ gb.T for ga, gb in zip(a.g, b.g))
+
+
+Kernel = Callable[[Features, Features], torch.Tensor]
+KERNELS: dict[str, Kernel] = {"pcc": pcc, "pfk": pfk, "pfk-sum": pfk_sum}
+NEEDS_FISHER = {"pcc": False, "pfk": True, "pfk-sum": True}
+
+
+def topk_similar(kernel: Kernel, centers: Features, pool: Features, k: int,
+                 chunk: int = 32768) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k pool rows per center, streaming the pool in chunks so no ``[P, N]`` matrix is ever held.
+
+    Returns values and indices, both ``[P, k]``, sorted by decreasing similarity (ties: lower index first).
+    """
+    n = len(pool)
+    k = min(k, n)
+    best_v = best_i = None
+    for start in range(0, n, chunk):
+        sim = kernel(centers, pool.rows(slice(start, start + chunk)))           # [P, chunk]
+        idx = torch.arange(start, start + sim.shape[1], device=sim.device).expand_as(sim)
+        if best_v is not None:
+            sim, idx = torch.cat([best_v, sim], 1), torch.cat([best_i, idx], 1)
+        best_v, pos = sim.topk(min(k, sim.shape[1]), dim=1)                     # sorted, descending
+        best_i = idx.gather(1, pos)
+    return best_v, best_i

@@ -1,0 +1,64 @@
+"""The gen_descr stage on its own: descriptors and Fisher scores of one model state written to disk.
+
+``run.py`` computes them in memory inside each query; this stage writes them for inspection or for
+external tools, as float32 ``.npy`` files that ``np.load(..., mmap_mode="r")`` maps without reading.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .acquisitions import ACQUISITIONS
+from .config import Config
+from .datasets import ALData, RawData
+from .descriptors import extract
+from .io import save_json, save_npy
+from .kernels import NEEDS_FISHER
+from .loop import RunPaths, Settings, ensure_initial, ensure_split, generator, load_models
+from .models import taps_for
+from .pseudo_labels import build_estimator
+from .errors import UserError
+
+
+def gen_descr(s: Settings, raw: RawData, configs: list[Config], runs, irs, unsupervised: int, iteration: int) -> int:
+    for run in runs:
+        paths = RunPaths.of(s.out, s.spec, run)
+        for ir in irs:
+            data = ALData(s.spec, raw, ensure_split(s, raw, run, ir))
+            for cfg in configs:
+                if cfg.L is None:
+                    continue
+                if iteration == 0:
+                    state = torch.load(ensure_initial(s, data, run, unsupervised), map_location="cpu")
+                    model, labeled_at = load_models(s, [state["model"]])[0], np.full(len(data.split.pool), -1)
+                else:
+                    path = paths.state(ir, unsupervised, cfg.name, iteration)
+                    if not path.exists():
+                        raise UserError(f"{path} does not exist: run the configuration through iteration {iteration} "
+                                        "first (python run.py --only NAME), or pass --iteration 0")
+                    state = torch.load(path, map_location="cpu")
+                    model, labeled_at = load_models(s, state["models"][:1])[0], state["labeled_at"].numpy()
+                taps = taps_for(model, cfg.L)
+                fisher = NEEDS_FISHER.get(cfg.acquisition, True)
+                val, _, _ = extract(model, data.val_source, data.split.val, taps, s.device, s.eval_batch,
+                                    labels=data.val_labels, fisher=fisher, desc="validation descriptors")
+                unlabeled = np.flatnonzero(labeled_at < 0)
+                pseudo = cfg.pseudo_label or "yhat"
+                est = None if pseudo == "y" else build_estimator(
+                    pseudo, val.standardized(), torch.as_tensor(data.val_labels), s.spec.num_classes, taps,
+                    cfg.K or 32, generator(s.seed_of(run), "gen_descr"))
+                given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
+                pool, _, used = extract(model, data.pool_source, data.split.pool[unlabeled], taps, s.device,
+                                        s.eval_batch, labels=given, estimator=est, fisher=fisher,
+                                        desc="pool descriptors")
+                folder = paths.state(ir, unsupervised, cfg.name, iteration).parent / f"descr_b{iteration:02d}"
+                for name, feats in (("val", val), ("pool", pool)):
+                    for j, tap in enumerate(taps):
+                        save_npy(feats.z[j].numpy(), folder / f"{name}_z_{tap}.npy")
+                        if feats.g is not None:
+                            save_npy(feats.g[j].numpy(), folder / f"{name}_g_{tap}.npy")
+                save_npy(unlabeled, folder / "pool_positions.npy")
+                save_npy(used.numpy(), folder / "pool_pseudo_labels.npy")
+                save_json(list(taps), folder / "taps.json")
+                print(f"wrote {folder}")
+    return 0

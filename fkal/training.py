@@ -1,0 +1,139 @@
+"""Supervised training with a step schedule, evaluation, and rotation pretraining (Gidaris et al.)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .datasets import Schedule, TensorSource
+
+# Extra loss added to the cross-entropy of a batch: (model, logits, taps, targets, epoch, epochs) -> loss.
+# Acquisitions that train an auxiliary head (learning loss, TA-VAAL) provide one.
+ExtraLoss = Callable[[nn.Module, torch.Tensor, dict, torch.Tensor, int, int], torch.Tensor]
+
+
+def make_optimizer(model: nn.Module, schedule: Schedule):
+    opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
+                          weight_decay=schedule.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(schedule.milestones), gamma=schedule.gamma)
+    return opt, sched
+
+
+def train(model: nn.Module, source: TensorSource, idx: np.ndarray, labels: np.ndarray, schedule: Schedule,
+          device: torch.device, generator: torch.Generator, extra_loss: Optional[ExtraLoss] = None,
+          desc: str = "train", progress: bool = True) -> float:
+    """Train ``model`` on ``source[idx]`` with ``labels`` (aligned with idx) for ``schedule.epochs``.
+
+    A fresh optimizer and schedule every call: the warm start of an AL iteration keeps the weights only.
+    Returns the wall seconds.
+    """
+    start = time.perf_counter()
+    labels_t = torch.as_tensor(labels, dtype=torch.long)
+    opt, sched = make_optimizer(model, schedule)
+    model.train()
+    bar = tqdm(range(schedule.epochs), desc=desc, leave=False, disable=not progress)
+    for epoch in bar:
+        total, n = 0.0, 0
+        for pos, x in source.batches(idx, schedule.batch_size, shuffle=True, generator=generator):
+            x, y = x.to(device, non_blocking=True), labels_t[pos].to(device, non_blocking=True)
+            logits, taps = model(x)
+            loss = F.cross_entropy(logits, y)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model, logits, taps, y, epoch, schedule.epochs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(pos)
+            n += len(pos)
+        sched.step()
+        bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+    model.eval()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def predict(model: nn.Module, source: TensorSource, idx: np.ndarray, device: torch.device,
+            batch_size: int = 1000, desc: Optional[str] = None) -> torch.Tensor:
+    """Softmax probabilities ``[len(idx), classes]`` on the CPU."""
+    model.eval()
+    out = []
+    batches = source.batches(idx, batch_size)
+    if desc:
+        batches = tqdm(batches, total=-(-len(idx) // batch_size), desc=desc, leave=False)
+    for _, x in batches:
+        logits, _ = model(x.to(device, non_blocking=True))
+        out.append(logits.float().softmax(1).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@dataclass
+class Accuracy:
+    overall: float             # percent
+    per_class: list[float]     # percent, one per class (nan where a class is absent)
+    predictions: np.ndarray    # [N] predicted classes
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> Accuracy:
+    correct = predictions == labels
+    per_class = [float(100.0 * correct[labels == c].mean()) if (labels == c).any() else float("nan")
+                 for c in range(num_classes)]
+    return Accuracy(float(100.0 * correct.mean()), per_class, predictions)
+
+
+def evaluate(model: nn.Module, source: TensorSource, idx: np.ndarray, labels: np.ndarray, num_classes: int,
+             device: torch.device, batch_size: int = 1000) -> Accuracy:
+    probs = predict(model, source, idx, device, batch_size)
+    return accuracy(probs.argmax(1).numpy(), np.asarray(labels), num_classes)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rotation pretraining
+# ----------------------------------------------------------------------------------------------------------------
+def rotation_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image in its four rotations (0, 90, 180, 270 degrees) with targets 0..3.
+
+    x: [B, C, H, W] (square) -> images [4B, C, H, W] ordered rotation-major, targets [4B].
+    """
+    rotated = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
+    targets = torch.arange(4, device=x.device).repeat_interleave(len(x))
+    return rotated, targets
+
+
+def train_rotation(model: nn.Module, source: TensorSource, idx: np.ndarray, schedule: Schedule,
+                   device: torch.device, generator: torch.Generator, desc: str = "rotation",
+                   progress: bool = True) -> float:
+    """Self-supervised 4-way rotation training on ``source[idx]`` (the whole unlabeled pool)."""
+    start = time.perf_counter()
+    opt, sched = make_optimizer(model, schedule)
+    model.train()
+    steps = -(-len(idx) // schedule.batch_size)
+    for epoch in tqdm(range(schedule.epochs), desc=desc, leave=False, disable=not progress):
+        for _, x in tqdm(source.batches(idx, schedule.batch_size, shuffle=True, generator=generator),
+                         total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
+            x, y = rotation_batch(x.to(device, non_blocking=True))
+            loss = F.cross_entropy(model(x)[0], y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    model.eval()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def rotation_accuracy(model: nn.Module, source: TensorSource, idx: np.ndarray, device: torch.device,
+                      batch_size: int = 1000) -> float:
+    """Percent of rotated images whose rotation the model predicts."""
+    model.eval()
+    correct = n = 0
+    for _, x in source.batches(idx, batch_size):
+        x, y = rotation_batch(x.to(device))
+        correct += (model(x)[0].argmax(1) == y).sum().item()
+        n += len(y)
+    return 100.0 * correct / max(n, 1)

@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Orchestrator: ``python run.py --initial``, then ``python run.py --unsupervised 1`` (see README.md)."""
+import sys
+
+from fkal.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny MNIST-format data written by the tests, and the real MNIST when offered.
+
+The real MNIST is found through the environment variable ``FKAL_DATA_ROOT`` (the folder that holds
+``MNIST/raw``); `.ci/run` sets it to ``../shared/datasets``. Nothing is ever downloaded in tests.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(1)
+
+
+def write_idx_images(path: Path, images: np.ndarray) -> None:
+    """IDX3 (the MNIST file format): magic 0x00000803, counts, rows, cols, then uint8 pixels."""
+    n, h, w = images.shape
+    path.write_bytes(struct.pack(">IIII", 0x803, n, h, w) + images.astype(np.uint8).tobytes())
+
+
+def write_idx_labels(path: Path, labels: np.ndarray) -> None:
+    path.write_bytes(struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+def make_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 images: class c is a bright bar at a class-specific place, plus noise."""
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(n, 28, 28))
+    for i, c in enumerate(labels):
+        r = 3 + 2 * c
+        images[i, r:r + 3, 4:24] = 255
+    return images.astype(np.uint8), labels
+
+
+def write_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images, labels = make_digits(n, rng)
+        write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path) -> Path:
+    """A data root holding a 600/200-image MNIST in the real on-disk format."""
+    return write_mnist(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    root = os.environ.get("FKAL_DATA_ROOT")
+    if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip("real MNIST not offered: set FKAL_DATA_ROOT to the folder that holds MNIST/raw")
+    return Path(root)

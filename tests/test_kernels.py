@@ -1,0 +1,60 @@
+"""pcc, pfk and pfk-sum against explicit loops; chunked top-K against the full matrix."""
+import numpy as np
+import pytest
+import torch
+
+from fkal.kernels import Features, pcc, pfk, pfk_sum, standardize, topk_similar
+
+DIMS = (3, 5, 4)
+
+
+def random_features(n, seed, fisher=True):
+    g = torch.Generator().manual_seed(seed)
+    z = [torch.randn(n, d, generator=g) for d in DIMS]
+    return Features(z, [torch.randn(n, d, generator=g) for d in DIMS] if fisher else None)
+
+
+def pearson(a, b):
+    return float(np.corrcoef(a.numpy(), b.numpy())[0, 1])
+
+
+def test_standardized_rows_give_pearson_correlations():
+    f = random_features(6, 0).standardized()
+    raw = random_features(6, 0)
+    assert pytest.approx(float(f.z[1][2] @ f.z[1][4]), abs=1e-6) == pearson(raw.z[1][2], raw.z[1][4])
+    torch.testing.assert_close(f.z[0].mean(1), torch.zeros(6), atol=1e-6, rtol=0)
+    torch.testing.assert_close(f.z[0].norm(dim=1), torch.ones(6))
+
+
+@pytest.mark.parametrize("name", ["pcc", "pfk", "pfk-sum"])
+def test_kernels_equal_explicit_loops(name):
+    a, b = random_features(4, 1), random_features(7, 2)
+    fn = {"pcc": pcc, "pfk": pfk, "pfk-sum": pfk_sum}[name]
+    got = fn(a.standardized(), b.standardized())
+    expected = torch.zeros(4, 7, dtype=torch.float64)
+    for m in range(4):
+        for n in range(7):
+            for j in range(len(DIMS)):
+                rz = pearson(a.z[j][m], b.z[j][n])                        # eq. 6 term
+                rg = pearson(a.g[j][m], b.g[j][n])
+                expected[m, n] += {"pcc": rz, "pfk": rz * rg, "pfk-sum": rz + rg}[name]   # eq. 12 / release
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pfk_is_the_inner_product_of_vec_g_zT():
+    """eq. 11: per scale, g_m(theta)^T g_n(theta) with g(theta) = vec(g z^T) is (z_m^T z_n)(g_m^T g_n)."""
+    a, b = random_features(3, 3), random_features(2, 4)
+    vec = lambda f, i: torch.cat([torch.outer(f.g[j][i], f.z[j][i]).flatten() for j in range(1)])
+    one = lambda f: Features(f.z[:1], f.g[:1])
+    k = pfk(one(a), one(b))
+    for m in range(3):
+        for n in range(2):
+            torch.testing.assert_close(k[m, n], vec(a, m) @ vec(b, n))
+
+
+def test_topk_similar_in_chunks_equals_the_full_matrix():
+    centers, pool = random_features(5, 5).standardized(), random_features(103, 6).standardized()
+    values, index = topk_similar(pfk, centers, pool, k=9, chunk=10)
+    full_v, full_i = pfk(centers, pool).topk(9, dim=1)
+    torch.testing.assert_close(values, full_v)
+    assert torch.equal(index, full_i)

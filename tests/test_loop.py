@@ -1,0 +1,124 @@
+"""End to end on tiny IDX data: run.py --initial, AL iterations, records, resume, stages."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fkal import acquisitions
+from fkal.cli import main
+from fkal.io import read_jsonl
+
+FIELDS = {"config", "dataset", "run", "seed", "imbalance_ratio", "unsupervised", "iteration", "labeled",
+          "test_accuracy", "per_class_accuracy", "selected_class_counts", "pseudo_label_accuracy",
+          "query_seconds", "train_seconds", "pool_size", "ensemble_test_accuracy"}
+
+
+def common(root, out):
+    return ["--data-root", str(root), "--out", str(out), "--run-stop", "1", "--imbalance-ratios", "4",
+            "--train-size", "400", "--val-size", "100", "--unsup-epochs", "1", "--epochs", "2", "--iterations", "2",
+            "--pool-size", "10", "--no-progress", "--eval-batch", "128"]
+
+
+def test_initial_then_iterations_write_records(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--initial"] + common(tiny_mnist, out)) == 0
+    ir = out / "MNIST" / "run0" / "ir4"
+    assert {p.name for p in ir.iterdir()} >= {"split.npz", "init_random.pt", "init_rotation.pt", "initial.json"}
+    info = json.loads((ir / "initial.json").read_text())
+    assert 0 <= info["rotation_e0"]["rotation_test_accuracy"] <= 100
+    rnd, rot = (torch.load(ir / f"init_{k}.pt")["model"] for k in ("random", "rotation"))
+    torch.testing.assert_close(rnd["fc2.weight"], rot["fc2.weight"])          # same random classifier
+    assert not torch.equal(rnd["conv1.weight"], rot["conv1.weight"])           # pretrained features
+
+    assert main(common(tiny_mnist, out) + ["--only", "random", "pfk-phat-L80", "pcc-L20"]) == 0
+    records, warnings = read_jsonl(out / "MNIST" / "run0" / "results.jsonl")
+    assert not warnings and len(records) == 6
+    for r in records:
+        assert FIELDS <= set(r)
+        assert r["labeled"] == 10 * r["iteration"] and sum(r["selected_class_counts"]) == 10
+        assert r["imbalance_ratio"] == 4.0 and r["unsupervised"] == 1 and r["seed"] == 0
+    pfk = [r for r in records if r["config"] == "pfk-phat-L80"]
+    assert all(r["pseudo_label_accuracy"] is not None for r in pfk)
+    assert all(r["pseudo_label_accuracy"] is None for r in records if r["config"] == "random")
+    state = torch.load(ir / "rotation" / "pfk-phat-L80" / "state_b02.pt")
+    assert (state["labeled_at"] == 1).sum() == 10 and (state["labeled_at"] == 2).sum() == 10
+
+
+def test_resume_redoes_only_missing_iterations(tiny_mnist, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    argv = common(tiny_mnist, out) + ["--only", "random"]
+    calls = []
+    original = acquisitions.ACQUISITIONS["random"]
+
+    def interrupted(ctx):
+        calls.append(ctx.iteration)
+        if ctx.iteration == 2:
+            raise KeyboardInterrupt
+        return original(ctx)
+    monkeypatch.setitem(acquisitions.ACQUISITIONS, "random", interrupted)
+    assert main(argv) == 130
+    results = out / "MNIST" / "run0" / "results.jsonl"
+    first = read_jsonl(results)[0]
+    assert [r["iteration"] for r in first] == [1]
+    monkeypatch.setitem(acquisitions.ACQUISITIONS, "random", lambda ctx: (calls.append(ctx.iteration), original(ctx))[1])
+    assert main(argv) == 0
+    records = read_jsonl(results)[0]
+    assert [r["iteration"] for r in records] == [1, 2] and records[0] == first[0]
+    assert calls == [1, 2, 2]
+    assert main(argv) == 0 and calls == [1, 2, 2]                              # complete: nothing redone
+
+
+def test_ensemble_members_and_full_train(tiny_mnist, tmp_path):
+    from fkal.acquisitions import register, random_query
+    out = tmp_path / "out"
+    register("ensrandom")(random_query)
+    try:
+        assert main(common(tiny_mnist, out) + ["--only", "ensrandom-E2"]) == 0
+        assert main(common(tiny_mnist, out) + ["--full-train"]) == 0
+    finally:
+        acquisitions.ACQUISITIONS.pop("ensrandom")
+    records = read_jsonl(out / "MNIST" / "run0" / "results.jsonl")[0]
+    ens = [r for r in records if r["config"] == "ensrandom-E2"]
+    assert len(ens) == 2 and all(r["ensemble_test_accuracy"] is not None for r in ens)
+    assert (out / "MNIST" / "run0" / "ir4" / "init_rotation_e1.pt").exists()
+    full = [r for r in records if r["config"] == "full-train"]
+    assert len(full) == 1 and full[0]["iteration"] == 0 and full[0]["labeled"] == full[0]["pool_size"]
+
+
+def test_stage_scripts_run_on_their_own(tiny_mnist, tmp_path):
+    out = tmp_path / "out"
+    args = common(tiny_mnist, out)
+    for stage in ("unsup", "main_descr"):
+        extra = ["--only", "pfk-yhat-L20"] if stage == "main_descr" else []
+        proc = subprocess.run([sys.executable, f"mnist/{stage}.py"] + args + extra, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, "mnist/gen_descr.py"] + args + ["--only", "pfk-yhat-L20", "--iteration", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    folder = out / "MNIST" / "run0" / "ir4" / "rotation" / "pfk-yhat-L20" / "descr_b02"
+    z = np.load(folder / "pool_z_conv2.npy", mmap_mode="r")
+    g = np.load(folder / "pool_g_conv2.npy", mmap_mode="r")
+    positions = np.load(folder / "pool_positions.npy")
+    assert z.shape == g.shape == (len(positions), 20) and z.dtype == np.float32
+    assert np.load(folder / "val_z_conv2.npy").shape == (100, 20)
+
+
+def test_help_of_every_entry_point():
+    for script in ("run.py", "mnist/unsup.py", "mnist/gen_descr.py", "mnist/main_descr.py"):
+        proc = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+        assert proc.returncode == 0 and "--data-root" in proc.stdout
+
+
+def test_list_prints_the_cfg_list(capsys):
+    assert main(["--list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert names[:2] == ["random", "pcc-L20"] and "pfk-phat-L80" in names
+
+
+def test_unknown_configuration_is_a_clear_error(tiny_mnist, tmp_path, capsys):
+    assert main(common(tiny_mnist, tmp_path) + ["--only", "pfk-xyz-L20"]) == 2
+    err = capsys.readouterr().err
+    assert "pfk-xyz-L20" in err and len(err.strip().splitlines()) == 1

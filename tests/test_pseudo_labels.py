@@ -1,0 +1,126 @@
+"""Each pseudo-label estimator on a case with a known answer."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fkal.kernels import Features, standardize
+from fkal.pseudo_labels import MonteCarlo, NearestValidation, build_estimator, perturb, yhat
+
+
+class Linear2(torch.nn.Module):
+    """A two-layer linear model with one tap 'a' ([B, 4]) and 3 classes."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.W = torch.nn.Parameter(torch.randn(5, 4, generator=g))
+        self.V = torch.nn.Parameter(torch.randn(4, 3, generator=g))
+
+    def forward(self, x):
+        a = x.flatten(1) @ self.W
+        return a @ self.V, {"a": a}
+
+
+def test_yhat_is_the_argmax():
+    logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]])
+    assert yhat(None, None, logits, None, None)[0].tolist() == [1, 0]
+
+
+def test_phat_returns_the_label_of_the_nearest_validation_image():
+    g = torch.Generator().manual_seed(0)
+    val_z = [torch.randn(6, 5, generator=g), torch.randn(6, 3, generator=g)]
+    val_labels = torch.tensor([4, 1, 2, 0, 3, 1])
+    est = NearestValidation(Features(val_z).standardized(), val_labels, num_classes=5, chunk=4)
+    # pool images: noisy copies of validation images 2, 4 and 0, scaled and shifted (Pearson ignores both)
+    picks = [2, 4, 0]
+    z = [3.0 * v[picks] + 1.0 + 0.01 * torch.randn(3, v.shape[1], generator=g) for v in val_z]
+    labels, g_out = est(None, None, torch.zeros(3, 5), None, z)
+    assert labels.tolist() == val_labels[picks].tolist() and g_out is None
+
+
+def test_phat_g_equals_brute_force_over_classes():
+    torch.manual_seed(0)
+    model = Linear2()
+    xv, xu = torch.randn(9, 5), torch.randn(4, 5)
+    yv = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    lv, tv = model(xv)
+    gv = torch.autograd.grad(F.cross_entropy(lv, yv, reduction="sum"), tv["a"])[0]
+    val = Features([tv["a"].detach()], [gv]).standardized()
+    est = NearestValidation(val, yv, num_classes=3, fisher=True)
+    lu, tu = model(xu)
+    labels, g = est(model, xu, lu, [tu["a"]], [tu["a"].detach()])
+    expected, expected_g = [], []
+    for i in range(4):
+        best = []
+        for d in range(3):
+            li, ti = model(xu[i:i + 1])
+            gi = torch.autograd.grad(F.cross_entropy(li, torch.tensor([d])), ti["a"])[0]
+            rz = standardize(val.z[0][yv == d]) @ standardize(ti["a"].detach())[0]
+            rg = val.g[0][yv == d] @ standardize(gi)[0]
+            best.append(float((rz * rg).max()))
+        expected.append(int(np.argmax(best)))
+        li, ti = model(xu[i:i + 1])
+        expected_g.append(torch.autograd.grad(F.cross_entropy(li, torch.tensor([expected[-1]])), ti["a"])[0])
+    assert labels.tolist() == expected
+    torch.testing.assert_close(g[0], torch.cat(expected_g), rtol=1e-5, atol=1e-6)
+
+
+def _mc_samples():
+    z = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]).view(5, 1, 1)              # [K, B, L]
+    g0 = torch.tensor([1.0, 3.0, 2.0, 5.0, 4.0])                            # rho = 0.8 with z
+    g1 = torch.tensor([5.0, 4.0, 3.0, 1.0, 2.0])                            # rho = -0.9
+    g2 = torch.tensor([2.0, 1.0, 2.0, 1.0, 2.0])                            # rho = 0
+    return z, torch.stack([g0, g1, g2]).view(3, 5, 1, 1), [g0, g1, g2]
+
+
+def test_trC_is_the_cross_covariance_trace():
+    z, gk, gs = _mc_samples()
+    est = MonteCarlo("trC", ("a",), 5, torch.Generator())
+    got = est.score(z, gk)[:, 0]
+    expected = [np.cov(z.flatten().numpy(), g.numpy())[0, 1] for g in gs]
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
+    assert int(got.argmax()) == 0
+
+
+def test_mutual_information_diag_and_full_agree_in_one_dimension():
+    z, gk, gs = _mc_samples()
+    rho = [np.corrcoef(z.flatten().numpy(), g.numpy())[0, 1] for g in gs]
+    expected = [-0.5 * np.log(1 - r ** 2) for r in rho]
+    diag = MonteCarlo("mi-diag", ("a",), 5, torch.Generator()).score(z, gk)[:, 0]
+    full = MonteCarlo("mi", ("a",), 5, torch.Generator(), ridge=1e-6).score(z, gk)[:, 0]
+    np.testing.assert_allclose(diag.numpy(), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(full.numpy(), expected, rtol=1e-3, atol=1e-5)
+    assert int(full.argmax()) == 1                                          # |rho| largest: mutual information
+
+
+def test_mutual_information_full_sees_what_the_diagonal_misses():
+    """Two dimensions where g's first component follows z's second: only the full covariance sees it."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 1, 2, generator=gen)
+    cross = torch.stack([z[..., 1], torch.randn(64, 1, generator=gen)], -1)    # g_0 = z_1
+    indep = torch.randn(64, 1, 2, generator=gen)
+    gk = torch.stack([indep, cross])                                        # [D=2, K, B, L]
+    full = MonteCarlo("mi", ("a",), 64, gen).score(z, gk)[:, 0]
+    diag = MonteCarlo("mi-diag", ("a",), 64, gen).score(z, gk)[:, 0]
+    assert full[1] > 1.0 > full[0]
+    assert diag[1] < 0.2
+
+
+def test_mc_estimator_runs_on_a_model_and_perturbs():
+    from fkal.models import lenet
+    torch.manual_seed(0)
+    model = lenet().eval()
+    x = torch.randn(3, 1, 28, 28)
+    xs = perturb(x, 4, torch.Generator().manual_seed(0))
+    assert xs.shape == (12, 1, 28, 28) and not torch.allclose(xs[:3], x)
+    logits, taps = model(x)
+    for metric in ("trC", "mi", "mi-diag"):
+        est = build_estimator(metric, None, None, 10, ("conv2",), 4, torch.Generator().manual_seed(0))
+        labels, g = est(model, x, logits, [taps["conv2"]], [taps["conv2"].mean((2, 3))])
+        assert labels.shape == (3,) and labels.max() < 10 and g is None
+
+
+def test_unknown_estimator():
+    with pytest.raises(ValueError, match="choose one of"):
+        build_estimator("zz", None, None, 10, (), 1, torch.Generator())

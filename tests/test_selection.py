@@ -1,0 +1,39 @@
+import numpy as np
+import torch
+
+from fkal.selection import kcenter_greedy, kcenter_greedy_distance, merge_by_rank
+
+
+def naive_kcenter(sim, k, first):
+    """Recompute every step: the point whose best similarity to the chosen centers is lowest."""
+    chosen = [first]
+    while len(chosen) < k:
+        rest = [i for i in range(len(sim)) if i not in chosen]
+        chosen.append(min(rest, key=lambda i: max(sim[i, c] for c in chosen)))
+    return np.array(chosen)
+
+
+def test_incremental_kcenter_equals_naive():
+    for seed in range(5):
+        x = torch.randn(40, 6, generator=torch.Generator().manual_seed(seed))
+        x = x / x.norm(dim=1, keepdim=True)
+        sim = x @ x.T
+        got = kcenter_greedy(lambda i: sim[i], 40, 12, first=seed)
+        np.testing.assert_array_equal(got, naive_kcenter(sim.numpy(), 12, seed))
+
+
+def test_kcenter_distance_on_a_line_picks_farthest_first():
+    pts = torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0, 4.0])
+    dist = lambda i: (pts - pts[i]).abs()
+    # labeled set = {0.0}: farthest is 10, then midpoints 4? no: distances to {0,10}: 1,2,3,4 -> 4 (idx 5)
+    initial = dist(0)
+    got = kcenter_greedy_distance(dist, len(pts), 3, initial=initial)
+    assert got.tolist() == [4, 5, 2]
+
+
+def test_merge_by_rank_gives_distinct_items_rank_major():
+    ranked = torch.tensor([[7, 3, 1], [7, 5, 2], [4, 3, 9]])
+    scores = torch.tensor([[0.9, 0.5, 0.1], [0.95, 0.6, 0.2], [0.8, 0.7, 0.3]])
+    # rank 0: centers by score 1 (7), 0 (7 dup), 2 (4); rank 1: 2 (3), 1 (5), 0 (3 dup); rank 2: ...
+    assert merge_by_rank(ranked, scores, 4).tolist() == [7, 4, 3, 5]
+    assert merge_by_rank(ranked, scores, 100).tolist() == [7, 4, 3, 5, 9, 2, 1]
