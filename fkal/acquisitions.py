@@ -37,7 +37,7 @@ class QueryContext:
     iteration: int              # b, 1-based
     batch_size: int = 1000      # inference batch
     progress: bool = True
-    options: dict = field(default_factory=dict)  # run-wide options (e.g. first_random for uncertainty)
+    options: dict = field(default_factory=dict)  # the command line's options (e.g. uncertainty_first_random)
 
 
 @dataclass
@@ -49,6 +49,25 @@ class QueryResult:
 
 Acquisition = Callable[[QueryContext], QueryResult]
 ACQUISITIONS: dict[str, Acquisition] = {}
+
+
+@dataclass(frozen=True)
+class TaskHooks:
+    """How an acquisition changes the task model and its training (learning loss, TA-VAAL).
+
+    wrap(model, spec) -> model: adds an auxiliary head; the wrapped forward still returns ``(logits, taps)``.
+    extra_loss: added to the cross-entropy of every training batch (see ``fkal.training.ExtraLoss``).
+    """
+
+    wrap: Callable[[nn.Module, object], nn.Module]
+    extra_loss: Callable
+
+
+TASK_HOOKS: dict[str, TaskHooks] = {}
+
+# Functions that add an acquisition's own options to the command line: add(parser) -> None. Their values
+# reach the acquisition as ctx.options[dest].
+ARGUMENT_GROUPS: list[Callable] = []
 
 
 def register(*names: str):
@@ -126,3 +145,12 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
         best[i] = max(v, best.get(i, -math.inf))
     scores = np.array([best[int(i)] for i in picked])
     return QueryResult(np.asarray(ctx.unlabeled)[picked], scores, pl_acc)
+
+
+# The baselines register themselves on import; importing them here completes the registry.
+from . import coreset, uncertainty  # noqa: E402,F401
+try:
+    import vaal.acquisitions  # noqa: E402,F401
+except ImportError as e:  # only when vaal/ itself is absent
+    if e.name not in ("vaal", "vaal.acquisitions"):
+        raise

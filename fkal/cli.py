@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import acquisitions  # noqa: F401  (registers the acquisitions)
-from .acquisitions import ACQUISITIONS
+from .acquisitions import ACQUISITIONS, ARGUMENT_GROUPS
 from .config import Config, parse_config
 from .datasets import DATASETS, check_request, get_spec
 from .errors import UserError
@@ -74,6 +74,8 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
         p.add_argument("--list", action="store_true", help="print the configuration names of the cfg list and stop")
     if stage == "gen_descr":
         p.add_argument("--iteration", type=int, default=0, help="model state: 0 the initial model, b after iteration b")
+    for add in ARGUMENT_GROUPS:
+        add(p)
     p.add_argument("--members", type=int, default=None,
                    help="initial models per run and IR (ensemble members; default: the largest E of the configurations)")
     return p
@@ -88,7 +90,7 @@ def settings_from(args: argparse.Namespace, spec) -> Settings:
                     query_size=args.pool_size or spec.query_size, iterations=args.iterations or spec.iterations,
                     device=pick_device(args.gpu), seed=args.seed, noise_ratio=args.noise_ratio,
                     pool_size=args.train_size, val_size=args.val_size, eval_batch=args.eval_batch,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, options=tuple(sorted(vars(args).items())))
 
 
 def pick_device(gpu: Optional[int]) -> torch.device:

@@ -71,7 +71,9 @@ class DatasetSpec:
 class TensorSource:
     """Images held in memory as uint8 ``[N, C, H, W]``; batches come out normalized as float32."""
 
-    def __init__(self, images: torch.Tensor, labels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(self, images: torch.Tensor, labels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
+                 augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+        self.augment = augment          # batch-wise training augmentation, [B, C, H, W] -> [B, C, H, W]
         if images.dim() == 3:
             images = images.unsqueeze(1)
         self.images = images.contiguous()
@@ -92,13 +94,18 @@ class TensorSource:
         return (x - self.mean) / self.std
 
     def batches(self, idx: np.ndarray, batch_size: int, shuffle: bool = False,
-                generator: Optional[torch.Generator] = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """Yield ``(positions, images)``: positions index into ``idx`` so callers can pick labels alongside."""
+                generator: Optional[torch.Generator] = None,
+                augment: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yield ``(positions, images)``: positions index into ``idx`` so callers can pick labels alongside.
+
+        ``augment`` applies the source's training augmentation (``self.augment``, batch-wise), if it has one.
+        """
         idx = np.asarray(idx)
         order = torch.randperm(len(idx), generator=generator).numpy() if shuffle else np.arange(len(idx))
         for start in range(0, len(idx), batch_size):
             pos = order[start:start + batch_size]
-            yield pos, self.get(idx[pos])
+            x = self.get(idx[pos])
+            yield pos, (self.augment(x) if augment and self.augment is not None else x)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .acquisitions import ACQUISITIONS, QueryContext
+from .acquisitions import ACQUISITIONS, TASK_HOOKS, QueryContext
 from .config import Config
 from .datasets import ALData, DatasetSpec, RawData, Schedule, Split, make_split
 from .errors import UserError
@@ -75,7 +75,7 @@ class Settings:
     val_size: Optional[int] = None
     eval_batch: int = 1000
     progress: bool = True
-    options: tuple = ()              # (key, value) pairs passed to acquisitions
+    options: tuple = ()              # (key, value) pairs of the command line, passed to acquisitions
 
     def seed_of(self, run: int) -> int:
         return run if self.seed is None else self.seed
@@ -162,11 +162,19 @@ def completed_iterations(results: Path, dataset: str, config: str, ir: float, un
             and r.get("unsupervised") == unsupervised}
 
 
-def load_models(s: Settings, states: list[dict]) -> list[torch.nn.Module]:
+def load_models(s: Settings, states: list[dict], acquisition: Optional[str] = None,
+                wrapped: bool = False) -> list[torch.nn.Module]:
+    """Models from state dicts; ``wrapped`` states were saved with the acquisition's task hooks applied,
+    plain ones (initial models) get the hooks applied after loading."""
+    hooks = TASK_HOOKS.get(acquisition)
     models = []
     for st in states:
         m = new_model(s)
+        if hooks is not None and wrapped:
+            m = hooks.wrap(m, s.spec).to(s.device)
         m.load_state_dict(st)
+        if hooks is not None and not wrapped:
+            m = hooks.wrap(m, s.spec).to(s.device)
         models.append(m.eval())
     return models
 
@@ -185,12 +193,14 @@ def run_config(s: Settings, raw: RawData, cfg: Config, run: int, ir: float, unsu
         return [done[b] for b in range(1, s.iterations + 1)]
     if last > 0:
         state = torch.load(paths.state(ir, unsupervised, cfg.name, last), map_location="cpu")
-        models, labeled_at = load_models(s, state["models"]), state["labeled_at"].numpy().copy()
+        models = load_models(s, state["models"], cfg.acquisition, wrapped=True)
+        labeled_at = state["labeled_at"].numpy().copy()
     else:
         models = load_models(s, [torch.load(ensure_initial(s, data, run, unsupervised, e), map_location="cpu")["model"]
-                                 for e in range(cfg.E)])
+                                 for e in range(cfg.E)], cfg.acquisition)
         labeled_at = np.full(len(split.pool), -1, dtype=np.int64)
     acquire = ACQUISITIONS[cfg.acquisition]
+    extra_loss = TASK_HOOKS[cfg.acquisition].extra_loss if cfg.acquisition in TASK_HOOKS else None
     records = [done[b] for b in range(1, last + 1)]
     test_idx = np.arange(len(raw.test))
     bar = tqdm(range(last + 1, s.iterations + 1), desc=f"run{run} IR={ir:g} {'rot' if unsupervised else 'rnd'} "
@@ -216,8 +226,8 @@ def run_config(s: Settings, raw: RawData, cfg: Config, run: int, ir: float, unsu
         train_seconds = 0.0
         for e, m in enumerate(models):
             train_seconds += train(m, data.pool_source, split.pool[labeled], split.pool_labels[labeled], s.train,
-                                   s.device, generator(seed, "train", b, e), desc=f"train b={b} e{e}",
-                                   progress=s.progress)
+                                   s.device, generator(seed, "train", b, e), extra_loss=extra_loss,
+                                   desc=f"train b={b} e{e}", progress=s.progress)
         probs = [predict(m, raw.test, test_idx, s.device, s.eval_batch) for m in models]
         accs = [accuracy(p.argmax(1).numpy(), raw.test.labels, s.spec.num_classes) for p in probs]
         ens = accuracy(torch.stack(probs).mean(0).argmax(1).numpy(), raw.test.labels, s.spec.num_classes)

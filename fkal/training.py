@@ -40,7 +40,7 @@ def train(model: nn.Module, source: TensorSource, idx: np.ndarray, labels: np.nd
     bar = tqdm(range(schedule.epochs), desc=desc, leave=False, disable=not progress)
     for epoch in bar:
         total, n = 0.0, 0
-        for pos, x in source.batches(idx, schedule.batch_size, shuffle=True, generator=generator):
+        for pos, x in source.batches(idx, schedule.batch_size, shuffle=True, generator=generator, augment=True):
             x, y = x.to(device, non_blocking=True), labels_t[pos].to(device, non_blocking=True)
             logits, taps = model(x)
             loss = F.cross_entropy(logits, y)

@@ -1,0 +1,1 @@
+"""Core-set baseline (placeholder module: filled in by the baselines work)."""

@@ -1,0 +1,1 @@
+"""MC-dropout uncertainty baselines (placeholder module: filled in by the baselines work)."""
