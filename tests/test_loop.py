@@ -122,3 +122,30 @@ def test_unknown_configuration_is_a_clear_error(tiny_mnist, tmp_path, capsys):
     assert main(common(tiny_mnist, tmp_path) + ["--only", "pfk-xyz-L20"]) == 2
     err = capsys.readouterr().err
     assert "pfk-xyz-L20" in err and len(err.strip().splitlines()) == 1
+
+
+def test_visualize_tsne_draws_confusion_and_tsne(tiny_mnist, tmp_path, capsys):
+    import importlib.util
+    from PIL import Image
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out) + ["--only", "random", "pcc-L20"]) == 0
+    spec = importlib.util.spec_from_file_location("visualize_tsne", "visualize_tsne.py")
+    vis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vis)
+    rc = vis.main(["--data-root", str(tiny_mnist), "--out", str(out), "--imbalance-ratio", "4", "--iteration", "2",
+                   "--configs", "random", "pcc-L20", "--samples", "60"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "random: test accuracy" in printed and "under-represented classes 5:" in printed
+    png = out / "MNIST" / "figures" / "tsne_ir4_b2.png"
+    assert png.with_suffix(".pdf").exists()
+    w, h = Image.open(png).size
+    assert (w, h) == (int(4.2 * 2 * 110), int(8.4 * 110))
+    assert vis.main(["--data-root", str(tiny_mnist), "--out", str(out), "--imbalance-ratio", "4",
+                     "--iteration", "5", "--configs", "random"]) == 2
+
+
+def test_confusion_matrix_counts():
+    from fkal.diagnostics import confusion_matrix
+    m = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
+    assert m.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
