@@ -108,6 +108,12 @@ def selected_configs(args: argparse.Namespace) -> list[Config]:
     return default_configs()
 
 
+def stage_main(script: str) -> int:
+    """Entry point of a dataset stage script ``{dataset}/{stage}.py``: both names come from its path."""
+    path = Path(script)
+    return main(dataset=path.parent.name, stage=path.stem)
+
+
 def main(argv: Optional[Sequence[str]] = None, dataset: Optional[str] = None, stage: Optional[str] = None) -> int:
     args = build_parser(dataset, stage).parse_args(argv)
     try:

@@ -1,11 +1,7 @@
 #!/usr/bin/env python
-"""MNIST stage `main_descr`: a thin front to the shared core (`fkal`); see `python mnist/main_descr.py --help`."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fkal.cli import main  # noqa: E402
+"""A stage script of the MNIST folder: a thin front to the shared core; `--help` says what it does."""
+import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # noqa: E401,E702
+from fkal.cli import stage_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(dataset="mnist", stage="main_descr"))
+    sys.exit(stage_main(__file__))
