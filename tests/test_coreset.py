@@ -1,0 +1,96 @@
+"""Core-set (k-center greedy on penultimate features): the pure selection on hand-made points, and the query."""
+import math
+
+import numpy as np
+import torch
+
+from fkal.acquisitions import ACQUISITIONS, QueryContext
+from fkal.config import Config
+from fkal.coreset import coreset_select, nearest_distance, penultimate_features
+from fkal.datasets import DATASETS, ALData, load_mnist, make_split
+from fkal.models import lenet
+
+SPEC = DATASETS["mnist"]
+
+
+def line(*xs) -> torch.Tensor:
+    """Points on a line embedded in 2-D: [N, 2]."""
+    return torch.tensor([[x, 0.0] for x in xs])
+
+
+def test_farthest_points_from_the_labeled_set_in_order():
+    # labeled at 0; unlabeled at 1, 2, 4, 7, 10, 10.5
+    # pick 10.5 (distance 10.5), then 4 (nearest center 0: 4), then 7 (nearest 4 or 10.5: 3)
+    picked, radius = coreset_select(line(0.0), line(1, 2, 4, 7, 10, 10.5), 3)
+    np.testing.assert_array_equal(picked, [5, 2, 3])
+    np.testing.assert_allclose(radius, [10.5, 4.0, 3.0])
+
+
+def test_labeled_points_are_centers_from_the_start():
+    # a labeled point at 10 covers 9.5; distances to it: 10, 9, 6, 0.5
+    picked, radius = coreset_select(line(10.0), line(0, 1, 4, 9.5), 2)
+    np.testing.assert_array_equal(picked, [0, 2])                   # 0 (distance 10), then 4 (min(4, 6) = 4)
+    np.testing.assert_allclose(radius, [10.0, 4.0])
+
+
+def test_no_labeled_points_starts_from_the_given_first():
+    picked, radius = coreset_select(torch.empty(0, 2), line(0, 1, 2, 3, 10), 3, first=1)
+    np.testing.assert_array_equal(picked, [1, 4, 3])                 # then 10 (distance 9), then 3 (distance 2)
+    assert math.isnan(radius[0])
+    np.testing.assert_allclose(radius[1:], [9.0, 2.0])
+
+
+def test_budget_larger_than_the_pool_takes_everything_once():
+    picked, _ = coreset_select(line(0.0), line(1, 2, 3), 10)
+    assert sorted(picked.tolist()) == [0, 1, 2]
+
+
+def test_duplicates_of_labeled_points_come_last():
+    picked, radius = coreset_select(line(0.0, 5.0), line(0, 5, 2.5), 3)
+    assert picked[0] == 2 and sorted(picked[1:].tolist()) == [0, 1]
+    np.testing.assert_allclose(radius, [2.5, 0.0, 0.0])
+
+
+def test_nearest_distance_in_small_blocks_equals_brute_force():
+    g = torch.Generator().manual_seed(0)
+    points, centers = torch.randn(37, 5, generator=g), torch.randn(11, 5, generator=g)
+    brute = (points[:, None] - centers[None]).norm(dim=2).min(1).values
+    for chunk in (1, 7, 50, 10_000):
+        torch.testing.assert_close(nearest_distance(points, centers, chunk_elements=chunk), brute)
+
+
+def make_ctx(root, n_labeled=20, budget=10, seed=0):
+    raw = load_mnist(str(root), download=False)
+    split = make_split(SPEC, raw, seed=0, imbalance_ratio=1, pool_size=200, val_size=50)
+    torch.manual_seed(seed)
+    return QueryContext(models=[lenet().eval()], data=ALData(SPEC, raw, split), labeled=np.arange(n_labeled),
+                        unlabeled=np.arange(n_labeled, len(split.pool)), budget=budget,
+                        generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
+                        config=Config("coreset"), iteration=2, batch_size=64, progress=False)
+
+
+def test_penultimate_features_are_relu_fc1(tiny_mnist):
+    ctx = make_ctx(tiny_mnist)
+    model, idx = ctx.models[0], ctx.data.split.pool[:30]
+    feats = penultimate_features(model, ctx.data.pool_source, idx, ctx.device, batch_size=8)
+    assert feats.shape == (30, 50) and (feats >= 0).all()
+    torch.testing.assert_close(feats, model(ctx.data.pool_source.get(idx))[1]["fc1"].relu())
+
+
+def test_query_is_the_greedy_on_the_features(tiny_mnist):
+    ctx = make_ctx(tiny_mnist)
+    result = ACQUISITIONS["coreset"](ctx)
+    data, model = ctx.data, ctx.models[0]
+    feats_l = penultimate_features(model, data.pool_source, data.split.pool[ctx.labeled], ctx.device)
+    feats_u = penultimate_features(model, data.pool_source, data.split.pool[ctx.unlabeled], ctx.device)
+    picked, radius = coreset_select(feats_l, feats_u, ctx.budget)
+    np.testing.assert_array_equal(result.indices, ctx.unlabeled[picked])
+    np.testing.assert_allclose(result.scores, radius)
+    assert (np.diff(result.scores) <= 1e-6).all()                    # the covering radius never grows
+
+
+def test_first_iteration_without_labels_is_seeded(tiny_mnist):
+    a = ACQUISITIONS["coreset"](make_ctx(tiny_mnist, n_labeled=0, seed=1))
+    b = ACQUISITIONS["coreset"](make_ctx(tiny_mnist, n_labeled=0, seed=1))
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert len(np.unique(a.indices)) == 10
