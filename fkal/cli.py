@@ -19,13 +19,14 @@ from .loop import Settings, run_config, run_full_train, run_initial
 
 # The paper's Figure 4 set (MNIST, b): random, R_z, R_zg with S = y^ / p^ / y and the baselines, where available.
 DEFAULT_CONFIGS = ("random", "pcc-L20", "pfk-y-L20", "pfk-yhat-L20", "pfk-phat-L20", "pfk-phat-L80", "pfk-y-L80",
-                   "varR-K128", "varR-E4-K32", "coreset", "vaal")
+                   "varR-K128", "varR-E4-K32", "coreset", "vaal", "tavaal", "lloss")
 
 
-def default_configs() -> list[Config]:
-    """The default cfg list: the Figure 4 set, keeping the entries whose acquisition is available."""
+def default_configs(spec=None) -> list[Config]:
+    """The default cfg list of a dataset (its ``configs``, else the MNIST Figure 4 set), keeping the entries whose
+    acquisition is available."""
     out = []
-    for name in DEFAULT_CONFIGS:
+    for name in (spec.configs if spec is not None and spec.configs else DEFAULT_CONFIGS):
         acq = max((a for a in ACQUISITIONS if name == a or name.startswith(a + "-")), key=len, default=None)
         if acq is not None:
             out.append(parse_config(name, ACQUISITIONS))
@@ -42,8 +43,9 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
     if dataset is None:
         p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(sorted(DATASETS))}")
     p.add_argument("--data-root", default=None,
-                   help="folder that holds the dataset (for MNIST the folder with MNIST/raw); default: --out. "
-                        "Downloaded there when missing and online")
+                   help="folder that holds the dataset: MNIST/raw/ (MNIST), SVHN/*.mat (SVHN), "
+                        "cifar-10-batches-py/ (CIFAR-10), ImageNet/{train,val}/<wnid>/ (ImageNet); default: --out. "
+                        "MNIST, SVHN and CIFAR-10 are downloaded there when missing and online")
     p.add_argument("--out", default="local_data", help="results go to {out}/{DATASET}/run{r}/")
     p.add_argument("--run-start", type=int, default=0, help="first run index")
     p.add_argument("--run-stop", type=int, default=None, help="one past the last run index (default: the dataset's runs)")
@@ -102,10 +104,10 @@ def pick_device(gpu: Optional[int]) -> torch.device:
     return torch.device("cpu")
 
 
-def selected_configs(args: argparse.Namespace) -> list[Config]:
+def selected_configs(args: argparse.Namespace, spec) -> list[Config]:
     if getattr(args, "only", None):
         return [parse_config(n, ACQUISITIONS) for n in args.only]
-    return default_configs()
+    return default_configs(spec)
 
 
 def stage_main(script: str) -> int:
@@ -130,12 +132,12 @@ def main(argv: Optional[Sequence[str]] = None, dataset: Optional[str] = None, st
 def _main(args: argparse.Namespace, dataset: str, stage: Optional[str]) -> int:
     spec = get_spec(dataset)
     if getattr(args, "list", False):
-        for cfg in default_configs():
+        for cfg in default_configs(spec):
             print(cfg.name)
         return 0
     for ir in args.imbalance_ratios:
         check_request(spec, ir, args.noise_ratio)
-    configs = [] if stage == "unsup" or getattr(args, "initial", False) else selected_configs(args)
+    configs = [] if stage == "unsup" or getattr(args, "initial", False) else selected_configs(args, spec)
     s = settings_from(args, spec)
     raw = spec.load(args.data_root or args.out, True)
     runs = range(args.run_start, spec.runs if args.run_stop is None else args.run_stop)

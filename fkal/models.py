@@ -86,3 +86,6 @@ def mc_dropout_copy(model: nn.Module, spec_model: str, num_classes: int) -> nn.M
     mc = build_model(spec_model, num_classes, mc_dropout=True)
     mc.load_state_dict(model.state_dict())
     return mc.to(next(model.parameters()).device).eval()
+
+
+from . import resnet  # noqa: E402,F401  (registers ResNet-10/18 into MODELS; see fkal/resnet.py)
