@@ -21,7 +21,7 @@ ACCURACY_SIZE = (11.0, 5.5)         # inches
 SUMMARY_SIZE = (13.0, 4.5)          # entropy and rare share, side by side
 COST_WIDTH = 11.0                   # height grows with the number of bars: see cost_figure_size
 PANEL_SIZE = (4.0, 3.0)             # one selection histogram
-SELECTION_LEGEND_WIDTH = 1.2        # room for the class legend right of the histograms
+SELECTION_LEGEND_WIDTH = 1.0        # room for the class legend right of the histograms
 MAX_STACKED_CLASSES = 20            # more classes: a heatmap instead of stacked bars
 RANDOM_INIT_STYLE = "--"            # line style of random-init (unsupervised=0) curves; pretrained are solid
 

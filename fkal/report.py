@@ -194,14 +194,14 @@ def filter_records(records: Iterable[dict], only: Sequence[str] | None = None, u
 
     ``None`` means no restriction.
     """
+    ratios = None if imbalance_ratios is None else {float(r) for r in imbalance_ratios}
     kept = []
     for record in records:
         if only is not None and record["config"] not in only and record["config"] != FULL_TRAIN:
             continue
         if unsupervised is not None and int(record["unsupervised"]) != unsupervised:
             continue
-        if imbalance_ratios is not None and float(record["imbalance_ratio"]) not in [float(r) for r in
-                                                                                    imbalance_ratios]:
+        if ratios is not None and float(record["imbalance_ratio"]) not in ratios:
             continue
         kept.append(record)
     return kept
@@ -435,6 +435,7 @@ class LabelSaving:
     labels: float | None      # labels this configuration needs (linear interpolation between counts)
     saving_percent: float | None  # 100 * (1 - labels / baseline_labels): "x% fewer labels"
     best_mean: float          # this configuration's highest mean accuracy, %
+    above_at_start: bool      # already above target at its first labeled count: labels is an upper bound
 
 
 def is_baseline(config: str) -> bool:
@@ -478,7 +479,7 @@ def label_saving(curves: dict[GroupKey, list[CurvePoint]]) -> list[LabelSaving]:
             labels = labels_to_reach(curve, target)
             saving = None if labels is None else 100.0 * (1.0 - labels / baseline_labels)
             savings.append(LabelSaving(key.config, ratio, unsupervised, best.config, target, baseline_labels,
-                                       labels, saving, max(p.mean for p in curve)))
+                                       labels, saving, max(p.mean for p in curve), curve[0].mean > target))
     return savings
 
 
@@ -634,9 +635,10 @@ def format_accuracy_markdown(rows: Sequence[SummaryRow], metric: str = "test_acc
 def format_label_saving_markdown(savings: Sequence[LabelSaving]) -> str:
     """Per (imbalance ratio, initial model): the target and a row per configuration, fewest labels first."""
     lines = ["## Label saving", "",
-             "Target: the final mean accuracy of the best baseline (highest final mean among all but pcc/pfk/pfk-sum)."
-             " Labels: smallest labeled count at which a configuration's mean accuracy reaches the target (linear "
-             "interpolation between counts). Saving: how many fewer labels than the baseline needs, in percent.", ""]
+             "Target: the final mean accuracy of the best baseline (highest final mean among all but "
+             "pcc/pfk/pfk-sum). Labels: smallest labeled count at which a configuration's mean accuracy reaches the "
+             "target (linear interpolation between counts; '≤' where it is above the target from its first count "
+             "on). Saving: how many fewer labels than the baseline needs, in percent.", ""]
     slices: dict[tuple[float, int], list[LabelSaving]] = defaultdict(list)
     for saving in savings:
         slices[(saving.imbalance_ratio, saving.unsupervised)].append(saving)
@@ -650,8 +652,10 @@ def format_label_saving_markdown(savings: Sequence[LabelSaving]) -> str:
         for s in members:
             if s.labels is None:
                 body.append([legend_name(s.config, s.unsupervised), f"not reached (best {s.best_mean:.2f}%)", "–"])
-            else:
-                body.append([legend_name(s.config, s.unsupervised), f"{s.labels:.0f}", f"{s.saving_percent:.1f}%"])
+            else:  # above target from the first count on: it may need fewer labels than that count
+                at_most, at_least = ("≤ ", "≥ ") if s.above_at_start else ("", "")
+                body.append([legend_name(s.config, s.unsupervised), f"{at_most}{s.labels:.0f}",
+                             f"{at_least}{s.saving_percent:.1f}%"])
         lines += _markdown_table(["configuration", "labels to reach target", "fewer labels than baseline"], body)
         lines += [""]
     return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""fkal/plots.py and run_plot.py: every figure renders at its size; the command line end to end."""
+import json
+
+import numpy as np
+from PIL import Image
+
+import run_plot
+from fkal import plots, report
+
+CONFIGS = {"random": 50.0, "pfk-phat-L80": 70.0}  # starting accuracy (%)
+
+
+def make_record(config, run, iteration, accuracy):
+    return {
+        "config": config, "dataset": "mnist", "run": run, "seed": run, "imbalance_ratio": 100, "unsupervised": 1,
+        "iteration": iteration, "labeled": 125 * iteration, "pool_size": 25000, "test_accuracy": accuracy,
+        "ensemble_test_accuracy": None, "per_class_accuracy": [accuracy] * 10,
+        "selected_class_counts": [20, 20, 20, 20, 20, 5, 5, 5, 5, 10 + iteration], "pseudo_label_accuracy": None,
+        "query_seconds": 0.001 if config == "random" else 2.5, "train_seconds": 12.0,
+    }
+
+
+def write_results(out, runs=(0, 1), iterations=(1, 2, 3), skip=()):
+    """{out}/MNIST/run{r}/results.jsonl: two configurations, three iterations, and a full-train line per run.
+    ``skip`` holds (config, run, iteration) lines left out."""
+    for run in runs:
+        lines = [make_record(config, run, i, start + 10 * i + run)
+                 for config, start in CONFIGS.items() for i in iterations if (config, run, i) not in skip]
+        lines.append({"config": "full-train", "dataset": "mnist", "run": run, "seed": run, "imbalance_ratio": 100,
+                      "unsupervised": 1, "iteration": 0, "labeled": 25000, "pool_size": 25000,
+                      "test_accuracy": 92.5})
+        path = out / "MNIST" / f"run{run}" / "results.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return out
+
+
+def groups_of(out):
+    records, warnings = report.read_results(report.result_paths(out, "mnist"))
+    assert warnings == []
+    return report.split_full_train(report.group_records(records))
+
+
+def png_size(path):
+    with Image.open(path) as image:
+        image.load()
+        return image.size  # (width, height) in pixels
+
+
+def test_every_figure_renders_at_its_size(tmp_path):
+    active, full = groups_of(write_results(tmp_path))
+    curves = {key: report.accuracy_curve(runs) for key, runs in active.items()}
+    full_curves = {key: report.accuracy_curve(runs) for key, runs in full.items()}
+    figures = {
+        "accuracy": plots.accuracy_figure(curves, full_curves, 25000, "accuracy"),
+        "cost": plots.cost_figure(report.cost_table(active), "cost"),
+        "selection": plots.selection_figure({k: report.selection_histogram(r) for k, r in active.items()}, "sel"),
+        "summary": plots.selection_summary_figure({k: report.entropy_curve(r) for k, r in active.items()},
+                                                  {k: report.rare_share_curve(r, range(5, 10))
+                                                   for k, r in active.items()}, 10, range(5, 10), "summary"),
+    }
+    expected = {"accuracy": (1100, 550),   # 11 x 5.5 in at 100 dpi
+                "cost": (1100, 300),       # 2 bars: the 3 in minimum height
+                "selection": (900, 300),   # 2 panels of 4 x 3 in side by side, 1 in for the class legend
+                "summary": (1300, 450)}
+    for name, figure in figures.items():
+        png, pdf = plots.save_figure(figure, tmp_path / "figures" / name)
+        assert png_size(png) == expected[name], name
+        assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_heatmap_for_many_classes(tmp_path):
+    key = report.GroupKey("random", 100.0, 1)
+    counts = np.arange(3 * 50, dtype=float).reshape(3, 50)  # 3 iterations, 50 classes
+    png, _ = plots.save_figure(plots.selection_figure({key: ([10, 20, 30], counts)}, "many"), tmp_path / "many")
+    assert png_size(png) == (500, 300)
+
+
+def test_accuracy_curve_without_a_rare_set_and_single_run(tmp_path):
+    active, _ = groups_of(write_results(tmp_path, runs=(0,)))
+    figure = plots.selection_summary_figure({k: report.entropy_curve(r) for k, r in active.items()}, None, 10,
+                                            None, "no rare classes")
+    png, _ = plots.save_figure(figure, tmp_path / "summary")
+    assert png_size(png) == (1300, 450)
+
+
+def test_main_end_to_end(tmp_path, capsys):
+    out = write_results(tmp_path / "local_data")
+    assert run_plot.main(["--out", str(out), "--save"]) == 0
+    folder = out / "MNIST" / "figures"
+    for stem in ("accuracy_IR100", "cost_IR100", "selection_IR100", "selection_summary_IR100"):
+        assert png_size(folder / f"{stem}.png")[0] > 0
+        assert (folder / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+    markdown = (folder / "results.md").read_text()
+    assert "pfk-phat-L80  (R_zg, S=p^(y,z), L=80)" in markdown and "Label saving" in markdown
+    csv_lines = (folder / "accuracy.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("config,imbalance_ratio,unsupervised,labeled")
+    assert len(csv_lines) == 1 + 2 * 3 + 1  # header, 2 configurations x 3 counts, full-train
+    assert (folder / "label_saving.csv").read_text().count("\n") == 3
+    printed = capsys.readouterr().out
+    assert "| random | 60.50 ± 0.71 (2) |" in printed  # 50 + 10 and 50 + 10 + 1 at 125 labels
+
+
+def test_main_figures_folder_and_filters(tmp_path, capsys):
+    out = write_results(tmp_path)
+    figures = tmp_path / "elsewhere"
+    assert run_plot.main(["--out", str(out), "--save", "--figures", str(figures), "--only", "random", "nope"]) == 0
+    captured = capsys.readouterr()
+    assert "--only nope: no such configuration" in captured.err
+    assert "pfk-phat-L80" not in (figures / "results.md").read_text().split("## Warnings")[0]
+    assert run_plot.main(["--out", str(out), "--unsupervised", "0"]) == 2
+    assert "no results left after the filters" in capsys.readouterr().err
+
+
+def test_main_without_results_exits_2(tmp_path, capsys):
+    assert run_plot.main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no results") and err.count("\n") == 1
+
+
+def test_broken_line_and_missing_iteration_still_plot(tmp_path, capsys):
+    out = write_results(tmp_path, skip={("pfk-phat-L80", 1, 3)})
+    path = out / "MNIST" / "run0" / "results.jsonl"
+    with open(path, "a") as f:
+        f.write('{"config": "random", "run": 0\n')
+    lines = path.read_text().count("\n")
+    assert run_plot.main(["--out", str(out), "--save"]) == 0
+    err = capsys.readouterr().err
+    assert f"{path}:{lines}: skipped a broken line" in err
+    assert "partial results: pfk-phat-L80 (IR=100, rotation-pretrained): run 1 lacks iteration 3 of 1-3" in err
+    assert png_size(out / "MNIST" / "figures" / "accuracy_IR100.png") == (1100, 550)

@@ -1,0 +1,252 @@
+"""fkal/report.py: reading results, grouping, tables, label saving, selection statistics (no matplotlib)."""
+import json
+import math
+import statistics
+
+import pytest
+
+from fkal import report
+from fkal.report import CurvePoint, GroupKey
+
+
+def make_record(config="random", run=0, iteration=1, accuracy=50.0, imbalance_ratio=100, unsupervised=1,
+                counts=None, per_iteration=125, pool=25000, **extra):
+    """One valid results line as a dict (the input contract of run.py)."""
+    record = {
+        "config": config, "dataset": "mnist", "run": run, "seed": run, "imbalance_ratio": imbalance_ratio,
+        "unsupervised": unsupervised, "iteration": iteration, "labeled": per_iteration * iteration,
+        "pool_size": pool, "test_accuracy": accuracy, "ensemble_test_accuracy": None,
+        "per_class_accuracy": [accuracy] * 10,
+        "selected_class_counts": counts if counts is not None else [per_iteration // 10] * 10,
+        "pseudo_label_accuracy": None, "query_seconds": 0.5, "train_seconds": 10.0,
+    }
+    record.update(extra)
+    return record
+
+
+def write_lines(path, lines):
+    """Write records (dicts) or raw strings, one per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def test_dataset_dirs_and_result_paths_in_run_order(tmp_path):
+    assert report.DATASET_DIRS == {"mnist": "MNIST", "svhn": "SVHN", "imagenet": "ImageNet", "cifar10": "CIFAR10"}
+    for run in (10, 2, 0):
+        write_lines(tmp_path / "SVHN" / f"run{run}" / "results.jsonl", [make_record(run=run)])
+    paths = report.result_paths(tmp_path, "svhn")
+    assert [p.parent.name for p in paths] == ["run0", "run2", "run10"]
+    assert report.result_paths(tmp_path, "mnist") == []
+
+
+def test_broken_lines_are_skipped_with_file_and_line(tmp_path):
+    good = make_record(iteration=1)
+    missing = make_record(iteration=2)
+    del missing["test_accuracy"]
+    wrong_type = make_record(iteration=3, labeled="many")
+    path = write_lines(tmp_path / "results.jsonl",
+                       [good, "{not json", "", missing, "[1, 2]", wrong_type, make_record(iteration=4)])
+    records, warnings = report.read_results([path])
+    assert [r["iteration"] for r in records] == [1, 4]
+    assert len(warnings) == 4
+    assert warnings[0].startswith(f"{path}:2: ") and "invalid JSON" in warnings[0]
+    assert warnings[1].startswith(f"{path}:4: ") and "missing test_accuracy" in warnings[1]
+    assert warnings[2].startswith(f"{path}:5: ") and "not a JSON object" in warnings[2]
+    assert warnings[3].startswith(f"{path}:6: ") and "labeled" in warnings[3]
+
+
+def test_full_train_line_needs_only_its_fields(tmp_path):
+    full = {"config": "full-train", "dataset": "mnist", "run": 0, "seed": 0, "imbalance_ratio": 100,
+            "unsupervised": 1, "iteration": 0, "labeled": 25000, "pool_size": 25000, "test_accuracy": 92.5,
+            "selected_class_counts": None}
+    records, warnings = report.read_results([write_lines(tmp_path / "results.jsonl", [full])])
+    assert warnings == [] and records == [full]
+
+
+def test_repeated_iteration_keeps_the_later_line(tmp_path):
+    path = write_lines(tmp_path / "results.jsonl", [make_record(accuracy=40.0), make_record(accuracy=45.0)])
+    records, warnings = report.read_results([path])
+    assert [r["test_accuracy"] for r in records] == [45.0]
+    assert len(warnings) == 1 and f"{path}:2" in warnings[0] and f"{path}:1" in warnings[0]
+
+
+# ------------------------------------------------------------------------------------------------ grouping
+
+def test_filter_and_group():
+    records = [make_record("pcc-L20", run=1, iteration=2), make_record("pcc-L20", run=1, iteration=1),
+               make_record("random", unsupervised=0), make_record("random", imbalance_ratio=1),
+               make_record("full-train", iteration=0)]
+    groups = report.group_records(records)
+    assert list(groups) == [GroupKey("random", 1.0, 1), GroupKey("random", 100.0, 0), GroupKey("pcc-L20", 100.0, 1),
+                            GroupKey("full-train", 100.0, 1)]
+    assert [r["iteration"] for r in groups[GroupKey("pcc-L20", 100.0, 1)][1]] == [1, 2]
+    kept = report.filter_records(records, only=["pcc-L20"], unsupervised=1, imbalance_ratios=[100])
+    assert sorted(r["config"] for r in kept) == ["full-train", "pcc-L20", "pcc-L20"]
+    assert report.filter_records(records, unsupervised=0) == [records[2]]
+
+
+def test_completeness_notes_name_missing_runs_and_iterations():
+    records = [make_record("random", run=r, iteration=i) for r in (0, 1) for i in (1, 2, 3)]
+    records += [make_record("pcc-L20", run=0, iteration=i) for i in (1, 3)]
+    notes = report.completeness_notes(report.group_records(records))
+    assert notes == ["partial results: pcc-L20 (IR=100, rotation-pretrained): 1 of 2 runs; "
+                     "run 0 lacks iteration 2 of 1-3"]
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+def test_summary_table_is_mean_and_sample_std_over_runs():
+    accuracies = {("random", 0): [50.0, 60.0, 70.0], ("random", 1): [54.0, 61.0, 75.0],
+                  ("pfk-phat-L80", 0): [70.0, 80.0, 90.0], ("pfk-phat-L80", 1): [72.0, 85.0, 88.0]}
+    records = [make_record(config, run=run, iteration=i + 1, accuracy=a)
+               for (config, run), values in accuracies.items() for i, a in enumerate(values)]
+    rows = report.summary_table(report.group_records(records))
+    assert len(rows) == 6
+    for row in rows:
+        values = [accuracies[(row.config, run)][row.labeled // 125 - 1] for run in (0, 1)]
+        assert row.mean == pytest.approx(statistics.mean(values))
+        assert row.std == pytest.approx(statistics.stdev(values))  # sample std, ddof=1
+        assert row.runs == 2
+        assert row.labeled_percent == pytest.approx(100 * row.labeled / 25000)
+
+
+def test_single_run_has_no_std():
+    rows = report.summary_table(report.group_records([make_record(accuracy=42.0)]))
+    assert rows[0].mean == 42.0 and math.isnan(rows[0].std) and rows[0].runs == 1
+
+
+def test_ensemble_metric_falls_back_to_test_accuracy():
+    records = [make_record("varR-E4-K32", accuracy=60.0, ensemble_test_accuracy=63.0), make_record(accuracy=50.0)]
+    rows = report.summary_table(report.group_records(records), metric="ensemble_test_accuracy")
+    assert {row.config: row.mean for row in rows} == {"random": 50.0, "varR-E4-K32": 63.0}
+
+
+def curve(points):
+    return [CurvePoint(labeled, mean, math.nan, 1) for labeled, mean in points]
+
+
+def test_label_saving_hand_computed():
+    # best baseline: varR (final 70 > random's 65); it first reaches 70 at 300 labels.
+    # pfk crosses 70 between 100 (50%) and 200 (80%): 100 + (70 - 50) / (80 - 50) * 100 = 166.67 labels,
+    # 1 - 166.67 / 300 = 44.44% fewer labels. pcc never reaches 70.
+    curves = {GroupKey("random", 100.0, 1): curve([(100, 45), (200, 55), (300, 65)]),
+              GroupKey("varR-E4-K32", 100.0, 1): curve([(100, 50), (200, 60), (300, 70)]),
+              GroupKey("pfk-phat-L80", 100.0, 1): curve([(100, 50), (200, 80), (300, 90)]),
+              GroupKey("pcc-L20", 100.0, 1): curve([(100, 40), (200, 60), (300, 69)])}
+    savings = {s.config: s for s in report.label_saving(curves)}
+    assert {s.baseline for s in savings.values()} == {"varR-E4-K32"}
+    assert savings["pfk-phat-L80"].target == 70
+    assert savings["pfk-phat-L80"].labels == pytest.approx(500 / 3)
+    assert savings["pfk-phat-L80"].saving_percent == pytest.approx(100 * (1 - (500 / 3) / 300))
+    assert savings["pfk-phat-L80"].saving_percent == pytest.approx(44.444, abs=1e-3)
+    assert savings["varR-E4-K32"].saving_percent == 0.0
+    assert savings["pcc-L20"].labels is None and savings["pcc-L20"].saving_percent is None
+    assert savings["pcc-L20"].best_mean == 69
+
+
+def test_label_saving_is_per_ratio_and_initial_model():
+    curves = {GroupKey("random", 100.0, 1): curve([(100, 50), (200, 60)]),
+              GroupKey("random", 100.0, 0): curve([(100, 40), (200, 50)]),
+              GroupKey("pfk-phat-L80", 100.0, 0): curve([(100, 50), (200, 55)]),
+              GroupKey("pfk-phat-L80", 1.0, 1): curve([(100, 90)])}  # no baseline at IR=1: left out
+    savings = report.label_saving(curves)
+    assert {(s.config, s.unsupervised, s.target) for s in savings} == {
+        ("random", 1, 60), ("random", 0, 50), ("pfk-phat-L80", 0, 50)}
+    pfk = next(s for s in savings if s.config == "pfk-phat-L80")
+    assert pfk.labels == 100 and pfk.saving_percent == pytest.approx(50.0)
+
+
+def test_label_saving_above_target_from_the_start_is_a_bound():
+    curves = {GroupKey("random", 100.0, 1): curve([(100, 50), (200, 60)]),
+              GroupKey("pfk-phat-L80", 100.0, 1): curve([(100, 70), (200, 80)])}
+    savings = {s.config: s for s in report.label_saving(curves)}
+    assert savings["pfk-phat-L80"].labels == 100 and savings["pfk-phat-L80"].above_at_start
+    assert not savings["random"].above_at_start
+    text = report.format_label_saving_markdown(list(savings.values()))
+    assert "| ≤ 100 | ≥ 50.0% |" in text
+
+
+def test_labels_to_reach():
+    assert report.labels_to_reach(curve([(100, 80), (200, 90)]), 70) == 100  # already above at the start
+    assert report.labels_to_reach(curve([(100, 60), (200, 80)]), 75) == pytest.approx(175)
+    assert report.labels_to_reach(curve([(100, 60), (200, 80)]), 81) is None
+
+
+def test_cost_table_and_csv():
+    records = [make_record(iteration=i, query_seconds=q, train_seconds=t) for i, q, t in ((1, 1.0, 10.0),
+                                                                                         (2, 3.0, 20.0))]
+    rows = report.cost_table(report.group_records(records + [make_record("full-train", iteration=0)]))
+    assert len(rows) == 1
+    assert (rows[0].query_mean, rows[0].train_mean, rows[0].iterations) == (2.0, 15.0, 2)
+    assert rows[0].query_std == pytest.approx(statistics.stdev([1.0, 3.0]))
+    text = report.to_csv(report.summary_table(report.group_records([make_record()])))
+    assert text.splitlines()[0] == "config,imbalance_ratio,unsupervised,labeled,labeled_percent,mean,std,runs"
+    assert text.splitlines()[1] == "random,100.0,1,125,0.5,50.0,,1"
+
+
+def test_markdown_names_the_std_and_marks_random_init():
+    records = [make_record(run=r, accuracy=50.0 + r, unsupervised=u) for r in (0, 1) for u in (0, 1)]
+    text = report.format_accuracy_markdown(report.summary_table(report.group_records(records)))
+    assert "sample std (ddof=1)" in text
+    assert "| random | 50.50 ± 0.71 (2) |" in text
+    assert "| random  (θ_rnd) | 50.50 ± 0.71 (2) |" in text
+
+
+# ------------------------------------------------------------------------------------------------ selections
+
+def test_selection_entropy():
+    assert report.selection_entropy([5] * 10) == pytest.approx(math.log(10))
+    assert report.selection_entropy([0, 7, 0]) == 0.0
+    assert report.selection_entropy([3, 1]) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert report.selection_entropy([1, 1, 1, 1], base=2) == pytest.approx(2.0)
+    assert math.isnan(report.selection_entropy([0, 0]))
+
+
+def test_rare_share_is_cumulative_and_histogram_is_mean_over_runs():
+    runs = {0: [make_record(iteration=1, counts=[8, 2]), make_record(iteration=2, counts=[4, 6])],
+            1: [make_record(run=1, iteration=1, counts=[10, 0])]}
+    share = report.rare_share_curve(runs, rare_classes=[1])
+    assert share[0].labeled == 125 and share[0].mean == pytest.approx(10.0)  # runs: 20% and 0%
+    assert share[0].std == pytest.approx(statistics.stdev([20.0, 0.0]))
+    assert share[1].mean == pytest.approx(40.0) and share[1].runs == 1  # (2 + 6) / 20
+    labeled, counts = report.selection_histogram(runs)
+    assert labeled == [125, 250]
+    assert counts.tolist() == [[9.0, 1.0], [4.0, 6.0]]
+
+
+# ------------------------------------------------------------------------------------------------ names
+
+@pytest.mark.parametrize("name, parsed", [
+    ("pfk-phat-L80", ("pfk", "phat", 80, None, None)),
+    ("pfk-sum-yhat-L20", ("pfk-sum", "yhat", 20, None, None)),
+    ("pfk-phat-g-L80", ("pfk", "phat-g", 80, None, None)),
+    ("pfk-mi-diag-L20", ("pfk", "mi-diag", 20, None, None)),
+    ("pfk-y-L20", ("pfk", "y", 20, None, None)),
+    ("varR-E4-K32", ("varR", None, None, 4, 32)),
+    ("random", ("random", None, None, None, None)),
+])
+def test_parse_config(name, parsed):
+    c = report.parse_config(name)
+    assert (c.acquisition, c.pseudo_label, c.L, c.E, c.K) == parsed
+
+
+@pytest.mark.parametrize("name", ["foo", "pfk-bad", "pcc-L", "varR-K32-E4"])
+def test_parse_config_rejects(name):
+    with pytest.raises(ValueError):
+        report.parse_config(name)
+
+
+def test_legend_names():
+    assert report.legend_name("pfk-phat-L80", 1) == "pfk-phat-L80  (R_zg, S=p^(y,z), L=80)"
+    assert report.legend_name("pcc-L20", 1) == "pcc-L20  (R_z, L=20)"
+    assert report.legend_name("pfk-yhat-L20", 1) == "pfk-yhat-L20  (R_zg, S=y^, L=20)"
+    assert report.legend_name("pfk-y-L20", 1) == "pfk-y-L20  (R_zg, S=y, L=20)"
+    assert report.legend_name("varR-E4-K32", 1) == "varR-E4-K32  (varR, E=4, K=32)"
+    assert report.legend_name("random", 1) == "random"
+    assert report.legend_name("random", 0) == "random  (θ_rnd)"
+    assert report.legend_name("my-new-idea", 1) == "my-new-idea"  # unknown names pass through
+    assert report.is_baseline("varR-E4-K32") and report.is_baseline("coreset")
+    assert not report.is_baseline("pfk-sum-phat-L80") and not report.is_baseline("full-train")
