@@ -45,18 +45,22 @@ def standardize(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def pcc(a: Features, b: Features) -> torch.Tensor:
-    """R_z = sum_j (Z_v^j)^T Z^j (eq. 6): ``[A, B]``."""
-    return sum(za @ zb.T for za, zb in zip(a.z, b.z))
+    """R_z = sum_j (Z_v^j)^T Z^j (eq. 6): ``[A, B]``; the sum over scales is one product of the concatenations."""
+    return torch.cat(a.z, 1) @ torch.cat(b.z, 1).T
 
 
 def pfk(a: Features, b: Features) -> torch.Tensor:
     """Practical Fisher kernel R_zg = sum_j ((Z_v^j)^T Z^j) o ((G_v^j)^T G^j) (eq. 12, from eq. 11): ``[A, B]``."""
-    return sum((za @ zb.T) * (ga @ gb.T) for za, zb, ga, gb in zip(a.z, b.z, a.g, b.g))
+    out = None
+    for za, zb, ga, gb in zip(a.z, b.z, a.g, b.g):
+        term = (za @ zb.T).mul_(ga @ gb.T)
+        out = term if out is None else out.add_(term)
+    return out
 
 
 def pfk_sum(a: Features, b: Features) -> torch.Tensor:
     """R_z + R_g, the sum the authors' code release uses in place of the product of eq. 12: ``[A, B]``."""
-    return pcc(a, b) + sum(ga @ gb.T for ga, gb in zip(a.g, b.g))
+    return torch.cat(a.z + a.g, 1) @ torch.cat(b.z + b.g, 1).T
 
 
 Kernel = Callable[[Features, Features], torch.Tensor]

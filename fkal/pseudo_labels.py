@@ -41,6 +41,7 @@ class NearestValidation:
     def __init__(self, val: Features, val_labels: torch.Tensor, num_classes: int, fisher: bool = False,
                  chunk: int = 4096):
         self.val, self.val_labels, self.fisher, self.chunk = val, val_labels, fisher, chunk
+        self.val_z = torch.cat(val.z, 1)                                    # [M, L]: R_z is one product
         self.by_class = [torch.nonzero(val_labels == d).flatten() for d in range(num_classes)]
 
     def __call__(self, model, x, logits, acts, z):
@@ -62,9 +63,10 @@ class NearestValidation:
         return labels, g
 
     def _argmax_pcc(self, zu):
+        zu = torch.cat(zu, 1)                                               # [B, L]
         best_v = best_i = None
         for start in range(0, len(self.val_labels), self.chunk):
-            sim = sum(a @ b[start:start + self.chunk].to(a.device).T for a, b in zip(zu, self.val.z))  # [B, chunk]
+            sim = zu @ self.val_z[start:start + self.chunk].to(zu.device).T  # R_z block [B, chunk]
             v, i = sim.max(1)
             i = i + start
             if best_v is None:
