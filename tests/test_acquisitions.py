@@ -11,6 +11,9 @@ from fkal.models import lenet
 # one example configuration per acquisition (acquisitions registered later get a plain Config)
 EXAMPLES = {"pcc": "pcc-L20", "pfk": "pfk-phat-L80", "pfk-sum": "pfk-sum-yhat-L20"}
 SPEC = DATASETS["mnist"]
+# tiny settings for the acquisitions that train their own networks (VAAL, TA-VAAL)
+SMALL = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,
+         "vaal_disc_hidden": 8, "vaal_disc_layers": 1}
 
 
 def make_ctx(root, cfg, budget=12, n_labeled=20, models=None, seed=0):
@@ -23,7 +26,7 @@ def make_ctx(root, cfg, budget=12, n_labeled=20, models=None, seed=0):
     return QueryContext(models=models, data=ALData(SPEC, raw, split), labeled=labeled,
                         unlabeled=np.setdiff1d(np.arange(len(split.pool)), labeled), budget=budget,
                         generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), config=cfg,
-                        iteration=2, batch_size=64, progress=False)
+                        iteration=2, batch_size=64, progress=False, options=dict(SMALL))
 
 
 def example(name):

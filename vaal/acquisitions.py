@@ -1,0 +1,316 @@
+"""The ``vaal``, ``tavaal`` and ``lloss`` acquisitions, their task-model hooks and their command-line options.
+
+  vaal    Sinha et al. 2019. A fresh VAE and discriminator are trained inside the query on the labeled images and
+          the whole unlabeled pool (so ``query_seconds`` holds their training, the query cost of the FK paper's
+          Table 1); the P unlabeled images with the LOWEST discriminator score D(mu) are selected.
+  tavaal  Kim et al. 2021. The task model carries a ranker (loss prediction module) trained with the RankNet loss
+          (eq. 1, weight eta) during the loop's task training; the query draws a random subset of 10 x P unlabeled
+          images, trains a fresh rank-conditioned VAE and discriminator on the labeled images and that subset,
+          r = sigmoid(ranker output) of the frozen ranker, and selects the P lowest D(mu, r) of the subset.
+  lloss   Yoo and Kweon 2019. The task model carries a loss prediction module trained with the margin ranking
+          loss; the query selects the P highest predicted losses within a random subset of the unlabeled pool.
+
+With nothing labeled yet (the first iteration of this protocol, whose initial model saw no labels) all three
+select uniformly at random: the discriminator has no labeled images to learn from and the ranker has never
+seen a loss (the reference codes start from a random initial labeled set for the same reason).
+
+Batch norm: like the reference codes, the VAE sees the labeled and the unlabeled batch in separate passes and
+the pool is scored with batch statistics; ``--vaal-joint-bn 1`` shares the statistics instead (see
+``vaal.train.train_adversary``).
+
+Everything is deterministic given ``ctx.generator``: a seed drawn from it seeds the model initialisation, the
+reparameterization noise (inside ``torch.random.fork_rng``, so the caller's RNG state is left as it was) and
+the data order.
+"""
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from fkal.acquisitions import (ARGUMENT_GROUPS, TASK_HOOKS, QueryContext, QueryResult, TaskHooks, random_query,
+                               register)
+from fkal.errors import UserError
+
+from .models import VAE, Discriminator, LossPredictionModel, with_loss_module
+from .train import (AdversarySchedule, ImageFeed, discriminator_scores, highest, lloss_extra_loss, lowest,
+                    predicted_losses, tavaal_extra_loss, train_adversary)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------------------------------------------
+# Architecture and batch by dataset, where the command line leaves them unset: the FK paper's MNIST adaptation
+# of VAAL (every VAE width halved, discriminator 4 x 256, batch 25 as its task training), else the VAAL reference
+# (widths 128-256-512-1024, discriminator 2 x 512, batch 64).
+PRESETS = {
+    "mnist": {"width": 64, "disc_hidden": 256, "disc_layers": 4, "batch_size": 25},
+    None: {"width": 128, "disc_hidden": 512, "disc_layers": 2, "batch_size": 64},
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """The numbers of the three baselines; ``from_ctx`` reads them from ``ctx.options`` (under the argparse
+    dests of ``DESTS``); a missing or None value takes the dataset's preset, else the default here."""
+
+    vaal_iterations: int = 150          # VAAL reference: 100 epochs over the pool; FK MNIST adaptation: 10,000
+    tavaal_iterations: int = 300        # TA-VAAL reference: 100 epochs over labeled + subset at batch 128
+    batch_size: Optional[int] = None    # 25 MNIST adaptation, 64 VAAL reference (TA-VAAL: 128)
+    latent: int = 32
+    width: Optional[int] = None         # first encoder width w (w, 2w, 4w, 8w): 64 MNIST adaptation, 128 reference
+    disc_hidden: Optional[int] = None
+    disc_layers: Optional[int] = None
+    image_size: int = 32
+    lr: float = 5e-4
+    beta: float = 1.0
+    adversary: float = 1.0              # lambda
+    vae_steps: int = 2
+    disc_steps: int = 1
+    tavaal_eta: float = 1.0
+    tavaal_subset_factor: int = 10
+    lloss_subset: int = 10_000
+    lloss_weight: float = 1.0
+    lloss_margin: float = 1.0
+    ranker_cutoff: float = 0.6
+    joint_batch_norm: int = 0           # 0: the references' separate labeled / unlabeled VAE passes
+
+    @classmethod
+    def from_ctx(cls, ctx: QueryContext) -> "Options":
+        given = {f.name: ctx.options.get(DESTS[f.name]) for f in fields(cls)}
+        preset = PRESETS.get(ctx.data.spec.name, PRESETS[None])
+        values = {k: (v if v is not None else preset.get(k, getattr(cls, k))) for k, v in given.items()}
+        return cls(**values).checked()
+
+    def checked(self) -> "Options":
+        flag = {f: "--" + d.replace("_", "-") for f, d in DESTS.items()}
+        for f in ("batch_size", "latent", "width", "disc_hidden", "vae_steps", "disc_steps", "tavaal_subset_factor",
+                  "lloss_subset"):
+            if getattr(self, f) < 1:
+                raise UserError(f"{flag[f]} must be at least 1 (got {getattr(self, f)})")
+        for f in ("vaal_iterations", "tavaal_iterations", "disc_layers"):
+            if getattr(self, f) < 0:
+                raise UserError(f"{flag[f]} must not be negative (got {getattr(self, f)})")
+        if self.image_size < 16 or self.image_size % 16:
+            raise UserError(f"--vaal-image-size must be a multiple of 16 (the VAE halves it four times), "
+                            f"got {self.image_size}; use 32 for MNIST, SVHN and CIFAR")
+        if not 0.0 <= self.ranker_cutoff <= 1.0:
+            raise UserError(f"--lloss-cutoff is a share of the epochs in [0, 1] (got {self.ranker_cutoff})")
+        return self
+
+
+# field -> argparse dest (the command line's names)
+DESTS = {"vaal_iterations": "vaal_iterations", "tavaal_iterations": "tavaal_iterations",
+         "batch_size": "vaal_batch", "latent": "vaal_latent", "width": "vaal_width",
+         "disc_hidden": "vaal_disc_hidden", "disc_layers": "vaal_disc_layers", "image_size": "vaal_image_size",
+         "lr": "vaal_lr", "beta": "vaal_beta", "adversary": "vaal_lambda", "vae_steps": "vaal_vae_steps",
+         "disc_steps": "vaal_disc_steps", "tavaal_eta": "tavaal_eta", "tavaal_subset_factor": "tavaal_subset_factor",
+         "lloss_subset": "lloss_subset", "lloss_weight": "lloss_weight", "lloss_margin": "lloss_margin",
+         "ranker_cutoff": "lloss_cutoff", "joint_batch_norm": "vaal_joint_bn"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = Options()
+    g = parser.add_argument_group(
+        "VAAL / TA-VAAL / learning loss",
+        "Baselines of vaal/ (configurations vaal, tavaal, lloss). Architecture, Adam 5e-4, beta, lambda, eta, "
+        "latent size, subset sizes and the ranker's cut-off are the references'; unset widths and batch follow "
+        "the dataset (MNIST: the FK paper's adaptation, widths halved). The training lengths are sized for MNIST "
+        "on a CPU: on the 25,000-image IR=100 pool one VAAL iteration of the VAE and discriminator takes about "
+        "1 s and one TA-VAAL iteration 0.5-0.8 s on one busy core, scoring the pool 20 s, so a query takes "
+        "about 3 min (vaal), 3-4 min (tavaal) or seconds (lloss). The references train far longer: e.g. --vaal-iterations "
+        "10000 (the FK paper's MNIST adaptation) and --tavaal-iterations 2000, on a GPU.")
+    g.add_argument("--vaal-iterations", type=int, default=d.vaal_iterations,
+                   help="VAAL: training iterations of the VAE and discriminator per query (each: --vaal-vae-steps "
+                        "VAE steps and --vaal-disc-steps discriminator steps); reference: 100 epochs over the pool, "
+                        "10,000 at batch 25 in the FK paper's MNIST adaptation")
+    g.add_argument("--tavaal-iterations", type=int, default=d.tavaal_iterations,
+                   help="TA-VAAL: training iterations (1 VAE and 1 discriminator step each) per query; reference: "
+                        "100 epochs over labeled + subset at batch 128 (about 1,000-2,000 for MNIST's budgets)")
+    g.add_argument("--vaal-batch", type=int, default=None,
+                   help="VAE / discriminator batch (labeled and unlabeled batches of this size); None (unset): 25 for "
+                        "MNIST (the FK paper's adaptation), else 64 (VAAL reference)")
+    g.add_argument("--vaal-latent", type=int, default=d.latent, help="latent size z")
+    g.add_argument("--vaal-width", type=int, default=None,
+                   help="first VAE width w (encoder w, 2w, 4w, 8w); None (unset): 64 for MNIST (every width halved, "
+                        "as the FK paper's MNIST adaptation), else 128 (VAAL reference)")
+    g.add_argument("--vaal-disc-hidden", type=int, default=None,
+                   help="discriminator hidden width; None (unset): 256 for MNIST, else 512")
+    g.add_argument("--vaal-disc-layers", type=int, default=None,
+                   help="discriminator hidden layers; None (unset): 4 for MNIST, else 2")
+    g.add_argument("--vaal-image-size", type=int, default=d.image_size,
+                   help="VAE input side S (a multiple of 16): smaller images are zero-padded (MNIST 28 -> 32), "
+                        "larger ones resized (e.g. 32 or 64 for ImageNet)")
+    g.add_argument("--vaal-lr", type=float, default=d.lr, help="Adam learning rate of VAE and discriminator")
+    g.add_argument("--vaal-beta", type=float, default=d.beta, help="weight beta of the KL term")
+    g.add_argument("--vaal-lambda", type=float, default=d.adversary,
+                   help="weight lambda of the VAE's adversarial term")
+    g.add_argument("--vaal-vae-steps", type=int, default=d.vae_steps,
+                   help="VAAL: VAE steps per iteration (TA-VAAL: 1)")
+    g.add_argument("--vaal-disc-steps", type=int, default=d.disc_steps,
+                   help="VAAL: discriminator steps per iteration (TA-VAAL: 1)")
+    g.add_argument("--vaal-joint-bn", type=int, choices=(0, 1), default=d.joint_batch_norm,
+                   help="VAAL and TA-VAAL: 0 passes the labeled and the unlabeled batch through the VAE separately "
+                        "and scores with batch statistics, as the reference codes do (each batch's batch norm then "
+                        "hides what sets it apart on average); 1 passes them together (shared statistics) and "
+                        "scores with the running statistics")
+    g.add_argument("--tavaal-eta", type=float, default=d.tavaal_eta,
+                   help="TA-VAAL: weight eta of the ranker's RankNet loss in the task loss (eq. 2)")
+    g.add_argument("--tavaal-subset-factor", type=int, default=d.tavaal_subset_factor,
+                   help="TA-VAAL: the random unlabeled subset it trains on and selects from is this times P")
+    g.add_argument("--lloss-subset", type=int, default=d.lloss_subset,
+                   help="learning loss: size of the random unlabeled subset it selects from")
+    g.add_argument("--lloss-weight", type=float, default=d.lloss_weight,
+                   help="learning loss: weight lambda of the margin ranking loss in the task loss")
+    g.add_argument("--lloss-margin", type=float, default=d.lloss_margin,
+                   help="learning loss: margin of the ranking loss")
+    g.add_argument("--lloss-cutoff", type=float, default=d.ranker_cutoff,
+                   help="learning loss and TA-VAAL: share of the training epochs after which the loss module's "
+                        "gradient into the task model is cut (120 of 200 epochs in the references)")
+
+
+ARGUMENT_GROUPS.append(add_arguments)
+
+TASK_HOOKS["lloss"] = TaskHooks(wrap=with_loss_module, extra_loss=lloss_extra_loss)
+TASK_HOOKS["tavaal"] = TaskHooks(wrap=with_loss_module, extra_loss=tavaal_extra_loss)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------------------
+@contextmanager
+def seeded(ctx: QueryContext) -> Iterator[torch.Generator]:
+    """Seed torch from ``ctx.generator`` for the duration (RNG state restored after); yields a data-order
+    generator."""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=ctx.generator))
+    devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield torch.Generator().manual_seed(seed + 1)
+
+
+def random_subset(ctx: QueryContext, size: int) -> np.ndarray:
+    """``size`` positions of ``ctx.unlabeled`` drawn without replacement (all of them, in order, if fewer)."""
+    unlabeled = np.asarray(ctx.unlabeled)
+    if size >= len(unlabeled):
+        return unlabeled
+    return unlabeled[np.sort(torch.randperm(len(unlabeled), generator=ctx.generator)[:size].numpy())]
+
+
+def ranker_of(ctx: QueryContext, weight: float, opts: Options, margin: float = 1.0) -> LossPredictionModel:
+    """The task model's loss prediction module, after setting the ranking-loss weight, margin and cut-off on
+    every member (the loop trains them right after the query). A plain model (not wrapped through
+    ``TASK_HOOKS``, e.g. in the acquisition contract test) gets a fresh module: an untrained ranker."""
+    for m in ctx.models:
+        if isinstance(m, LossPredictionModel):
+            m.configure(weight, opts.ranker_cutoff, margin)
+    model = ctx.models[0]
+    if isinstance(model, LossPredictionModel):
+        return model
+    with seeded(ctx):
+        fresh = with_loss_module(model)
+    return fresh.configure(weight, opts.ranker_cutoff, margin).eval()
+
+
+def _desc(ctx: QueryContext, what: str) -> Optional[str]:
+    return f"{ctx.config.name} b={ctx.iteration}: {what}" if ctx.progress else None
+
+
+def _adversary_models(ctx: QueryContext, opts: Options, rank_dim: int) -> tuple[VAE, Discriminator]:
+    channels = ctx.data.pool_source.image_shape[0]
+    vae = VAE(channels, opts.latent, opts.width, opts.image_size, rank_dim=rank_dim).to(ctx.device)
+    disc = Discriminator(opts.latent, opts.disc_hidden, opts.disc_layers, rank_dim=rank_dim).to(ctx.device)
+    return vae, disc
+
+
+def _scores(ctx: QueryContext, opts: Options, vae: VAE, disc: Discriminator, feed: ImageFeed,
+            desc: Optional[str] = None) -> torch.Tensor:
+    """D of every image of the feed: with batch statistics in batches of the training size (the references),
+    or with the running statistics after joint training."""
+    if opts.joint_batch_norm:
+        return discriminator_scores(vae, disc, feed, ctx.device, ctx.batch_size, desc, batch_statistics=False)
+    return discriminator_scores(vae, disc, feed, ctx.device, opts.batch_size, desc, batch_statistics=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Acquisitions
+# ----------------------------------------------------------------------------------------------------------------
+@register("vaal")
+def vaal_query(ctx: QueryContext) -> QueryResult:
+    """VAAL: train a VAE and a discriminator on labeled vs the whole unlabeled pool, select the P lowest
+    D(mu) (the reference sampler's ``topk(-D(mu))``); scores are D of the selected. Random while nothing
+    is labeled."""
+    opts = Options.from_ctx(ctx)
+    if len(ctx.labeled) == 0:
+        return random_query(ctx)
+    src, pool = ctx.data.pool_source, ctx.data.split.pool
+    unlabeled = np.asarray(ctx.unlabeled)
+    with seeded(ctx) as order:
+        vae, disc = _adversary_models(ctx, opts, rank_dim=0)
+        lab = ImageFeed(src, pool[ctx.labeled], opts.image_size)
+        unl = ImageFeed(src, pool[unlabeled], opts.image_size)
+        schedule = AdversarySchedule(opts.vaal_iterations, opts.batch_size, opts.lr, opts.beta, opts.adversary,
+                                     opts.vae_steps, opts.disc_steps, kl="sum",
+                                     joint_batch_norm=bool(opts.joint_batch_norm))
+        train_adversary(vae, disc, lab, unl, schedule, ctx.device, order, _desc(ctx, "VAE + discriminator"),
+                        ctx.progress)
+        scores = _scores(ctx, opts, vae, disc, unl, _desc(ctx, "pool scores"))
+    pick = lowest(scores, ctx.budget)
+    return QueryResult(unlabeled[pick], scores[pick].numpy())
+
+
+@register("tavaal")
+def tavaal_query(ctx: QueryContext) -> QueryResult:
+    """TA-VAAL: a random subset of ``tavaal_subset_factor`` x P unlabeled images; r = sigmoid(ranker output)
+    of the frozen ranker for the labeled images and the subset (uniform(0, 1) where the ranker was never
+    trained: a model without one); a fresh rank-conditioned VAE (r concatenated to z before the decoder) and
+    discriminator (r concatenated to mu) trained with 1 + 1 steps per iteration and a mean KL; the P lowest
+    D(mu, r) of the subset. Random while nothing is labeled.
+
+    The paper feeds the normalized r to both decoder and discriminator (section 3.2), so both get sigmoid(r)
+    here; the TA-VAAL code passes the raw ranker output to its discriminator.
+    """
+    opts = Options.from_ctx(ctx)
+    trained = isinstance(ctx.models[0], LossPredictionModel)
+    ranker = ranker_of(ctx, opts.tavaal_eta, opts)
+    if len(ctx.labeled) == 0:
+        return random_query(ctx)
+    src, pool = ctx.data.pool_source, ctx.data.split.pool
+    subset = random_subset(ctx, opts.tavaal_subset_factor * ctx.budget)
+    with seeded(ctx) as order:
+        if trained:
+            r_l = torch.sigmoid(predicted_losses(ranker, src, pool[ctx.labeled], ctx.device, ctx.batch_size))
+            r_u = torch.sigmoid(predicted_losses(ranker, src, pool[subset], ctx.device, ctx.batch_size,
+                                                 _desc(ctx, "ranker")))
+        else:
+            r_l, r_u = torch.rand(len(ctx.labeled)), torch.rand(len(subset))
+        vae, disc = _adversary_models(ctx, opts, rank_dim=1)
+        lab = ImageFeed(src, pool[ctx.labeled], opts.image_size, r_l)
+        unl = ImageFeed(src, pool[subset], opts.image_size, r_u)
+        schedule = AdversarySchedule(opts.tavaal_iterations, opts.batch_size, opts.lr, opts.beta, opts.adversary,
+                                     vae_steps=1, disc_steps=1, kl="mean",
+                                     joint_batch_norm=bool(opts.joint_batch_norm))
+        train_adversary(vae, disc, lab, unl, schedule, ctx.device, order, _desc(ctx, "VAE + discriminator"),
+                        ctx.progress)
+        scores = _scores(ctx, opts, vae, disc, unl)
+    pick = lowest(scores, ctx.budget)
+    return QueryResult(subset[pick], scores[pick].numpy())
+
+
+@register("lloss")
+def lloss_query(ctx: QueryContext) -> QueryResult:
+    """Learning loss: the P highest predicted losses within a random subset of ``lloss_subset`` unlabeled
+    images (10,000 in the paper); scores are the predicted losses. Random while nothing is labeled."""
+    opts = Options.from_ctx(ctx)
+    ranker = ranker_of(ctx, opts.lloss_weight, opts, opts.lloss_margin)
+    if len(ctx.labeled) == 0:
+        return random_query(ctx)
+    subset = random_subset(ctx, max(opts.lloss_subset, ctx.budget))
+    pred = predicted_losses(ranker, ctx.data.pool_source, ctx.data.split.pool[subset], ctx.device, ctx.batch_size,
+                            _desc(ctx, "predicted losses"))
+    pick = highest(pred, ctx.budget)
+    return QueryResult(subset[pick], pred[pick].numpy())
