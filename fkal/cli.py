@@ -33,13 +33,20 @@ def default_configs(spec=None) -> list[Config]:
     return out
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones (their help text says what None means)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> argparse.ArgumentParser:
     what = {None: "Active learning on biased data (Gudovskiy et al., CVPR 2020) and its baselines.",
             "unsup": "Stage 1: the biased split and the initial models (random weights and rotation-pretrained).",
             "gen_descr": "Stage 2: descriptors z and Fisher scores g of the validation set and the unlabeled pool "
                          "for one configuration's model, written as .npy files.",
             "main_descr": "Stage 3: matching, selection and retraining, B iterations of each configuration."}[stage]
-    p = argparse.ArgumentParser(description=what, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=what, formatter_class=HelpFormatter)
     if dataset is None:
         p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(sorted(DATASETS))}")
     p.add_argument("--data-root", default=None,
