@@ -176,12 +176,14 @@ def test_labels_to_reach():
 
 
 def test_cost_table_and_csv():
-    records = [make_record(iteration=i, query_seconds=q, train_seconds=t) for i, q, t in ((1, 1.0, 10.0),
-                                                                                         (2, 3.0, 20.0))]
+    records = [make_record(iteration=i, query_seconds=q, train_seconds=t) for i, q, t in ((1, 0.0, 5.0),
+                                                                                         (2, 1.0, 10.0),
+                                                                                         (3, 3.0, 20.0))]
     rows = report.cost_table(report.group_records(records + [make_record("full-train", iteration=0)]))
     assert len(rows) == 1
-    assert (rows[0].query_mean, rows[0].train_mean, rows[0].iterations) == (2.0, 15.0, 2)
+    assert (rows[0].query_mean, rows[0].train_mean, rows[0].iterations) == (2.0, 15.0, 2)   # iteration 1 left out
     assert rows[0].query_std == pytest.approx(statistics.stdev([1.0, 3.0]))
+    assert report.cost_table(report.group_records(records), from_iteration=1)[0].iterations == 3
     text = report.to_csv(report.summary_table(report.group_records([make_record()])))
     assert text.splitlines()[0] == "config,imbalance_ratio,unsupervised,labeled,labeled_percent,mean,std,runs"
     assert text.splitlines()[1] == "random,100.0,1,125,0.5,50.0,,1"
