@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from fkal.acquisitions import ACQUISITIONS, QueryContext  # noqa: E402
 from fkal.cli import pick_device  # noqa: E402
 from fkal.config import Config, parse_config  # noqa: E402
-from fkal.datasets import DATASETS, ALData, Split, load_mnist, make_split  # noqa: E402
+from fkal.datasets import DATASETS, ALData, load_mnist, make_split  # noqa: E402
 from fkal.errors import UserError  # noqa: E402
 from fkal.models import build_model  # noqa: E402
 from fkal.training import predict  # noqa: E402

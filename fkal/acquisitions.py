@@ -18,7 +18,7 @@ import torch.nn as nn
 from .config import Config
 from .datasets import ALData
 from .descriptors import extract
-from .kernels import KERNELS, NEEDS_FISHER, Features, topk_similar
+from .kernels import KERNELS, NEEDS_FISHER, topk_similar
 from .models import taps_for
 from .pseudo_labels import build_estimator
 from .selection import kcenter_greedy, merge_by_rank

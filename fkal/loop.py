@@ -6,6 +6,7 @@ position was labeled, -1 if never); both are saved after every iteration, before
 """
 from __future__ import annotations
 
+import json
 import time
 import zlib
 from dataclasses import dataclass
@@ -140,7 +141,6 @@ def ensure_initial(s: Settings, data: ALData, run: int, unsupervised: int, membe
 
 
 def read_json(path: Path) -> dict:
-    import json
     return json.loads(path.read_text()) if path.exists() else {}
 
 

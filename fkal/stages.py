@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .acquisitions import ACQUISITIONS
 from .config import Config
 from .datasets import ALData, RawData
 from .descriptors import extract

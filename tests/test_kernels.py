@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from fkal.kernels import Features, pcc, pfk, pfk_sum, standardize, topk_similar
+from fkal.kernels import Features, pcc, pfk, pfk_sum, topk_similar
 
 DIMS = (3, 5, 4)
 

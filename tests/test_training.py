@@ -1,11 +1,9 @@
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fkal.datasets import Schedule, TensorSource, load_mnist
+from fkal.datasets import Schedule, load_mnist
 from fkal.io import append_jsonl, atomic_path, read_jsonl, save_torch
 from fkal.models import lenet
 from fkal.training import evaluate, rotation_batch, train
