@@ -26,6 +26,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from . import config
+from .errors import UserError
+
 # --dataset value -> folder name under --out.
 DATASET_DIRS = {"mnist": "MNIST", "svhn": "SVHN", "imagenet": "ImageNet", "cifar10": "CIFAR10"}
 
@@ -54,7 +57,6 @@ _NULLABLE_NUMBER_FIELDS = ("ensemble_test_accuracy", "pseudo_label_accuracy")
 # Configuration grammar. Order matters only for display (tables and legends list acquisitions in this order).
 ACQUISITIONS = ("random", "pcc", "pfk", "pfk-sum", "varR", "entropy", "bald", "std", "coreset", "vaal",
                 "tavaal", "lloss")
-PSEUDO_LABELS = ("y", "yhat", "phat", "phat-g", "trC", "mi", "mi-diag")
 OURS = ("pcc", "pfk", "pfk-sum")  # everything else is a baseline for the label saving
 
 _ACQUISITION_NOTATION = {
@@ -527,28 +529,14 @@ class ConfigName:
     K: int | None = None  # stochastic passes (MC dropout)
 
 
-def _longest_prefix(text: str, options: Sequence[str]) -> str | None:
-    """The longest option that is all of ``text`` or followed by a dash in it (``pfk-sum`` before ``pfk``)."""
-    for option in sorted(options, key=len, reverse=True):
-        if text == option or text.startswith(option + "-"):
-            return option
-    return None
-
-
 def parse_config(name: str) -> ConfigName:
-    """Read ``{acquisition}[-{pseudo_label}][-L{L}][-E{E}][-K{K}]``; raise ValueError for anything else."""
-    acquisition = _longest_prefix(name, ACQUISITIONS)
-    if acquisition is None:
-        raise ValueError(f"unknown acquisition in configuration {name!r}")
-    rest = name[len(acquisition):]
-    pseudo_label = _longest_prefix(rest[1:], PSEUDO_LABELS) if rest.startswith("-") else None
-    if pseudo_label:
-        rest = rest[1 + len(pseudo_label):]
-    match = re.fullmatch(r"(?:-L(\d+))?(?:-E(\d+))?(?:-K(\d+))?", rest)
-    if match is None:
-        raise ValueError(f"cannot read {rest!r} in configuration {name!r}")
-    L, E, K = (int(g) if g else None for g in match.groups())
-    return ConfigName(acquisition, pseudo_label, L, E, K)
+    """Read ``{acquisition}[-{pseudo_label}][-L{L}][-E{E}][-K{K}]`` with the grammar of
+    ``fkal.config.parse_config``; raise ValueError for anything else."""
+    try:
+        cfg = config.parse_config(name, ACQUISITIONS)
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    return ConfigName(cfg.acquisition, cfg.pseudo_label, cfg.L, cfg.E if cfg.E > 1 else None, cfg.K)
 
 
 def _acquisition_or_none(config: str) -> str | None:
