@@ -18,7 +18,7 @@ import torch.nn as nn
 from .config import Config
 from .datasets import ALData
 from .descriptors import extract
-from .kernels import KERNELS, NEEDS_FISHER, topk_similar
+from .kernels import KERNELS, NEEDS_FISHER, Features, topk_similar
 from .models import taps_for
 from .pseudo_labels import build_estimator
 from .selection import kcenter_greedy, merge_by_rank
@@ -89,6 +89,20 @@ def random_query(ctx: QueryContext) -> QueryResult:
     return QueryResult(np.asarray(ctx.unlabeled)[pick])
 
 
+def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],
+                     pseudo: Optional[str], val_std: Features, fisher: bool, device: torch.device, batch_size: int,
+                     k: int, generator: torch.Generator, desc: Optional[str] = None) -> tuple[Features, torch.Tensor]:
+    """Descriptors (and Fisher scores) of the unlabeled pool positions with the pseudo-labels S (Algorithm 1,
+    line 8). ``val_std``: standardized validation features for the estimators that match against D_v.
+    Returns the raw features and the labels used ``[len(unlabeled)]`` (-1 where none was needed)."""
+    estimator = None if pseudo in (None, "y") else build_estimator(
+        pseudo, val_std, torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k, generator)
+    given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
+    feats, _, used = extract(model, data.pool_source, data.split.pool[unlabeled], taps, device, batch_size,
+                             labels=given, estimator=estimator, fisher=fisher, desc=desc)
+    return feats, used
+
+
 @register("pcc", "pfk", "pfk-sum")
 def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     """Algorithm 1: distribution matching between misclassified validation images and the unlabeled pool.
@@ -120,17 +134,13 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
         pick = kcenter_greedy(lambda i: kernel(centers.rows([i]), centers)[0], len(wrong), ctx.budget, first)
         centers = centers.rows(pick)
 
-    pool_idx = data.split.pool[ctx.unlabeled]
-    estimator = None if pseudo in (None, "y") else build_estimator(
-        pseudo, val_std, torch.as_tensor(val_labels, device=ctx.device), data.spec.num_classes, taps,
-        cfg.K or 32, ctx.generator)
-    given = data.split.pool_labels[ctx.unlabeled] if pseudo == "y" else None
-    pool_feats, _, used = extract(model, data.pool_source, pool_idx, taps, ctx.device, ctx.batch_size,
-                                  labels=given, estimator=estimator, fisher=needs_g,
-                                  desc=_desc(ctx, "pool descriptors"))
+    pool_feats, used = pool_descriptors(model, data, ctx.unlabeled, taps, pseudo, val_std, needs_g, ctx.device,
+                                        ctx.batch_size, cfg.K or 32, ctx.generator,
+                                        desc=_desc(ctx, "pool descriptors"))
     pl_acc = None
     if pseudo is not None:
-        pl_acc = float(100.0 * (used.numpy() == data.pool_source.labels[pool_idx]).mean())
+        true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
+        pl_acc = float(100.0 * (used.numpy() == true).mean())
     pool_std = pool_feats.standardized().to(ctx.device)
 
     k = max(4, 2 * math.ceil(ctx.budget / len(centers)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .acquisitions import pool_descriptors
 from .config import Config
 from .datasets import ALData, RawData
 from .descriptors import extract
@@ -15,7 +16,6 @@ from .io import save_json, save_npy
 from .kernels import NEEDS_FISHER
 from .loop import RunPaths, Settings, ensure_initial, ensure_split, generator, load_models
 from .models import taps_for
-from .pseudo_labels import build_estimator
 from .errors import UserError
 
 
@@ -39,17 +39,14 @@ def gen_descr(s: Settings, raw: RawData, configs: list[Config], runs, irs, unsup
                     model, labeled_at = load_models(s, state["models"][:1])[0], state["labeled_at"].numpy()
                 taps = taps_for(model, cfg.L)
                 fisher = NEEDS_FISHER.get(cfg.acquisition, True)
-                val, _, _ = extract(model, data.val_source, data.split.val, taps, s.device, s.eval_batch,
-                                    labels=data.val_labels, fisher=fisher, desc="validation descriptors")
                 unlabeled = np.flatnonzero(labeled_at < 0)
                 pseudo = cfg.pseudo_label or "yhat"
-                est = None if pseudo == "y" else build_estimator(
-                    pseudo, val.standardized(), torch.as_tensor(data.val_labels), s.spec.num_classes, taps,
-                    cfg.K or 32, generator(s.seed_of(run), "gen_descr"))
-                given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
-                pool, _, used = extract(model, data.pool_source, data.split.pool[unlabeled], taps, s.device,
-                                        s.eval_batch, labels=given, estimator=est, fisher=fisher,
-                                        desc="pool descriptors")
+                val, _, _ = extract(model, data.val_source, data.split.val, taps, s.device, s.eval_batch,
+                                    labels=data.val_labels, fisher=fisher or pseudo == "phat-g",
+                                    desc="validation descriptors")
+                pool, used = pool_descriptors(model, data, unlabeled, taps, pseudo, val.standardized(), fisher,
+                                              s.device, s.eval_batch, cfg.K or 32,
+                                              generator(s.seed_of(run), "gen_descr"), desc="pool descriptors")
                 folder = paths.state(ir, unsupervised, cfg.name, iteration).parent / f"descr_b{iteration:02d}"
                 for name, feats in (("val", val), ("pool", pool)):
                     for j, tap in enumerate(taps):
