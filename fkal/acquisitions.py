@@ -22,6 +22,7 @@ from .kernels import KERNELS, NEEDS_FISHER, Features, topk_similar
 from .models import taps_for
 from .pseudo_labels import build_estimator
 from .selection import kcenter_greedy, merge_by_rank
+from .training import ExtraLoss
 
 
 @dataclass
@@ -56,11 +57,12 @@ class TaskHooks:
     """How an acquisition changes the task model and its training (learning loss, TA-VAAL).
 
     wrap(model, spec) -> model: adds an auxiliary head; the wrapped forward still returns ``(logits, taps)``.
-    extra_loss: added to the cross-entropy of every training batch (see ``fkal.training.ExtraLoss``).
+    extra_loss(options, spec) -> ExtraLoss: the term added to the cross-entropy of every training batch (see
+    ``fkal.training.ExtraLoss``), built from the command line's options (the same dict as ``ctx.options``).
     """
 
     wrap: Callable[[nn.Module, object], nn.Module]
-    extra_loss: Callable
+    extra_loss: Callable[[dict, object], ExtraLoss]
 
 
 TASK_HOOKS: dict[str, TaskHooks] = {}

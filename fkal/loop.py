@@ -200,7 +200,8 @@ def run_config(s: Settings, raw: RawData, cfg: Config, run: int, ir: float, unsu
                                  for e in range(cfg.E)], cfg.acquisition)
         labeled_at = np.full(len(split.pool), -1, dtype=np.int64)
     acquire = ACQUISITIONS[cfg.acquisition]
-    extra_loss = TASK_HOOKS[cfg.acquisition].extra_loss if cfg.acquisition in TASK_HOOKS else None
+    hooks = TASK_HOOKS.get(cfg.acquisition)
+    extra_loss = hooks.extra_loss(dict(s.options), s.spec) if hooks is not None else None
     records = [done[b] for b in range(1, last + 1)]
     test_idx = np.arange(len(raw.test))
     bar = tqdm(range(last + 1, s.iterations + 1), desc=f"run{run} IR={ir:g} {'rot' if unsupervised else 'rnd'} "

@@ -181,7 +181,7 @@ def test_selection_takes_the_lowest_or_highest_scores():
 @pytest.mark.parametrize("extra_loss", [lloss_extra_loss, tavaal_extra_loss])
 def test_ranker_gradient_stops_reaching_the_backbone_after_the_cutoff(extra_loss):
     torch.manual_seed(0)
-    model = with_loss_module(lenet()).configure(loss_weight=1.0, cutoff=0.6)
+    model = with_loss_module(lenet())                                       # default cut-off 0.6
     x, y = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
     assert not gradient_cut(6, 10, 0.6) and gradient_cut(7, 10, 0.6)
     assert not gradient_cut(120, 200, 0.6) and gradient_cut(121, 200, 0.6)   # the reference's epoch > 120
@@ -192,6 +192,32 @@ def test_ranker_gradient_stops_reaching_the_backbone_after_the_cutoff(extra_loss
         g = model.backbone.conv1.weight.grad
         assert (g is not None and g.abs().sum() > 0) == reaches, epoch
         assert model.loss_module.out.weight.grad.abs().sum() > 0              # the module itself keeps learning
+
+
+def reaches_backbone(model, loss) -> bool:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    g = model.backbone.conv1.weight.grad
+    return g is not None and bool(g.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("name,options,weight", [
+    ("lloss", {"lloss_weight": 0.5, "lloss_margin": 2.0, "lloss_cutoff": 0.8}, 0.5),
+    ("tavaal", {"tavaal_eta": 0.25, "lloss_cutoff": 0.8}, 0.25)])
+def test_task_hooks_train_with_the_command_line_numbers(name, options, weight):
+    torch.manual_seed(0)
+    model = TASK_HOOKS[name].wrap(lenet(), SPEC)
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
+    term = TASK_HOOKS[name].extra_loss(options, SPEC)                      # the loop's ExtraLoss
+    logits, taps = model(x)
+    true = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    pred = model.predict_loss(taps)
+    ranking = (margin_ranking_loss(pred, true, margin=2.0) if name == "lloss" else ranknet_loss(pred, true))
+    torch.testing.assert_close(term(model, logits, taps, y, 0, 10), weight * ranking)
+    assert reaches_backbone(model, term(model, *model(x), y, 8, 10))         # 8 of 10 epochs: not past 0.8
+    assert not reaches_backbone(model, term(model, *model(x), y, 9, 10))
+    default = TASK_HOOKS[name].extra_loss({}, SPEC)                         # unset options: the references'
+    assert not reaches_backbone(model, default(model, *model(x), y, 7, 10))
 
 
 def test_extra_loss_needs_the_wrapped_model():
@@ -259,12 +285,10 @@ def test_vaal_scores_are_the_lowest_discriminator_outputs(tiny_mnist):
     assert np.all(np.diff(result.scores) >= 0) and ((0 < result.scores) & (result.scores < 1)).all()
 
 
-def test_lloss_picks_the_highest_predicted_losses_and_sets_the_training_numbers(tiny_mnist):
-    ctx = make_ctx(tiny_mnist, "lloss", wrap=True,
-                   options={**TINY, "lloss_subset": 10_000, "lloss_weight": 0.5, "lloss_cutoff": 0.8})
+def test_lloss_picks_the_highest_predicted_losses(tiny_mnist):
+    ctx = make_ctx(tiny_mnist, "lloss", wrap=True, options={**TINY, "lloss_subset": 10_000})
     model = ctx.models[0]
     result = ACQUISITIONS["lloss"](ctx)
-    assert (model.loss_weight, model.cutoff) == (0.5, 0.8)
     with torch.no_grad():
         pool = ctx.data.split.pool
         pred = model.predict_loss(model(ctx.data.pool_source.get(pool[ctx.unlabeled]))[1]).numpy()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Iterator, Optional
 
 import numpy as np
@@ -35,6 +36,7 @@ import torch
 from fkal.acquisitions import (ARGUMENT_GROUPS, TASK_HOOKS, QueryContext, QueryResult, TaskHooks, random_query,
                                register)
 from fkal.errors import UserError
+from fkal.training import ExtraLoss
 
 from .models import VAE, Discriminator, LossPredictionModel, with_loss_module
 from .train import (AdversarySchedule, ImageFeed, discriminator_scores, highest, lloss_extra_loss, lowest,
@@ -81,8 +83,12 @@ class Options:
 
     @classmethod
     def from_ctx(cls, ctx: QueryContext) -> "Options":
-        given = {f.name: ctx.options.get(DESTS[f.name]) for f in fields(cls)}
-        preset = PRESETS.get(ctx.data.spec.name, PRESETS[None])
+        return cls.from_options(ctx.options, ctx.data.spec)
+
+    @classmethod
+    def from_options(cls, options: dict, spec) -> "Options":
+        given = {f.name: options.get(DESTS[f.name]) for f in fields(cls)}
+        preset = PRESETS.get(spec.name, PRESETS[None])
         values = {k: (v if v is not None else preset.get(k, getattr(cls, k))) for k, v in given.items()}
         return cls(**values).checked()
 
@@ -175,8 +181,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 ARGUMENT_GROUPS.append(add_arguments)
 
-TASK_HOOKS["lloss"] = TaskHooks(wrap=with_loss_module, extra_loss=lloss_extra_loss)
-TASK_HOOKS["tavaal"] = TaskHooks(wrap=with_loss_module, extra_loss=tavaal_extra_loss)
+
+
+def lloss_training_loss(options: dict, spec) -> ExtraLoss:
+    """``TaskHooks.extra_loss`` of learning loss: the margin ranking loss with ``--lloss-weight``,
+    ``--lloss-margin`` and ``--lloss-cutoff``."""
+    o = Options.from_options(options, spec)
+    return partial(lloss_extra_loss, weight=o.lloss_weight, margin=o.lloss_margin, cutoff=o.ranker_cutoff)
+
+
+def tavaal_training_loss(options: dict, spec) -> ExtraLoss:
+    """``TaskHooks.extra_loss`` of TA-VAAL: the RankNet loss with ``--tavaal-eta`` and ``--lloss-cutoff``."""
+    o = Options.from_options(options, spec)
+    return partial(tavaal_extra_loss, eta=o.tavaal_eta, cutoff=o.ranker_cutoff)
+
+
+TASK_HOOKS["lloss"] = TaskHooks(wrap=with_loss_module, extra_loss=lloss_training_loss)
+TASK_HOOKS["tavaal"] = TaskHooks(wrap=with_loss_module, extra_loss=tavaal_training_loss)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -201,19 +222,14 @@ def random_subset(ctx: QueryContext, size: int) -> np.ndarray:
     return unlabeled[np.sort(torch.randperm(len(unlabeled), generator=ctx.generator)[:size].numpy())]
 
 
-def ranker_of(ctx: QueryContext, weight: float, opts: Options, margin: float = 1.0) -> LossPredictionModel:
-    """The task model's loss prediction module, after setting the ranking-loss weight, margin and cut-off on
-    every member (the loop trains them right after the query). A plain model (not wrapped through
-    ``TASK_HOOKS``, e.g. in the acquisition contract test) gets a fresh module: an untrained ranker."""
-    for m in ctx.models:
-        if isinstance(m, LossPredictionModel):
-            m.configure(weight, opts.ranker_cutoff, margin)
+def ranker_of(ctx: QueryContext) -> LossPredictionModel:
+    """The task model's loss prediction module. A plain model (not wrapped through ``TASK_HOOKS``, e.g. in the
+    acquisition contract test) gets a fresh module: an untrained ranker."""
     model = ctx.models[0]
     if isinstance(model, LossPredictionModel):
         return model
     with seeded(ctx):
-        fresh = with_loss_module(model)
-    return fresh.configure(weight, opts.ranker_cutoff, margin).eval()
+        return with_loss_module(model).eval()
 
 
 def _desc(ctx: QueryContext, what: str) -> Optional[str]:
@@ -276,13 +292,13 @@ def tavaal_query(ctx: QueryContext) -> QueryResult:
     """
     opts = Options.from_ctx(ctx)
     trained = isinstance(ctx.models[0], LossPredictionModel)
-    ranker = ranker_of(ctx, opts.tavaal_eta, opts)
     if len(ctx.labeled) == 0:
         return random_query(ctx)
     src, pool = ctx.data.pool_source, ctx.data.split.pool
     subset = random_subset(ctx, opts.tavaal_subset_factor * ctx.budget)
     with seeded(ctx) as order:
         if trained:
+            ranker = ctx.models[0]
             r_l = torch.sigmoid(predicted_losses(ranker, src, pool[ctx.labeled], ctx.device, ctx.batch_size))
             r_u = torch.sigmoid(predicted_losses(ranker, src, pool[subset], ctx.device, ctx.batch_size,
                                                  _desc(ctx, "ranker")))
@@ -306,9 +322,9 @@ def lloss_query(ctx: QueryContext) -> QueryResult:
     """Learning loss: the P highest predicted losses within a random subset of ``lloss_subset`` unlabeled
     images (10,000 in the paper); scores are the predicted losses. Random while nothing is labeled."""
     opts = Options.from_ctx(ctx)
-    ranker = ranker_of(ctx, opts.lloss_weight, opts, opts.lloss_margin)
     if len(ctx.labeled) == 0:
         return random_query(ctx)
+    ranker = ranker_of(ctx)
     subset = random_subset(ctx, max(opts.lloss_subset, ctx.budget))
     pred = predicted_losses(ranker, ctx.data.pool_source, ctx.data.split.pool[subset], ctx.device, ctx.batch_size,
                             _desc(ctx, "predicted losses"))

@@ -217,15 +217,9 @@ class LossPredictionModel(nn.Module):
     predicted loss ``[B]`` (``detach`` cuts the module's gradient into the backbone). The state dict holds
     ``backbone.*`` and ``loss_module.*``.
 
-    ``loss_weight`` (weight of the ranking loss in the task loss: learning loss lambda = 1, TA-VAAL eta = 1),
-    ``margin`` (the hinge margin, 1) and ``cutoff`` (the share of epochs after which the gradient into the
-    backbone is cut, 0.6) are plain attributes, not saved: the acquisition's query sets them from the command
-    line each iteration before the loop trains the model (``TaskHooks.extra_loss`` sees no options).
+    The ranking loss that trains the module, its weight and its cut-off live in ``vaal.train``
+    (``lloss_extra_loss``, ``tavaal_extra_loss``).
     """
-
-    loss_weight: float = 1.0
-    margin: float = 1.0
-    cutoff: float = 0.6
 
     def __init__(self, backbone: nn.Module, taps: Optional[Sequence[str]] = None, hidden: int = 128):
         super().__init__()
@@ -249,10 +243,6 @@ class LossPredictionModel(nn.Module):
         """taps (the backbone's) -> predicted loss ``[B]``; ``detach`` stops its gradient at the taps."""
         feats = [taps[t].detach() if detach else taps[t] for t in self.loss_taps]
         return self.loss_module(feats)
-
-    def configure(self, loss_weight: float, cutoff: float, margin: float = 1.0) -> "LossPredictionModel":
-        self.loss_weight, self.cutoff, self.margin = float(loss_weight), float(cutoff), float(margin)
-        return self
 
 
 def with_loss_module(model: nn.Module, spec: object = None) -> LossPredictionModel:

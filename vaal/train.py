@@ -9,8 +9,8 @@ Pure functions on tensors first (tested on hand-made values), then the loops tha
                         (TA-VAAL)
   lowest / highest      the k positions of the lowest / highest scores (stable: ties go to the lower position)
   train_adversary       VAE + discriminator training on a labeled and an unlabeled image feed
-  lloss_extra_loss /    the ``TaskHooks.extra_loss`` of learning loss / TA-VAAL, added to the task model's
-  tavaal_extra_loss     cross-entropy in ``fkal.training.train``
+  lloss_extra_loss /    the terms learning loss / TA-VAAL add to the task model's cross-entropy in
+  tavaal_extra_loss     ``fkal.training.train`` (their weights bound from the options by the ``TaskHooks``)
 """
 from __future__ import annotations
 
@@ -78,23 +78,24 @@ def _ranker(model: nn.Module) -> LossPredictionModel:
 
 
 def lloss_extra_loss(model: nn.Module, logits: torch.Tensor, taps: dict, targets: torch.Tensor,
-                     epoch: int, epochs: int) -> torch.Tensor:
-    """Learning loss's term of the task loss: ``loss_weight`` x margin ranking loss between the predicted
+                     epoch: int, epochs: int, *, weight: float = 1.0, margin: float = 1.0,
+                     cutoff: float = 0.6) -> torch.Tensor:
+    """Learning loss's term of the task loss: ``weight`` (lambda) x margin ranking loss between the predicted
     losses and the per-sample cross-entropy; the taps are detached after ``cutoff`` of the epochs."""
     m = _ranker(model)
     true = F.cross_entropy(logits.detach(), targets, reduction="none")              # [B]
-    pred = m.predict_loss(taps, detach=gradient_cut(epoch, epochs, m.cutoff))       # [B]
-    return m.loss_weight * margin_ranking_loss(pred, true, m.margin)
+    pred = m.predict_loss(taps, detach=gradient_cut(epoch, epochs, cutoff))         # [B]
+    return weight * margin_ranking_loss(pred, true, margin)
 
 
 def tavaal_extra_loss(model: nn.Module, logits: torch.Tensor, taps: dict, targets: torch.Tensor,
-                      epoch: int, epochs: int) -> torch.Tensor:
+                      epoch: int, epochs: int, *, eta: float = 1.0, cutoff: float = 0.6) -> torch.Tensor:
     """TA-VAAL eq. (2): eta x RankNet loss (eq. 1) of the ranker, cut from the backbone like learning loss's
     module (TA-VAAL supplement: "after the 120th epoch, we did not back propagate the gradient of Ranker")."""
     m = _ranker(model)
     true = F.cross_entropy(logits.detach(), targets, reduction="none")
-    pred = m.predict_loss(taps, detach=gradient_cut(epoch, epochs, m.cutoff))
-    return m.loss_weight * ranknet_loss(pred, true)
+    pred = m.predict_loss(taps, detach=gradient_cut(epoch, epochs, cutoff))
+    return eta * ranknet_loss(pred, true)
 
 
 # ----------------------------------------------------------------------------------------------------------------
