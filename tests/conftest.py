@@ -5,6 +5,7 @@ The real MNIST is found through the environment variable ``FKAL_DATA_ROOT`` (the
 """
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import sys
@@ -63,3 +64,36 @@ def mnist_root() -> Path:
     if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.skip("real MNIST not offered: set FKAL_DATA_ROOT to the folder that holds MNIST/raw")
     return Path(root)
+
+
+def make_query_context(root: Path, cfg, *, n_labeled: int = 20, budget: int = 12, models=None,
+                       wrapped: bool = False, iteration: int = 2, options: dict | None = None, seed: int = 0):
+    """A ``QueryContext`` on the MNIST-format data at ``root``: a 300-image pool (IR 1) of which ``n_labeled``
+    are labeled (drawn with ``seed``), a 100-image validation set, and ``cfg.E`` fresh LeNets seeded with
+    ``seed`` unless ``models`` are given; ``wrapped`` applies the acquisition's task hooks as the loop does.
+    ``cfg`` is a ``Config`` or a configuration name."""
+    from fkal.acquisitions import ACQUISITIONS, TASK_HOOKS, QueryContext
+    from fkal.config import Config, parse_config
+    from fkal.datasets import DATASETS, ALData, load_mnist, make_split
+    from fkal.models import lenet
+
+    spec = DATASETS["mnist"]
+    cfg = cfg if isinstance(cfg, Config) else parse_config(cfg, ACQUISITIONS)
+    raw = load_mnist(str(root), download=False)
+    split = make_split(spec, raw, seed=0, imbalance_ratio=1, pool_size=300, val_size=100)
+    labeled = np.sort(np.random.default_rng(seed).choice(len(split.pool), n_labeled, replace=False))
+    torch.manual_seed(seed)
+    if models is None:
+        models = [lenet() for _ in range(cfg.E)]
+        if wrapped and cfg.acquisition in TASK_HOOKS:
+            models = [TASK_HOOKS[cfg.acquisition].wrap(m, spec) for m in models]
+    return QueryContext(models=[m.eval() for m in models], data=ALData(spec, raw, split), labeled=labeled,
+                        unlabeled=np.setdiff1d(np.arange(len(split.pool)), labeled), budget=budget,
+                        generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), config=cfg,
+                        iteration=iteration, batch_size=64, progress=False, options=dict(options or {}))
+
+
+@pytest.fixture
+def query_ctx(tiny_mnist):
+    """``query_ctx(cfg, **knobs)``: a ``QueryContext`` on the tiny MNIST (see ``make_query_context``)."""
+    return functools.partial(make_query_context, tiny_mnist)

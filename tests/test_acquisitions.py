@@ -1,32 +1,23 @@
 """One contract for every registered acquisition: exactly P distinct unlabeled positions."""
+import functools
+
 import numpy as np
 import pytest
-import torch
 
-from fkal.acquisitions import ACQUISITIONS, QueryContext, fisher_kernel_query
+from fkal.acquisitions import ACQUISITIONS, fisher_kernel_query
 from fkal.config import Config, parse_config
-from fkal.datasets import DATASETS, ALData, load_mnist, make_split
-from fkal.models import lenet
 
 # one example configuration per acquisition (acquisitions registered later get a plain Config)
 EXAMPLES = {"pcc": "pcc-L20", "pfk": "pfk-phat-L80", "pfk-sum": "pfk-sum-yhat-L20"}
-SPEC = DATASETS["mnist"]
 # tiny settings for the acquisitions that train their own networks (VAAL, TA-VAAL)
 SMALL = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,
          "vaal_disc_hidden": 8, "vaal_disc_layers": 1}
 
 
-def make_ctx(root, cfg, budget=12, n_labeled=20, models=None, seed=0):
-    raw = load_mnist(str(root), download=False)
-    split = make_split(SPEC, raw, seed=0, imbalance_ratio=1, pool_size=300, val_size=100)
-    rng = np.random.default_rng(seed)
-    labeled = np.sort(rng.choice(len(split.pool), n_labeled, replace=False))
-    torch.manual_seed(seed)
-    models = models or [lenet().eval() for _ in range(cfg.E)]
-    return QueryContext(models=models, data=ALData(SPEC, raw, split), labeled=labeled,
-                        unlabeled=np.setdiff1d(np.arange(len(split.pool)), labeled), budget=budget,
-                        generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), config=cfg,
-                        iteration=2, batch_size=64, progress=False, options=dict(SMALL))
+@pytest.fixture
+def query_ctx(query_ctx):
+    """Every query here with the tiny VAE settings."""
+    return functools.partial(query_ctx, options=SMALL)
 
 
 def example(name):
@@ -36,8 +27,8 @@ def example(name):
 
 
 @pytest.mark.parametrize("name", sorted(ACQUISITIONS))
-def test_every_acquisition_returns_budget_distinct_unlabeled(tiny_mnist, name):
-    ctx = make_ctx(tiny_mnist, example(name))
+def test_every_acquisition_returns_budget_distinct_unlabeled(query_ctx, name):
+    ctx = query_ctx(example(name))
     result = ACQUISITIONS[name](ctx)
     picked = np.asarray(result.indices)
     assert len(picked) == ctx.budget and len(np.unique(picked)) == ctx.budget
@@ -47,20 +38,20 @@ def test_every_acquisition_returns_budget_distinct_unlabeled(tiny_mnist, name):
 
 
 @pytest.mark.parametrize("cfg", ["pfk-y-L20", "pfk-phat-g-L30", "pfk-trC-L20-K4", "pcc-L80", "pfk-sum-phat-L20"])
-def test_fisher_kernel_variants_keep_the_contract(tiny_mnist, cfg):
-    ctx = make_ctx(tiny_mnist, parse_config(cfg, ACQUISITIONS), budget=7)
+def test_fisher_kernel_variants_keep_the_contract(query_ctx, cfg):
+    ctx = query_ctx(parse_config(cfg, ACQUISITIONS), budget=7)
     result = fisher_kernel_query(ctx)
     assert len(set(result.indices.tolist())) == 7 and np.isin(result.indices, ctx.unlabeled).all()
 
 
-def test_true_labels_give_full_pseudo_label_accuracy(tiny_mnist):
-    result = fisher_kernel_query(make_ctx(tiny_mnist, parse_config("pfk-y-L20", ACQUISITIONS)))
+def test_true_labels_give_full_pseudo_label_accuracy(query_ctx):
+    result = fisher_kernel_query(query_ctx(parse_config("pfk-y-L20", ACQUISITIONS)))
     assert result.pseudo_label_accuracy == 100.0
 
 
-def test_pool_copies_of_misclassified_validation_images_are_found(tiny_mnist):
+def test_pool_copies_of_misclassified_validation_images_are_found(query_ctx):
     """The method's point: the pool images that match the misclassified validation images are selected."""
-    ctx = make_ctx(tiny_mnist, parse_config("pfk-y-L80", ACQUISITIONS), budget=5)
+    ctx = query_ctx(parse_config("pfk-y-L80", ACQUISITIONS), budget=5)
     data, model = ctx.data, ctx.models[0]
     # relabel D_v so that exactly its first five images are misclassified by the model
     pred = model(data.val_source.get(data.split.val))[0].argmax(1).numpy()

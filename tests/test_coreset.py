@@ -4,13 +4,8 @@ import math
 import numpy as np
 import torch
 
-from fkal.acquisitions import ACQUISITIONS, QueryContext
-from fkal.config import Config
+from fkal.acquisitions import ACQUISITIONS
 from fkal.coreset import coreset_select, nearest_distance, penultimate_features
-from fkal.datasets import DATASETS, ALData, load_mnist, make_split
-from fkal.models import lenet
-
-SPEC = DATASETS["mnist"]
 
 
 def line(*xs) -> torch.Tensor:
@@ -59,26 +54,16 @@ def test_nearest_distance_in_small_blocks_equals_brute_force():
         torch.testing.assert_close(nearest_distance(points, centers, chunk_elements=chunk), brute)
 
 
-def make_ctx(root, n_labeled=20, budget=10, seed=0):
-    raw = load_mnist(str(root), download=False)
-    split = make_split(SPEC, raw, seed=0, imbalance_ratio=1, pool_size=200, val_size=50)
-    torch.manual_seed(seed)
-    return QueryContext(models=[lenet().eval()], data=ALData(SPEC, raw, split), labeled=np.arange(n_labeled),
-                        unlabeled=np.arange(n_labeled, len(split.pool)), budget=budget,
-                        generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
-                        config=Config("coreset"), iteration=2, batch_size=64, progress=False)
-
-
-def test_penultimate_features_are_relu_fc1(tiny_mnist):
-    ctx = make_ctx(tiny_mnist)
+def test_penultimate_features_are_relu_fc1(query_ctx):
+    ctx = query_ctx("coreset")
     model, idx = ctx.models[0], ctx.data.split.pool[:30]
     feats = penultimate_features(model, ctx.data.pool_source, idx, ctx.device, batch_size=8)
     assert feats.shape == (30, 50) and (feats >= 0).all()
     torch.testing.assert_close(feats, model(ctx.data.pool_source.get(idx))[1]["fc1"].relu())
 
 
-def test_query_is_the_greedy_on_the_features(tiny_mnist):
-    ctx = make_ctx(tiny_mnist)
+def test_query_is_the_greedy_on_the_features(query_ctx):
+    ctx = query_ctx("coreset")
     result = ACQUISITIONS["coreset"](ctx)
     data, model = ctx.data, ctx.models[0]
     feats_l = penultimate_features(model, data.pool_source, data.split.pool[ctx.labeled], ctx.device)
@@ -89,8 +74,8 @@ def test_query_is_the_greedy_on_the_features(tiny_mnist):
     assert (np.diff(result.scores) <= 1e-6).all()                    # the covering radius never grows
 
 
-def test_first_iteration_without_labels_is_seeded(tiny_mnist):
-    a = ACQUISITIONS["coreset"](make_ctx(tiny_mnist, n_labeled=0, seed=1))
-    b = ACQUISITIONS["coreset"](make_ctx(tiny_mnist, n_labeled=0, seed=1))
+def test_first_iteration_without_labels_is_seeded(query_ctx):
+    a = ACQUISITIONS["coreset"](query_ctx("coreset", n_labeled=0, budget=10, seed=1))
+    b = ACQUISITIONS["coreset"](query_ctx("coreset", n_labeled=0, budget=10, seed=1))
     np.testing.assert_array_equal(a.indices, b.indices)
     assert len(np.unique(a.indices)) == 10

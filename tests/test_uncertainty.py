@@ -3,16 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from fkal.acquisitions import ACQUISITIONS, QueryContext, random_query
+from fkal.acquisitions import ACQUISITIONS, random_query
 from fkal.cli import build_parser
-from fkal.config import parse_config
-from fkal.datasets import DATASETS, ALData, TensorSource, load_mnist, make_split
+from fkal.datasets import TensorSource
 from fkal.models import lenet
 from fkal.training import predict
 from fkal.uncertainty import (METRICS, bald, max_entropy, mc_probabilities, mc_scores, mean_std, top_scores,
                               variation_ratio)
 
-SPEC = DATASETS["mnist"]
 e0, e1, e2 = torch.eye(3)
 
 
@@ -145,25 +143,13 @@ def test_top_scores_largest_first_with_seeded_random_ties():
 # ----------------------------------------------------------------------------------------------------------------
 # Acquisitions
 # ----------------------------------------------------------------------------------------------------------------
-def make_ctx(root, name, iteration=2, n_labeled=20, budget=10, options=None, seed=0):
-    cfg = parse_config(name, ACQUISITIONS)
-    raw = load_mnist(str(root), download=False)
-    split = make_split(SPEC, raw, seed=0, imbalance_ratio=1, pool_size=200, val_size=50)
-    labeled = np.arange(n_labeled)
-    torch.manual_seed(seed)
-    return QueryContext(models=[lenet().eval() for _ in range(cfg.E)], data=ALData(SPEC, raw, split),
-                        labeled=labeled, unlabeled=np.arange(n_labeled, len(split.pool)), budget=budget,
-                        generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), config=cfg,
-                        iteration=iteration, batch_size=64, progress=False, options=options or {})
-
-
-def test_first_iteration_is_random_unless_switched_off(tiny_mnist):
-    ctx = make_ctx(tiny_mnist, "varR-K4", iteration=1, n_labeled=0)
+def test_first_iteration_is_random_unless_switched_off(query_ctx):
+    ctx = query_ctx("varR-K4", iteration=1, n_labeled=0)
     got = ACQUISITIONS["varR"](ctx)
-    want = random_query(make_ctx(tiny_mnist, "varR-K4", iteration=1, n_labeled=0))
+    want = random_query(query_ctx("varR-K4", iteration=1, n_labeled=0))
     np.testing.assert_array_equal(got.indices, want.indices)
     assert got.scores is None
-    ranked = ACQUISITIONS["varR"](make_ctx(tiny_mnist, "varR-K4", iteration=1, n_labeled=0,
+    ranked = ACQUISITIONS["varR"](query_ctx("varR-K4", iteration=1, n_labeled=0,
                                           options={"uncertainty_first_random": 0}))
     assert ranked.scores is not None
 
@@ -175,10 +161,10 @@ def test_first_random_option_is_on_the_command_line():
 
 
 @pytest.mark.parametrize("name", ["varR-K4", "varR-E2-K3", "entropy-K4", "bald-K4", "std-K4"])
-def test_query_takes_the_top_scores_deterministically(tiny_mnist, name):
-    ctx = make_ctx(tiny_mnist, name)
+def test_query_takes_the_top_scores_deterministically(query_ctx, name):
+    ctx = query_ctx(name)
     result = ACQUISITIONS[ctx.config.acquisition](ctx)
-    again = ACQUISITIONS[ctx.config.acquisition](make_ctx(tiny_mnist, name))
+    again = ACQUISITIONS[ctx.config.acquisition](query_ctx(name))
     np.testing.assert_array_equal(result.indices, again.indices)
     assert len(np.unique(result.indices)) == ctx.budget and np.isin(result.indices, ctx.unlabeled).all()
     assert (np.diff(result.scores) <= 0).all()

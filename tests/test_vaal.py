@@ -1,15 +1,15 @@
 """vaal/: VAE and discriminator shapes, ranking losses on hand-made pairs, discriminator training on a toy
 problem, selection, the ranker's gradient cut-off, the acquisition contract, and two iterations end to end."""
+import functools
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from fkal.acquisitions import ACQUISITIONS, TASK_HOOKS, QueryContext
+from fkal.acquisitions import ACQUISITIONS, TASK_HOOKS
 from fkal.cli import main
-from fkal.config import Config
-from fkal.datasets import DATASETS, ALData, TensorSource, load_mnist, make_split
+from fkal.datasets import DATASETS, TensorSource
 from fkal.io import read_jsonl
 from fkal.models import lenet
 from vaal.models import (VAE, Discriminator, LossPredictionModel, loss_taps, tap_width, to_vae_input,
@@ -230,28 +230,19 @@ def test_extra_loss_needs_the_wrapped_model():
 # ----------------------------------------------------------------------------------------------------------------
 # Acquisitions
 # ----------------------------------------------------------------------------------------------------------------
-def make_ctx(root, name, n_labeled=20, budget=12, wrap=False, seed=0, options=TINY):
-    raw = load_mnist(str(root), download=False)
-    split = make_split(SPEC, raw, seed=0, imbalance_ratio=1, pool_size=300, val_size=100)
-    rng = np.random.default_rng(0)
-    labeled = np.sort(rng.choice(len(split.pool), n_labeled, replace=False))
-    torch.manual_seed(0)
-    model = lenet()
-    if wrap:
-        model = TASK_HOOKS[name].wrap(model, SPEC)
-    return QueryContext(models=[model.eval()], data=ALData(SPEC, raw, split), labeled=labeled,
-                        unlabeled=np.setdiff1d(np.arange(len(split.pool)), labeled), budget=budget,
-                        generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
-                        config=Config(name), iteration=2, batch_size=64, progress=False, options=dict(options))
+@pytest.fixture
+def query_ctx(query_ctx):
+    """Every query here with the tiny VAE settings unless a test gives its own options."""
+    return functools.partial(query_ctx, options=TINY)
 
 
 @pytest.mark.parametrize("name", ["vaal", "tavaal", "lloss"])
 @pytest.mark.parametrize("n_labeled,wrap", [(20, False), (20, True), (0, True)])
-def test_acquisitions_return_budget_distinct_unlabeled_deterministically(tiny_mnist, name, n_labeled, wrap):
+def test_acquisitions_return_budget_distinct_unlabeled_deterministically(query_ctx, name, n_labeled, wrap):
     wrap = wrap and name in TASK_HOOKS                                        # vaal leaves the task model alone
     results = []
     for _ in range(2):
-        ctx = make_ctx(tiny_mnist, name, n_labeled, wrap=wrap)
+        ctx = query_ctx(name, n_labeled=n_labeled, wrapped=wrap)
         result = ACQUISITIONS[name](ctx)
         picked = np.asarray(result.indices)
         assert len(picked) == ctx.budget and len(np.unique(picked)) == ctx.budget
@@ -260,33 +251,33 @@ def test_acquisitions_return_budget_distinct_unlabeled_deterministically(tiny_mn
             assert len(result.scores) == ctx.budget
         results.append(picked)
     np.testing.assert_array_equal(*results)
-    other = ACQUISITIONS[name](make_ctx(tiny_mnist, name, n_labeled, wrap=wrap, seed=1)).indices
+    other = ACQUISITIONS[name](query_ctx(name, n_labeled=n_labeled, wrapped=wrap, seed=1)).indices
     assert not np.array_equal(other, results[0])
 
 
 @pytest.mark.parametrize("name", ["vaal", "tavaal"])
-def test_joint_batch_norm_keeps_the_contract(tiny_mnist, name):
-    ctx = make_ctx(tiny_mnist, name, wrap=name == "tavaal", options={**TINY, "vaal_joint_bn": 1})
+def test_joint_batch_norm_keeps_the_contract(query_ctx, name):
+    ctx = query_ctx(name, wrapped=name == "tavaal", options={**TINY, "vaal_joint_bn": 1})
     picked = ACQUISITIONS[name](ctx).indices
     assert len(set(picked.tolist())) == ctx.budget and np.isin(picked, ctx.unlabeled).all()
 
 
-def test_bad_numbers_are_a_clear_error(tiny_mnist, tmp_path, capsys):
+def test_bad_numbers_are_a_clear_error(query_ctx, tiny_mnist, tmp_path, capsys):
     from fkal.errors import UserError
     with pytest.raises(UserError, match="--vaal-image-size"):
-        ACQUISITIONS["vaal"](make_ctx(tiny_mnist, "vaal", options={**TINY, "vaal_image_size": 28}))
+        ACQUISITIONS["vaal"](query_ctx("vaal", options={**TINY, "vaal_image_size": 28}))
     assert main(common(tiny_mnist, tmp_path / "out") + ["--only", "vaal", "--vaal-batch", "0"]) == 2
     assert "--vaal-batch" in capsys.readouterr().err
 
 
-def test_vaal_scores_are_the_lowest_discriminator_outputs(tiny_mnist):
-    ctx = make_ctx(tiny_mnist, "vaal")
+def test_vaal_scores_are_the_lowest_discriminator_outputs(query_ctx):
+    ctx = query_ctx("vaal")
     result = ACQUISITIONS["vaal"](ctx)
     assert np.all(np.diff(result.scores) >= 0) and ((0 < result.scores) & (result.scores < 1)).all()
 
 
-def test_lloss_picks_the_highest_predicted_losses(tiny_mnist):
-    ctx = make_ctx(tiny_mnist, "lloss", wrap=True, options={**TINY, "lloss_subset": 10_000})
+def test_lloss_picks_the_highest_predicted_losses(query_ctx):
+    ctx = query_ctx("lloss", wrapped=True, options={**TINY, "lloss_subset": 10_000})
     model = ctx.models[0]
     result = ACQUISITIONS["lloss"](ctx)
     with torch.no_grad():
@@ -296,8 +287,8 @@ def test_lloss_picks_the_highest_predicted_losses(tiny_mnist):
     np.testing.assert_allclose(result.scores, np.sort(pred)[::-1][:ctx.budget], rtol=1e-5)
 
 
-def test_query_leaves_the_global_rng_alone(tiny_mnist):
-    ctx = make_ctx(tiny_mnist, "vaal")
+def test_query_leaves_the_global_rng_alone(query_ctx):
+    ctx = query_ctx("vaal")
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
