@@ -13,6 +13,7 @@ from typing import Sequence
 
 from fkal import plots, report
 from fkal.errors import UserError
+from fkal.io import save_text
 
 DESCRIPTION = """\
 Draw and tabulate the active-learning results of one dataset.
@@ -158,14 +159,12 @@ def draw_figures(groups: dict, dataset: str, metric: str, rare_classes: Sequence
 
 def write_tables(markdown: str, csvs: dict[str, str], messages: Sequence[str], folder: Path) -> list[Path]:
     """results.md (tables, then warnings and notes) and the CSV files; return the written paths."""
-    folder.mkdir(parents=True, exist_ok=True)
     text = markdown
     if messages:
         text += "\n## Warnings and notes\n\n" + "\n".join(f"- {m}" for m in messages) + "\n"
-    written = [folder / "results.md"]
-    written[0].write_text(text, encoding="utf-8")
-    for file_name, content in csvs.items():
-        (folder / file_name).write_text(content, encoding="utf-8")
+    written = []
+    for file_name, content in {"results.md": text, **csvs}.items():
+        save_text(content, folder / file_name)
         written.append(folder / file_name)
     return written
 

@@ -20,6 +20,7 @@ from fkal.datasets import get_spec
 from fkal.diagnostics import Panel, confusion_matrix, features_and_predictions, figure, tsne
 from fkal.errors import UserError
 from fkal.loop import RunPaths, Settings, load_models
+from fkal.plots import save_figure
 from fkal.config import parse_config
 
 
@@ -80,12 +81,8 @@ def run(args) -> int:
     fig = figure(panels, spec.num_classes, suptitle=f"{spec.folder} run {args.run}, IR={args.imbalance_ratio:g}, "
                                                     f"{'rotation-pretrained' if args.unsupervised else 'random init'}")
     folder = Path(args.figures) if args.figures else Path(args.out) / spec.folder / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"tsne_ir{args.imbalance_ratio:g}_b{args.iteration}"
-    from fkal.io import atomic_path
-    for ext in ("png", "pdf"):
-        with atomic_path(f"{stem}.{ext}") as tmp:
-            fig.savefig(tmp, format=ext, dpi=110)
+    save_figure(fig, stem, dpi=110)
     print(f"wrote {stem}.png and {stem}.pdf")
     return 0
 

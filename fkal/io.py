@@ -56,9 +56,13 @@ def save_npy(array: np.ndarray, path: str | os.PathLike) -> None:
             np.save(f, np.ascontiguousarray(array))
 
 
-def save_json(obj: Any, path: str | os.PathLike) -> None:
+def save_text(text: str, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+        tmp.write_text(text, encoding="utf-8")
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> None:
+    save_text(json.dumps(obj, indent=1, sort_keys=True), path)
 
 
 def append_jsonl(record: dict, path: str | os.PathLike) -> None:

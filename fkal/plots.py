@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fkal.io import atomic_path
 from fkal.report import CostRow, CurvePoint, GroupKey, legend_name
 
 DPI = 100
@@ -33,13 +34,12 @@ def new_figure(size: tuple[float, float]) -> Figure:
     return figure
 
 
-def save_figure(figure: Figure, stem: str | Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` (folders created); return both paths."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+def save_figure(figure: Figure, stem: str | Path, dpi: int = DPI) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically (folders created); return both paths."""
+    paths = [Path(f"{stem}.png"), Path(f"{stem}.pdf")]   # not with_suffix: a stem may hold a dot (IR=1.5)
     for path in paths:
-        figure.savefig(path, dpi=DPI)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format=path.suffix[1:], dpi=dpi)
     return paths
 
 

@@ -76,6 +76,14 @@ def test_heatmap_for_many_classes(tmp_path):
     assert png_size(png) == (500, 300)
 
 
+def test_figure_names_keep_a_dotted_ratio_and_leave_no_temporary_file(tmp_path):
+    key = report.GroupKey("random", 1.5, 1)
+    figure = plots.selection_figure({key: ([10, 20], np.ones((2, 10)))}, "IR=1.5")
+    png, pdf = plots.save_figure(figure, tmp_path / "selection_IR1.5")
+    assert (png.name, pdf.name) == ("selection_IR1.5.png", "selection_IR1.5.pdf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["selection_IR1.5.pdf", "selection_IR1.5.png"]
+
+
 def test_accuracy_curve_without_a_rare_set_and_single_run(tmp_path):
     active, _ = groups_of(write_results(tmp_path, runs=(0,)))
     figure = plots.selection_summary_figure({k: report.entropy_curve(r) for k, r in active.items()}, None, 10,

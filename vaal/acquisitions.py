@@ -182,7 +182,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 ARGUMENT_GROUPS.append(add_arguments)
 
 
-
 def lloss_training_loss(options: dict, spec) -> ExtraLoss:
     """``TaskHooks.extra_loss`` of learning loss: the margin ranking loss with ``--lloss-weight``,
     ``--lloss-margin`` and ``--lloss-cutoff``."""
