@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from fkal import plots, report
+from fkal import reporting as report
+from fkal.reporting import figures as plots
 from fkal.errors import UserError
 from fkal.io import save_text
 

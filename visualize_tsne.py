@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fkal import acquisitions  # noqa: F401  (registers the acquisitions and their task hooks)
+from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.cli import pick_device
-from fkal.datasets import get_spec
+from fkal.data import get_spec
 from fkal.diagnostics import Panel, confusion_matrix, features_and_predictions, figure, tsne
 from fkal.errors import UserError
 from fkal.loop import RunPaths, Settings, load_models
-from fkal.plots import save_figure
+from fkal.reporting.figures import save_figure
 from fkal.config import parse_config
 
 
@@ -59,7 +59,7 @@ def run(args) -> int:
     subset = np.sort(rng.choice(len(raw.test), min(args.samples, len(raw.test)), replace=False))
     panels = []
     for name in args.configs:
-        cfg = parse_config(name, acquisitions.ACQUISITIONS)
+        cfg = parse_config(name, ACQUISITIONS)
         path = paths.state(args.imbalance_ratio, args.unsupervised, name, args.iteration)
         if not path.exists():
             raise UserError(f"{path} does not exist: run `python run.py --only {name} --run-start {args.run} "

@@ -34,10 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fkal.acquisitions import ACQUISITIONS, TASK_HOOKS, QueryContext  # noqa: E402
+from fkal.acquisitions.contract import QueryContext  # noqa: E402
+from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS  # noqa: E402
 from fkal.cli import pick_device  # noqa: E402
 from fkal.config import Config, parse_config  # noqa: E402
-from fkal.datasets import DATASETS, ALData, load_mnist, make_split  # noqa: E402
+from fkal.data import DATASETS, ALData, make_split  # noqa: E402
+from fkal.data.mnist import load_mnist  # noqa: E402
 from fkal.errors import UserError  # noqa: E402
 from fkal.models import build_model  # noqa: E402
 from fkal.training import predict  # noqa: E402

@@ -10,10 +10,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import acquisitions  # noqa: F401  (registers the acquisitions)
-from .acquisitions import ACQUISITIONS, ARGUMENT_GROUPS
+from .acquisitions.registry import ACQUISITIONS, ARGUMENT_GROUPS
 from .config import Config, parse_config
-from .datasets import DATASETS, check_request, get_spec
+from .data import DATASETS, check_request, get_spec
 from .errors import UserError
 from .loop import Settings, run_config, run_full_train, run_initial
 

@@ -14,7 +14,7 @@ from .pseudo_labels import PSEUDO_LABELS
 
 @dataclass(frozen=True)
 class Config:
-    acquisition: str                    # key of fkal.acquisitions.ACQUISITIONS
+    acquisition: str                    # key of fkal.acquisitions.registry.ACQUISITIONS
     pseudo_label: Optional[str] = None  # estimator S (Fisher-kernel acquisitions)
     L: Optional[int] = None             # descriptor length (selects the taps)
     E: int = 1                          # ensemble members

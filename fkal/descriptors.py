@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .datasets import TensorSource
+from .data import TensorSource
 from .kernels import Features
 
 

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .acquisitions import ACQUISITIONS, TASK_HOOKS, QueryContext
+from .acquisitions.contract import QueryContext
+from .acquisitions.registry import ACQUISITIONS, TASK_HOOKS
 from .config import Config
-from .datasets import ALData, DatasetSpec, RawData, Schedule, Split, make_split
+from .data import ALData, DatasetSpec, RawData, Schedule, Split, make_split
 from .errors import UserError
 from .io import append_jsonl, read_jsonl, save_json, save_torch
 from .models import build_model, copy_all_but_classifier

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .acquisitions import pool_descriptors
+from .acquisitions.fisher_kernel import pool_descriptors
 from .config import Config
-from .datasets import ALData, RawData
+from .data import ALData, RawData
 from .descriptors import extract
 from .io import save_json, save_npy
 from .kernels import NEEDS_FISHER

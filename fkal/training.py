@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .datasets import Schedule, TensorSource
+from .data import Schedule, TensorSource
 
 # Extra loss added to the cross-entropy of a batch: (model, logits, taps, targets, epoch, epochs) -> loss.
 # Acquisitions that train an auxiliary head (learning loss, TA-VAAL) provide one.

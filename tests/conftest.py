@@ -72,9 +72,11 @@ def make_query_context(root: Path, cfg, *, n_labeled: int = 20, budget: int = 12
     are labeled (drawn with ``seed``), a 100-image validation set, and ``cfg.E`` fresh LeNets seeded with
     ``seed`` unless ``models`` are given; ``wrapped`` applies the acquisition's task hooks as the loop does.
     ``cfg`` is a ``Config`` or a configuration name."""
-    from fkal.acquisitions import ACQUISITIONS, TASK_HOOKS, QueryContext
+    from fkal.acquisitions.contract import QueryContext
+    from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS
     from fkal.config import Config, parse_config
-    from fkal.datasets import DATASETS, ALData, load_mnist, make_split
+    from fkal.data import DATASETS, ALData, make_split
+    from fkal.data.mnist import load_mnist
     from fkal.models import lenet
 
     spec = DATASETS["mnist"]

@@ -4,7 +4,8 @@ import functools
 import numpy as np
 import pytest
 
-from fkal.acquisitions import ACQUISITIONS, fisher_kernel_query
+from fkal.acquisitions.fisher_kernel import fisher_kernel_query
+from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.config import Config, parse_config
 
 # one example configuration per acquisition (acquisitions registered later get a plain Config)

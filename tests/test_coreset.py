@@ -4,8 +4,8 @@ import math
 import numpy as np
 import torch
 
-from fkal.acquisitions import ACQUISITIONS
-from fkal.coreset import coreset_select, nearest_distance, penultimate_features
+from fkal.acquisitions.coreset import coreset_select, nearest_distance, penultimate_features
+from fkal.acquisitions.registry import ACQUISITIONS
 
 
 def line(*xs) -> torch.Tensor:

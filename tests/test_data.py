@@ -3,7 +3,8 @@ import torch
 import pytest
 
 from fkal.cli import main
-from fkal.datasets import DATASETS, get_spec, load_mnist, make_split
+from fkal.data import DATASETS, get_spec, make_split
+from fkal.data.mnist import load_mnist
 from fkal.errors import UserError
 
 MNIST = DATASETS["mnist"]
@@ -45,7 +46,7 @@ def test_split_is_seeded(tiny_mnist):
 
 
 def test_split_save_load_roundtrip(tiny_mnist, tmp_path):
-    from fkal.datasets import Split
+    from fkal.data import Split
     raw = load_mnist(str(tiny_mnist), download=False)
     a = make_split(MNIST, raw, 1, 100, pool_size=500, val_size=100)
     a.save(tmp_path / "s.npz")

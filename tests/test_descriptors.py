@@ -3,7 +3,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fkal.datasets import TensorSource
+from fkal.data import TensorSource
 from fkal.descriptors import extract, fisher_scores, per_class_fisher_scores, pool
 from fkal.models import lenet, taps_for
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import torch
 
-from fkal import acquisitions
+from fkal.acquisitions import registry
 from fkal.cli import main
 from fkal.io import read_jsonl
 
@@ -50,19 +50,19 @@ def test_resume_redoes_only_missing_iterations(tiny_mnist, tmp_path, monkeypatch
     out = tmp_path / "out"
     argv = common(tiny_mnist, out) + ["--only", "random"]
     calls = []
-    original = acquisitions.ACQUISITIONS["random"]
+    original = registry.ACQUISITIONS["random"]
 
     def interrupted(ctx):
         calls.append(ctx.iteration)
         if ctx.iteration == 2:
             raise KeyboardInterrupt
         return original(ctx)
-    monkeypatch.setitem(acquisitions.ACQUISITIONS, "random", interrupted)
+    monkeypatch.setitem(registry.ACQUISITIONS, "random", interrupted)
     assert main(argv) == 130
     results = out / "MNIST" / "run0" / "results.jsonl"
     first = read_jsonl(results)[0]
     assert [r["iteration"] for r in first] == [1]
-    monkeypatch.setitem(acquisitions.ACQUISITIONS, "random", lambda ctx: (calls.append(ctx.iteration), original(ctx))[1])
+    monkeypatch.setitem(registry.ACQUISITIONS, "random", lambda ctx: (calls.append(ctx.iteration), original(ctx))[1])
     assert main(argv) == 0
     records = read_jsonl(results)[0]
     assert [r["iteration"] for r in records] == [1, 2] and records[0] == first[0]
@@ -71,14 +71,14 @@ def test_resume_redoes_only_missing_iterations(tiny_mnist, tmp_path, monkeypatch
 
 
 def test_ensemble_members_and_full_train(tiny_mnist, tmp_path):
-    from fkal.acquisitions import register, random_query
+    from fkal.acquisitions.random_sampling import random_query
     out = tmp_path / "out"
-    register("ensrandom")(random_query)
+    registry.ACQUISITIONS["ensrandom"] = random_query
     try:
         assert main(common(tiny_mnist, out) + ["--only", "ensrandom-E2"]) == 0
         assert main(common(tiny_mnist, out) + ["--full-train"]) == 0
     finally:
-        acquisitions.ACQUISITIONS.pop("ensrandom")
+        registry.ACQUISITIONS.pop("ensrandom")
     records = read_jsonl(out / "MNIST" / "run0" / "results.jsonl")[0]
     ens = [r for r in records if r["config"] == "ensrandom-E2"]
     assert len(ens) == 2 and all(r["ensemble_test_accuracy"] is not None for r in ens)

@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from fkal import acquisitions, datasets
+from fkal.acquisitions import registry
+from fkal.data import DATASETS, Split
+from fkal.data.cifar import load_cifar10
+from fkal.data.svhn import load_svhn
 from fkal.cli import main
 from fkal.io import read_jsonl
 
@@ -104,10 +107,10 @@ def small_imagenet(monkeypatch):
     """The ImageNet registry entry with 4 classes, 32x32 crops and no loader processes (quick on a CPU); DALI
     counts as not installed, so the torchvision loader runs wherever the tests run."""
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)
-    spec = datasets.DATASETS["imagenet"]
+    spec = DATASETS["imagenet"]
     small = replace(spec, num_classes=4, load=replace(spec.load, num_classes=4, image_size=32, resize_size=36,
                                                       num_workers=0))
-    monkeypatch.setitem(datasets.DATASETS, "imagenet", small)
+    monkeypatch.setitem(DATASETS, "imagenet", small)
     return small
 
 
@@ -117,7 +120,7 @@ def small_imagenet(monkeypatch):
 def test_svhn_loader_reads_the_mat_files(tmp_path):
     root = write_svhn(tmp_path)
     with pytest.warns(UserWarning, match="train_32x32.mat, extra_32x32.mat, test_32x32.mat differs from the official"):
-        raw = datasets.load_svhn(str(root), download=False)
+        raw = load_svhn(str(root), download=False)
     assert len(raw.train) == 100 and len(raw.test) == 20 and raw.val is None      # train + extra, test
     assert raw.train.image_shape == (3, 32, 32) and raw.train.images.dtype == torch.uint8
     assert set(raw.train.labels) == set(range(10))                                # label 10 became digit 0
@@ -132,7 +135,7 @@ def test_svhn_loader_reads_the_mat_files(tmp_path):
 
 def test_cifar10_loader_reads_the_pickle_batches(tmp_path):
     root = write_cifar10(tmp_path)
-    raw = datasets.load_cifar10(str(root), download=False)
+    raw = load_cifar10(str(root), download=False)
     assert len(raw.train) == 60 and len(raw.test) == 20 and raw.train.image_shape == (3, 32, 32)
     with open(root / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
         entry = pickle.load(f, encoding="latin1")
@@ -144,10 +147,10 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys):
     for name in ("svhn", "cifar10", "imagenet"):
         argv = ["--dataset", name, "--data-root", str(tmp_path / "none"), "--out", str(tmp_path), "--initial"]
         if name != "imagenet":        # no download attempt in a test: the loaders are called with download=False
-            spec = datasets.DATASETS[name]
+            spec = DATASETS[name]
             loader = spec.load
             with pytest.MonkeyPatch.context() as mp:
-                mp.setitem(datasets.DATASETS, name, replace(spec, load=lambda root, download, f=loader: f(root, False)))
+                mp.setitem(DATASETS, name, replace(spec, load=lambda root, download, f=loader: f(root, False)))
                 assert main(argv) == 2
         else:
             assert main(argv) == 2
@@ -191,12 +194,12 @@ CONFIGS = ["random", "pfk-phat-L256", "varR-K4"]
 
 def require_varR() -> None:
     """Skip (after the other checks passed) where varR is not registered yet: only random and pfk ran."""
-    if "varR" not in acquisitions.ACQUISITIONS:
-        pytest.skip("varR is not registered (fkal/uncertainty.py): ran random and pfk-phat-L256 only")
+    if "varR" not in registry.ACQUISITIONS:
+        pytest.skip("varR is not registered (fkal/acquisitions/uncertainty.py): ran random and pfk-phat-L256 only")
 
 
-def split_of(out: Path, folder: str) -> datasets.Split:
-    return datasets.Split.load(out / folder / "run0" / "ir4" / "split.npz")
+def split_of(out: Path, folder: str) -> Split:
+    return Split.load(out / folder / "run0" / "ir4" / "split.npz")
 
 
 def pool_counts_before(raw, n_val: int, n_pool: int) -> np.ndarray:
@@ -206,9 +209,9 @@ def pool_counts_before(raw, n_val: int, n_pool: int) -> np.ndarray:
     return np.bincount(raw.train.labels[pool], minlength=10)
 
 
-def run_end_to_end(argv: list[str], out: Path, folder: str, dataset: str) -> datasets.Split:
+def run_end_to_end(argv: list[str], out: Path, folder: str, dataset: str) -> Split:
     """--initial, then two iterations of each configuration; checks the records. Returns the split."""
-    configs = [c for c in CONFIGS if c.split("-")[0] in acquisitions.ACQUISITIONS]
+    configs = [c for c in CONFIGS if c.split("-")[0] in registry.ACQUISITIONS]
     assert main(["--initial"] + argv) == 0
     ir = out / folder / "run0" / "ir4"
     assert {p.name for p in ir.iterdir()} >= {"split.npz", "init_random.pt", "init_rotation.pt", "initial.json"}
@@ -233,7 +236,7 @@ def test_svhn_end_to_end(tmp_path):
     out = tmp_path / "out"
     split = run_end_to_end(common(root, out, "svhn", 40, 10), out, "SVHN", "svhn")
     # IR 4, "grouped": classes 0-4 keep all their pool images, classes 5-9 together keep int(n_0-4 / 4)
-    before = pool_counts_before(datasets.load_svhn(str(root), download=False), 10, 40)
+    before = pool_counts_before(load_svhn(str(root), download=False), 10, 40)
     after = np.bincount(split.pool_labels, minlength=10)
     assert after[:5].tolist() == before[:5].tolist() and after[5:].sum() == before[:5].sum() // 4
     assert len(split.val) == 10
@@ -245,7 +248,7 @@ def test_cifar10_end_to_end(tmp_path):
     out = tmp_path / "out"
     split = run_end_to_end(common(root, out, "cifar10", 40, 10), out, "CIFAR10", "cifar10")
     # IR 4, TA-VAAL's imbalance: odd classes keep all, each even class keeps int(n_c / 4)
-    before = pool_counts_before(datasets.load_cifar10(str(root), download=False), 10, 40)
+    before = pool_counts_before(load_cifar10(str(root), download=False), 10, 40)
     after = np.bincount(split.pool_labels, minlength=10)
     assert after[1::2].tolist() == before[1::2].tolist()
     assert after[0::2].tolist() == (before[0::2] // 4).tolist()

@@ -1,9 +1,9 @@
-"""ResNet-10/18 task models (fkal/resnet.py): taps, MC dropout, state dicts."""
+"""ResNet-10/18 task models (fkal/models/resnet.py): taps, MC dropout, state dicts."""
 import pytest
 import torch
 
 from fkal.models import MODELS, MCDropout, build_model, copy_all_but_classifier, mc_dropout_copy, taps_for
-from fkal.resnet import TapResNet, resnet10, resnet18
+from fkal.models.resnet import TapResNet, resnet10, resnet18
 
 STAGES = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 

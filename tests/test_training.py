@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from fkal.datasets import Schedule, load_mnist
+from fkal.data import Schedule
+from fkal.data.mnist import load_mnist
 from fkal.io import append_jsonl, atomic_path, read_jsonl, save_torch
 from fkal.models import lenet
 from fkal.training import evaluate, rotation_batch, train

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from fkal.acquisitions import ACQUISITIONS, random_query
+from fkal.acquisitions.random_sampling import random_query
+from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.cli import build_parser
-from fkal.datasets import TensorSource
+from fkal.data import TensorSource
 from fkal.models import lenet
 from fkal.training import predict
-from fkal.uncertainty import (METRICS, bald, max_entropy, mc_probabilities, mc_scores, mean_std, top_scores,
+from fkal.acquisitions.uncertainty import (METRICS, bald, max_entropy, mc_probabilities, mc_scores, mean_std, top_scores,
                               variation_ratio)
 
 e0, e1, e2 = torch.eye(3)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from fkal.acquisitions import ACQUISITIONS, TASK_HOOKS
+from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS
 from fkal.cli import main
-from fkal.datasets import DATASETS, TensorSource
+from fkal.data import DATASETS, TensorSource
 from fkal.io import read_jsonl
 from fkal.models import lenet
 from vaal.models import (VAE, Discriminator, LossPredictionModel, loss_taps, tap_width, to_vae_input,

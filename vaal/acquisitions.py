@@ -33,8 +33,8 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from fkal.acquisitions import (ARGUMENT_GROUPS, TASK_HOOKS, QueryContext, QueryResult, TaskHooks, random_query,
-                               register)
+from fkal.acquisitions.contract import QueryContext, QueryResult, TaskHooks
+from fkal.acquisitions.random_sampling import random_query
 from fkal.errors import UserError
 from fkal.training import ExtraLoss
 
@@ -179,8 +179,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "gradient into the task model is cut (120 of 200 epochs in the references)")
 
 
-ARGUMENT_GROUPS.append(add_arguments)
-
 
 def lloss_training_loss(options: dict, spec) -> ExtraLoss:
     """``TaskHooks.extra_loss`` of learning loss: the margin ranking loss with ``--lloss-weight``,
@@ -195,8 +193,8 @@ def tavaal_training_loss(options: dict, spec) -> ExtraLoss:
     return partial(tavaal_extra_loss, eta=o.tavaal_eta, cutoff=o.ranker_cutoff)
 
 
-TASK_HOOKS["lloss"] = TaskHooks(wrap=with_loss_module, extra_loss=lloss_training_loss)
-TASK_HOOKS["tavaal"] = TaskHooks(wrap=with_loss_module, extra_loss=tavaal_training_loss)
+LLOSS_HOOKS = TaskHooks(wrap=with_loss_module, extra_loss=lloss_training_loss)
+TAVAAL_HOOKS = TaskHooks(wrap=with_loss_module, extra_loss=tavaal_training_loss)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -222,17 +220,13 @@ def random_subset(ctx: QueryContext, size: int) -> np.ndarray:
 
 
 def ranker_of(ctx: QueryContext) -> LossPredictionModel:
-    """The task model's loss prediction module. A plain model (not wrapped through ``TASK_HOOKS``, e.g. in the
+    """The task model's loss prediction module. A plain model (not wrapped through the task hooks, e.g. in the
     acquisition contract test) gets a fresh module: an untrained ranker."""
     model = ctx.models[0]
     if isinstance(model, LossPredictionModel):
         return model
     with seeded(ctx):
         return with_loss_module(model).eval()
-
-
-def _desc(ctx: QueryContext, what: str) -> Optional[str]:
-    return f"{ctx.config.name} b={ctx.iteration}: {what}" if ctx.progress else None
 
 
 def _adversary_models(ctx: QueryContext, opts: Options, rank_dim: int) -> tuple[VAE, Discriminator]:
@@ -254,7 +248,6 @@ def _scores(ctx: QueryContext, opts: Options, vae: VAE, disc: Discriminator, fee
 # ----------------------------------------------------------------------------------------------------------------
 # Acquisitions
 # ----------------------------------------------------------------------------------------------------------------
-@register("vaal")
 def vaal_query(ctx: QueryContext) -> QueryResult:
     """VAAL: train a VAE and a discriminator on labeled vs the whole unlabeled pool, select the P lowest
     D(mu) (the reference sampler's ``topk(-D(mu))``); scores are D of the selected. Random while nothing
@@ -271,14 +264,13 @@ def vaal_query(ctx: QueryContext) -> QueryResult:
         schedule = AdversarySchedule(opts.vaal_iterations, opts.batch_size, opts.lr, opts.beta, opts.adversary,
                                      opts.vae_steps, opts.disc_steps, kl="sum",
                                      joint_batch_norm=bool(opts.joint_batch_norm))
-        train_adversary(vae, disc, lab, unl, schedule, ctx.device, order, _desc(ctx, "VAE + discriminator"),
+        train_adversary(vae, disc, lab, unl, schedule, ctx.device, order, ctx.describe("VAE + discriminator"),
                         ctx.progress)
-        scores = _scores(ctx, opts, vae, disc, unl, _desc(ctx, "pool scores"))
+        scores = _scores(ctx, opts, vae, disc, unl, ctx.describe("pool scores"))
     pick = lowest(scores, ctx.budget)
     return QueryResult(unlabeled[pick], scores[pick].numpy())
 
 
-@register("tavaal")
 def tavaal_query(ctx: QueryContext) -> QueryResult:
     """TA-VAAL: a random subset of ``tavaal_subset_factor`` x P unlabeled images; r = sigmoid(ranker output)
     of the frozen ranker for the labeled images and the subset (uniform(0, 1) where the ranker was never
@@ -300,7 +292,7 @@ def tavaal_query(ctx: QueryContext) -> QueryResult:
             ranker = ctx.models[0]
             r_l = torch.sigmoid(predicted_losses(ranker, src, pool[ctx.labeled], ctx.device, ctx.batch_size))
             r_u = torch.sigmoid(predicted_losses(ranker, src, pool[subset], ctx.device, ctx.batch_size,
-                                                 _desc(ctx, "ranker")))
+                                                 ctx.describe("ranker")))
         else:
             r_l, r_u = torch.rand(len(ctx.labeled)), torch.rand(len(subset))
         vae, disc = _adversary_models(ctx, opts, rank_dim=1)
@@ -309,14 +301,13 @@ def tavaal_query(ctx: QueryContext) -> QueryResult:
         schedule = AdversarySchedule(opts.tavaal_iterations, opts.batch_size, opts.lr, opts.beta, opts.adversary,
                                      vae_steps=1, disc_steps=1, kl="mean",
                                      joint_batch_norm=bool(opts.joint_batch_norm))
-        train_adversary(vae, disc, lab, unl, schedule, ctx.device, order, _desc(ctx, "VAE + discriminator"),
+        train_adversary(vae, disc, lab, unl, schedule, ctx.device, order, ctx.describe("VAE + discriminator"),
                         ctx.progress)
         scores = _scores(ctx, opts, vae, disc, unl)
     pick = lowest(scores, ctx.budget)
     return QueryResult(subset[pick], scores[pick].numpy())
 
 
-@register("lloss")
 def lloss_query(ctx: QueryContext) -> QueryResult:
     """Learning loss: the P highest predicted losses within a random subset of ``lloss_subset`` unlabeled
     images (10,000 in the paper); scores are the predicted losses. Random while nothing is labeled."""
@@ -326,6 +317,6 @@ def lloss_query(ctx: QueryContext) -> QueryResult:
     ranker = ranker_of(ctx)
     subset = random_subset(ctx, max(opts.lloss_subset, ctx.budget))
     pred = predicted_losses(ranker, ctx.data.pool_source, ctx.data.split.pool[subset], ctx.device, ctx.batch_size,
-                            _desc(ctx, "predicted losses"))
+                            ctx.describe("predicted losses"))
     pick = highest(pred, ctx.budget)
     return QueryResult(subset[pick], pred[pick].numpy())

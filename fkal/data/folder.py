@@ -1,13 +1,14 @@
 """Image sources read from files: an ImageFolder tree (ImageNet) decoded by a torchvision DataLoader or, when
 ``nvidia-dali`` is installed and a GPU is present, by a DALI pipeline on the GPU.
 
-Both sources have the interface of ``fkal.datasets.TensorSource`` (``__len__``, ``labels``, ``get(idx)``,
+Both sources have the interface of ``fkal.data.sources.TensorSource`` (``__len__``, ``labels``, ``get(idx)``,
 ``batches(idx, batch_size, shuffle, generator, augment)`` yielding ``(positions, images)``, ``mean``, ``std``,
 ``image_shape``), so the loop, training and descriptors do not know where the pixels come from.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -18,8 +19,35 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import default_loader
 
-from .datasets import ImageFolderLoader, RawData
-from .errors import UserError
+from ..errors import UserError
+from .sources import RawData
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImageFolderLoader:
+    """How an ImageFolder dataset (ImageNet) is read; calling it loads the data (``DatasetSpec.load``).
+
+    ``{root}/{folder}/train/<class>/*.JPEG`` is the source of the pool, ``{root}/{folder}/val/<class>/*.JPEG`` the
+    validation set and the test set (the same images, as in the paper). Training: ``RandomResizedCrop(image_size)``
+    and a horizontal flip; evaluation: ``Resize(resize_size)`` and ``CenterCrop(image_size)``. The images are
+    decoded by DALI on the GPU when ``nvidia-dali`` is installed and a GPU is present (``backend="auto"``), else by
+    a torchvision DataLoader with ``num_workers`` processes (None: min(8, CPU count)). See ``load_image_folder``.
+    """
+
+    folder: str = "ImageNet"
+    num_classes: int = 1000              # the most classes the tree may have (the model's outputs)
+    image_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    num_workers: Optional[int] = None
+    backend: str = "auto"                # "auto", "torchvision" or "dali"
+
+    def __call__(self, root: str, download: bool = True) -> RawData:
+        return load_image_folder(root, self)    # (no download: ImageNet is fetched and laid out by hand)
+
 
 _announced: set[str] = set()
 

@@ -20,9 +20,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .acquisitions import ARGUMENT_GROUPS, QueryContext, QueryResult, random_query, register
-from .datasets import TensorSource
-from .models import mc_dropout_copy
+from ..data import TensorSource
+from ..models import mc_dropout_copy
+from .contract import QueryContext, QueryResult
+from .random_sampling import random_query
 
 Metric = Callable[[torch.Tensor], torch.Tensor]   # probs [K, N, C] -> scores [N]
 
@@ -155,10 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "layer is untrained; 0 ranks them by the initial model's uncertainty too")
 
 
-ARGUMENT_GROUPS.append(add_arguments)
 
-
-@register(*METRICS)
 def uncertainty_query(ctx: QueryContext) -> QueryResult:
     """Top P unlabeled images by the MC-dropout metric named by the configuration (varR, entropy, bald, std).
 
@@ -171,7 +169,7 @@ def uncertainty_query(ctx: QueryContext) -> QueryResult:
         return random_query(ctx)
     K = cfg.K or DEFAULT_K
     unlabeled = np.asarray(ctx.unlabeled)
-    desc = f"{cfg.name} b={ctx.iteration}: {len(ctx.models)}x{K} MC-dropout passes" if ctx.progress else None
+    desc = ctx.describe(f"{len(ctx.models)}x{K} MC-dropout passes")
     scores = mc_scores(METRICS[cfg.acquisition], ctx.models, data.pool_source, data.split.pool[unlabeled], K,
                        ctx.device, ctx.batch_size, ctx.generator, model_name=data.spec.model,
                        num_classes=data.spec.num_classes, desc=desc)                      # [N_u]

@@ -1,6 +1,6 @@
 """Figures of active-learning results: accuracy curves, query cost, what was selected.
 
-Each function takes what ``fkal/report.py`` computes and returns a matplotlib ``Figure`` drawn on an Agg canvas
+Each function takes what ``fkal.reporting`` computes and returns a matplotlib ``Figure`` drawn on an Agg canvas
 (no pyplot, no global state, no display needed); ``save_figure`` writes it as PNG and PDF. Sizes are in inches at
 ``DPI`` dots per inch, so a PNG is ``size * DPI`` pixels; layouts are "constrained" (nothing is cropped at save).
 """
@@ -14,8 +14,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fkal.io import atomic_path
-from fkal.report import CostRow, CurvePoint, GroupKey, legend_name
+from ..io import atomic_path
+from .curves import CurvePoint
+from .names import legend_name
+from .records import GroupKey
+from .tables import CostRow
 
 DPI = 100
 ACCURACY_SIZE = (11.0, 5.5)         # inches

@@ -17,9 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .acquisitions import QueryContext, QueryResult, register
-from .datasets import TensorSource
-from .selection import kcenter_greedy_distance
+from ..data import TensorSource
+from ..selection import kcenter_greedy_distance
+from .contract import QueryContext, QueryResult
 
 CHUNK_ELEMENTS = 1 << 24   # distances computed per block when finding each unlabeled point's nearest labeled point
 
@@ -108,16 +108,14 @@ def _pick_radius(labeled_feats: torch.Tensor, unlabeled_feats: torch.Tensor, pic
     return radius.masked_fill(torch.isinf(radius), float("nan")).cpu().numpy()
 
 
-@register("coreset")
 def coreset_query(ctx: QueryContext) -> QueryResult:
     """P unlabeled images by k-center greedy on ``models[0]``'s penultimate features; scores are the radii."""
     data, model = ctx.data, ctx.models[0]
     labeled, unlabeled = np.asarray(ctx.labeled), np.asarray(ctx.unlabeled)
-    desc = (lambda what: f"{ctx.config.name} b={ctx.iteration}: {what} features") if ctx.progress else (lambda _: None)
     feats_u = penultimate_features(model, data.pool_source, data.split.pool[unlabeled], ctx.device, ctx.batch_size,
-                                   desc("unlabeled"))                                    # [N_u, D]
+                                   ctx.describe("unlabeled features"))                                    # [N_u, D]
     feats_l = penultimate_features(model, data.pool_source, data.split.pool[labeled], ctx.device, ctx.batch_size,
-                                   desc("labeled"))                                      # [N_l, D]
+                                   ctx.describe("labeled features"))                                      # [N_l, D]
     first = int(torch.randint(len(unlabeled), (1,), generator=ctx.generator)) if len(labeled) == 0 else None
     picked, radius = coreset_select(feats_l, feats_u, ctx.budget, first=first)
     return QueryResult(unlabeled[picked], radius)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fkal import datasets, folder
+from fkal.data import folder, protocol, split, svhn
 from fkal.cli import main
-from fkal.datasets import DATASETS, RandomCropFlip, RawData, TensorSource, make_split
+from fkal.data import DATASETS, RandomCropFlip, RawData, TensorSource, make_split
 from fkal.errors import UserError
 from test_pipelines import write_svhn
 
@@ -31,7 +31,7 @@ def counts(labels, n: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 # ImageNet: 500 random classes (half of those present) keep int(n_c / IR) each
 # ----------------------------------------------------------------------------------------------------------------
-def imagenet_like(classes: int = 20, seed: int = 0) -> tuple[datasets.DatasetSpec, RawData, np.ndarray]:
+def imagenet_like(classes: int = 20, seed: int = 0) -> tuple[protocol.DatasetSpec, RawData, np.ndarray]:
     rng = np.random.default_rng(seed)
     per_class = rng.integers(30, 80, size=classes)                                  # uneven class sizes
     train = np.repeat(np.arange(classes), per_class)
@@ -65,7 +65,7 @@ def test_imagenet_rare_classes_come_from_the_seed():
     assert len(rare(0)) == 10 and rare(0) == rare(0)                                   # half of them, repeatable
     assert len({rare(s) for s in range(5)}) > 1                                       # other seeds, other classes
     rng = np.random.default_rng(0)
-    assert tuple(datasets.rare_classes_of(replace(spec, rare_share=0.5), np.repeat(np.arange(1000), 2), rng).shape) \
+    assert tuple(split.rare_classes_of(replace(spec, rare_share=0.5), np.repeat(np.arange(1000), 2), rng).shape) \
         == (500,)                                                                    # 500 of 1,000 classes
 
 
@@ -110,7 +110,7 @@ def test_svhn_default_split_sizes():
 
 def test_svhn_smaller_than_the_split_is_a_clear_error(tmp_path, capsys):
     root = write_svhn(tmp_path / "data")
-    raw = datasets.load_svhn(str(root), download=False)
+    raw = svhn.load_svhn(str(root), download=False)
     with pytest.raises(UserError, match="only 100 exist"):
         make_split(DATASETS["svhn"], raw, seed=0, imbalance_ratio=100)
     argv = ["--dataset", "svhn", "--data-root", str(root), "--out", str(tmp_path / "out"), "--initial",
@@ -189,7 +189,7 @@ def test_loader_choice_is_printed_once(capsys, monkeypatch):
 
 
 def test_default_configurations_fit_the_models():
-    from fkal.acquisitions import ACQUISITIONS
+    from fkal.acquisitions.registry import ACQUISITIONS
     from fkal.config import parse_config
     from fkal.models import build_model, taps_for
     for spec in DATASETS.values():

@@ -17,13 +17,12 @@ eval mode, where the per-sample gradients of a summed loss are exact.
 """
 from __future__ import annotations
 
-from functools import partial
 
 import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from .models import MODELS, MCDropout
+from .layers import MCDropout
 
 MC_DROPOUT_P = 0.25
 
@@ -91,14 +90,3 @@ def resnet18(num_classes: int = 1000, mc_dropout: bool = False, small_input: boo
              in_channels: int = 3) -> TapResNet:
     """ResNet-18: two basic blocks per stage (2, 2, 2, 2); ImageNet (standard stem) and CIFAR-10 (small stem)."""
     return TapResNet([2, 2, 2, 2], num_classes, mc_dropout, small_input, in_channels)
-
-
-# Builder names of fkal.models.MODELS: the stem is part of the name, because a model is rebuilt from its name
-# alone (the MC-dropout copy, the rotation model, resume).
-BUILDERS = {
-    "resnet10": partial(resnet10, small_input=False),
-    "resnet10-small": partial(resnet10, small_input=True),
-    "resnet18": partial(resnet18, small_input=False),
-    "resnet18-small": partial(resnet18, small_input=True),
-}
-MODELS.update(BUILDERS)

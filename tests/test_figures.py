@@ -1,11 +1,12 @@
-"""fkal/plots.py and run_plot.py: every figure renders at its size; the command line end to end."""
+"""fkal/reporting/figures.py and run_plot.py: every figure renders at its size; the command line end to end."""
 import json
 
 import numpy as np
 from PIL import Image
 
 import run_plot
-from fkal import plots, report
+from fkal import reporting as report
+from fkal.reporting import figures as plots
 
 CONFIGS = {"random": 50.0, "pfk-phat-L80": 70.0}  # starting accuracy (%)
 

@@ -1,12 +1,12 @@
-"""fkal/report.py: reading results, grouping, tables, label saving, selection statistics (no matplotlib)."""
+"""fkal.reporting: reading results, grouping, tables, label saving, selection statistics (no matplotlib)."""
 import json
 import math
 import statistics
 
 import pytest
 
-from fkal import report
-from fkal.report import CurvePoint, GroupKey
+from fkal import reporting as report
+from fkal.reporting import CurvePoint, GroupKey
 
 
 def make_record(config="random", run=0, iteration=1, accuracy=50.0, imbalance_ratio=100, unsupervised=1,

@@ -1,94 +1,26 @@
-"""Acquisition functions behind one contract: ``query(ctx) -> QueryResult``.
+"""The paper's acquisition (Algorithm 1): ``pcc`` (R_z, eq. 6), ``pfk`` (R_zg, eq. 12) and ``pfk-sum`` (R_z + R_g,
+the authors' code release).
 
-Every acquisition receives the same context (models, data, labeled and unlabeled positions, budget,
-generator) and returns exactly ``budget`` distinct unlabeled pool positions, plus its scores where it has any.
-Positions index ``ctx.data.split.pool``. Scores are pure functions elsewhere (kernels, selection); this module
-only wires them to models and data.
+Distribution matching between the misclassified validation images and the unlabeled pool. The scores are pure
+functions elsewhere (``fkal.kernels``, ``fkal.selection``, ``fkal.pseudo_labels``); this module wires them to the
+model and the data.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import Config
-from .datasets import ALData
-from .descriptors import extract
-from .kernels import KERNELS, NEEDS_FISHER, Features, topk_similar
-from .models import taps_for
-from .pseudo_labels import build_estimator
-from .selection import kcenter_greedy, merge_by_rank
-from .training import ExtraLoss
-
-
-@dataclass
-class QueryContext:
-    models: list[nn.Module]     # the E trained members (eval mode); single-model acquisitions use models[0]
-    data: ALData
-    labeled: np.ndarray         # [N_l] positions into data.split.pool
-    unlabeled: np.ndarray       # [N_u] positions into data.split.pool
-    budget: int                 # P
-    generator: torch.Generator  # the iteration's seeded generator
-    device: torch.device
-    config: Config
-    iteration: int              # b, 1-based
-    batch_size: int = 1000      # inference batch
-    progress: bool = True
-    options: dict = field(default_factory=dict)  # the command line's options (e.g. uncertainty_first_random)
-
-
-@dataclass
-class QueryResult:
-    indices: np.ndarray                        # [budget] distinct positions, all in ctx.unlabeled
-    scores: Optional[np.ndarray] = None        # [budget] the acquisition's score of each, if any
-    pseudo_label_accuracy: Optional[float] = None  # percent, where pseudo-labels were used
-
-
-Acquisition = Callable[[QueryContext], QueryResult]
-ACQUISITIONS: dict[str, Acquisition] = {}
-
-
-@dataclass(frozen=True)
-class TaskHooks:
-    """How an acquisition changes the task model and its training (learning loss, TA-VAAL).
-
-    wrap(model, spec) -> model: adds an auxiliary head; the wrapped forward still returns ``(logits, taps)``.
-    extra_loss(options, spec) -> ExtraLoss: the term added to the cross-entropy of every training batch (see
-    ``fkal.training.ExtraLoss``), built from the command line's options (the same dict as ``ctx.options``).
-    """
-
-    wrap: Callable[[nn.Module, object], nn.Module]
-    extra_loss: Callable[[dict, object], ExtraLoss]
-
-
-TASK_HOOKS: dict[str, TaskHooks] = {}
-
-# Functions that add an acquisition's own options to the command line: add(parser) -> None. Their values
-# reach the acquisition as ctx.options[dest].
-ARGUMENT_GROUPS: list[Callable] = []
-
-
-def register(*names: str):
-    def deco(fn: Acquisition) -> Acquisition:
-        for n in names:
-            ACQUISITIONS[n] = fn
-        return fn
-    return deco
-
-
-def _desc(ctx: QueryContext, what: str) -> Optional[str]:
-    return f"{ctx.config.name} b={ctx.iteration}: {what}" if ctx.progress else None
-
-
-@register("random")
-def random_query(ctx: QueryContext) -> QueryResult:
-    """P unlabeled images drawn uniformly."""
-    pick = torch.randperm(len(ctx.unlabeled), generator=ctx.generator)[:ctx.budget].numpy()
-    return QueryResult(np.asarray(ctx.unlabeled)[pick])
+from ..data import ALData
+from ..descriptors import extract
+from ..kernels import KERNELS, NEEDS_FISHER, Features, topk_similar
+from ..models import taps_for
+from ..pseudo_labels import build_estimator
+from ..selection import kcenter_greedy, merge_by_rank
+from .contract import QueryContext, QueryResult
 
 
 def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],
@@ -105,7 +37,6 @@ def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps
     return feats, used
 
 
-@register("pcc", "pfk", "pfk-sum")
 def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     """Algorithm 1: distribution matching between misclassified validation images and the unlabeled pool.
 
@@ -125,7 +56,7 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     val_labels = data.val_labels
     val_feats, val_probs, _ = extract(model, data.val_source, data.split.val, taps, ctx.device, ctx.batch_size,
                                       labels=val_labels, fisher=needs_g or pseudo == "phat-g",
-                                      desc=_desc(ctx, "validation descriptors"))
+                                      desc=ctx.describe("validation descriptors"))
     val_std = val_feats.standardized().to(ctx.device)
     wrong = np.flatnonzero(val_probs.argmax(1).numpy() != val_labels)
     if len(wrong) == 0:                       # nothing misclassified: match the whole validation set
@@ -138,7 +69,7 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
 
     pool_feats, used = pool_descriptors(model, data, ctx.unlabeled, taps, pseudo, val_std, needs_g, ctx.device,
                                         ctx.batch_size, cfg.K or 32, ctx.generator,
-                                        desc=_desc(ctx, "pool descriptors"))
+                                        desc=ctx.describe("pool descriptors"))
     pl_acc = None
     if pseudo is not None:
         true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
@@ -157,12 +88,3 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
         best[i] = max(v, best.get(i, -math.inf))
     scores = np.array([best[int(i)] for i in picked])
     return QueryResult(np.asarray(ctx.unlabeled)[picked], scores, pl_acc)
-
-
-# The baselines register themselves on import; importing them here completes the registry.
-from . import coreset, uncertainty  # noqa: E402,F401
-try:
-    import vaal.acquisitions  # noqa: E402,F401
-except ImportError as e:  # only when vaal/ itself is absent
-    if e.name not in ("vaal", "vaal.acquisitions"):
-        raise

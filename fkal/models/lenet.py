@@ -1,23 +1,15 @@
-"""Task models. Every model returns ``(logits, taps)``: ``taps`` maps a tap name to the activation tensor
-that the descriptors of length L are pooled from (paper Figure 3).
+"""LeNet of DESIGN section 3, the MNIST task model, returning ``(logits, taps)``.
 
 Taps are pre-activation outputs of a layer (``z~`` of paper section 4.2: the Fisher score is taken before the
-non-linearity). Which taps make a descriptor of length L is the model's ``TAPS`` table.
+non-linearity). Which taps make a descriptor of length L is the class's ``TAPS`` table.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class MCDropout(nn.Dropout):
-    """Dropout that stays on at inference: the stochastic passes of MC-dropout uncertainty."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.p, training=True)
+from .layers import MCDropout
 
 
 class LeNet(nn.Module):
@@ -55,37 +47,3 @@ class LeNet(nn.Module):
 
 def lenet(num_classes: int = 10, in_channels: int = 1, mc_dropout: bool = False) -> LeNet:
     return LeNet(num_classes=num_classes, in_channels=in_channels, mc_dropout=mc_dropout)
-
-
-MODELS: dict[str, Callable[..., nn.Module]] = {"lenet": lenet}
-
-
-def build_model(name: str, num_classes: int, mc_dropout: bool = False, **kwargs) -> nn.Module:
-    return MODELS[name](num_classes=num_classes, mc_dropout=mc_dropout, **kwargs)
-
-
-def taps_for(model: nn.Module, L: int) -> tuple[str, ...]:
-    """Tap names that make a descriptor of length L for this model."""
-    try:
-        return type(model).TAPS[L]
-    except KeyError:
-        raise ValueError(f"{type(model).__name__} has no descriptor of length L={L}; "
-                         f"choose one of {sorted(type(model).TAPS)}") from None
-
-
-def copy_all_but_classifier(src: nn.Module, dst: nn.Module) -> None:
-    """Copy every parameter and buffer of ``src`` into ``dst`` except the last (classifier) layer."""
-    skip = type(dst).classifier + "."
-    state = {k: v for k, v in src.state_dict().items() if not k.startswith(skip)}
-    missing, unexpected = dst.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.startswith(skip) for k in missing), (missing, unexpected)
-
-
-def mc_dropout_copy(model: nn.Module, spec_model: str, num_classes: int) -> nn.Module:
-    """The MC-dropout variant of ``model`` carrying its weights (DESIGN section 3)."""
-    mc = build_model(spec_model, num_classes, mc_dropout=True)
-    mc.load_state_dict(model.state_dict())
-    return mc.to(next(model.parameters()).device).eval()
-
-
-from . import resnet  # noqa: E402,F401  (registers ResNet-10/18 into MODELS; see fkal/resnet.py)

@@ -1,0 +1,46 @@
+"""Every acquisition by the name its configurations use, in one explicit list.
+
+A configuration name ``{acquisition}[-{S}][-L{L}][-E{E}][-K{K}]`` (``fkal.config``) starts with one of the keys
+of ``ACQUISITIONS``; the loop calls that function with a ``QueryContext``. ``TASK_HOOKS`` names the acquisitions
+that change the task model and its training, ``ARGUMENT_GROUPS`` the functions that add an acquisition's own
+options to the command line (their values reach it as ``ctx.options[dest]``).
+
+To add an acquisition: write ``fkal/acquisitions/<name>.py`` with a ``query(ctx) -> QueryResult`` (see
+``contract.py``) and add one line below.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from vaal import acquisitions as vaal
+
+from . import coreset, fisher_kernel, random_sampling, uncertainty
+from .contract import Acquisition, TaskHooks
+
+ACQUISITIONS: dict[str, Acquisition] = {
+    "random": random_sampling.random_query,
+    # the paper's method (Algorithm 1): R_z (eq. 6), R_zg (eq. 12), R_z + R_g (the authors' release)
+    "pcc": fisher_kernel.fisher_kernel_query,
+    "pfk": fisher_kernel.fisher_kernel_query,
+    "pfk-sum": fisher_kernel.fisher_kernel_query,
+    # MC-dropout uncertainty, alone or over an ensemble (the metric is named by the configuration)
+    "varR": uncertainty.uncertainty_query,
+    "entropy": uncertainty.uncertainty_query,
+    "bald": uncertainty.uncertainty_query,
+    "std": uncertainty.uncertainty_query,
+    "coreset": coreset.coreset_query,
+    # vaal/: VAAL, TA-VAAL, learning loss
+    "vaal": vaal.vaal_query,
+    "tavaal": vaal.tavaal_query,
+    "lloss": vaal.lloss_query,
+}
+
+TASK_HOOKS: dict[str, TaskHooks] = {
+    "lloss": vaal.LLOSS_HOOKS,
+    "tavaal": vaal.TAVAAL_HOOKS,
+}
+
+ARGUMENT_GROUPS: tuple[Callable, ...] = (
+    uncertainty.add_arguments,
+    vaal.add_arguments,
+)

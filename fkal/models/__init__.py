@@ -1,0 +1,61 @@
+"""Task models and what the loop needs to know of them.
+
+Every model returns ``(logits, taps)``: ``taps`` maps a tap name to the activation tensor that the descriptors of
+length L are pooled from (paper Figure 3). A model class carries ``TAPS`` (L -> tap names), ``classifier`` (the
+layer not copied from the rotation-pretrained model) and ``penultimate`` (the features of core-set).
+
+  lenet.py    LeNet (MNIST)
+  resnet.py   ResNet-10/18 with taps, built from torchvision's classes (SVHN, CIFAR, ImageNet)
+  layers.py   MCDropout
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch.nn as nn
+
+from .lenet import LeNet, lenet
+from .layers import MCDropout
+from .resnet import TapResNet, resnet10, resnet18
+
+# Builder names: the stem is part of the name, because a model is rebuilt from its name alone (the MC-dropout
+# copy, the rotation model, resume).
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet": lenet,
+    "resnet10": partial(resnet10, small_input=False),
+    "resnet10-small": partial(resnet10, small_input=True),
+    "resnet18": partial(resnet18, small_input=False),
+    "resnet18-small": partial(resnet18, small_input=True),
+}
+
+__all__ = ["MODELS", "LeNet", "MCDropout", "TapResNet", "build_model", "copy_all_but_classifier", "lenet",
+           "mc_dropout_copy", "resnet10", "resnet18", "taps_for"]
+
+
+def build_model(name: str, num_classes: int, mc_dropout: bool = False, **kwargs) -> nn.Module:
+    return MODELS[name](num_classes=num_classes, mc_dropout=mc_dropout, **kwargs)
+
+
+def taps_for(model: nn.Module, L: int) -> tuple[str, ...]:
+    """Tap names that make a descriptor of length L for this model."""
+    try:
+        return type(model).TAPS[L]
+    except KeyError:
+        raise ValueError(f"{type(model).__name__} has no descriptor of length L={L}; "
+                         f"choose one of {sorted(type(model).TAPS)}") from None
+
+
+def copy_all_but_classifier(src: nn.Module, dst: nn.Module) -> None:
+    """Copy every parameter and buffer of ``src`` into ``dst`` except the last (classifier) layer."""
+    skip = type(dst).classifier + "."
+    state = {k: v for k, v in src.state_dict().items() if not k.startswith(skip)}
+    missing, unexpected = dst.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith(skip) for k in missing), (missing, unexpected)
+
+
+def mc_dropout_copy(model: nn.Module, spec_model: str, num_classes: int) -> nn.Module:
+    """The MC-dropout variant of ``model`` carrying its weights (DESIGN section 3)."""
+    mc = build_model(spec_model, num_classes, mc_dropout=True)
+    mc.load_state_dict(model.state_dict())
+    return mc.to(next(model.parameters()).device).eval()

@@ -1,0 +1,88 @@
+"""Configuration names and the paper's notation, for tables and legends.
+
+Names follow ``{acquisition}[-{pseudo_label}][-L{L}][-E{E}][-K{K}]``, e.g. ``pfk-phat-L80``, ``pfk-sum-yhat-L20``,
+``varR-E4-K32``; ``parse_config`` reads them with the grammar of ``fkal.config`` and ``legend_name`` adds the
+paper's notation. This module does not import the acquisitions (reporting needs no torch model): the display
+order below lists the acquisition names itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import config
+from ..errors import UserError
+
+FULL_TRAIN = "full-train"
+
+# Configuration grammar. Order matters only for display (tables and legends list acquisitions in this order).
+ACQUISITIONS = ("random", "pcc", "pfk", "pfk-sum", "varR", "entropy", "bald", "std", "coreset", "vaal",
+                "tavaal", "lloss")
+OURS = ("pcc", "pfk", "pfk-sum")  # everything else is a baseline for the label saving
+
+_ACQUISITION_NOTATION = {
+    "random": "random", "pcc": "R_z", "pfk": "R_zg", "pfk-sum": "R_z+R_g", "varR": "varR",
+    "entropy": "max entropy", "bald": "BALD", "std": "mean std", "coreset": "core-set", "vaal": "VAAL",
+    "tavaal": "TA-VAAL", "lloss": "learning loss",
+}
+_PSEUDO_LABEL_NOTATION = {
+    "y": "S=y", "yhat": "S=y^", "phat": "S=p^(y,z)", "phat-g": "S=p^(y,z,g)", "trC": "S=tr(C_zg)",
+    "mi": "S=I(z;g)", "mi-diag": "S=I(z;g) diag",
+}
+RANDOM_INIT_MARK = "θ_rnd"  # the paper's mark for the random-weights initial model (unsupervised=0)
+
+
+@dataclass(frozen=True)
+class ConfigName:
+    """A parsed configuration name; fields a name does not give are None."""
+
+    acquisition: str
+    pseudo_label: str | None = None
+    L: int | None = None  # descriptor length (taps)
+    E: int | None = None  # ensemble members
+    K: int | None = None  # stochastic passes (MC dropout)
+
+
+def parse_config(name: str) -> ConfigName:
+    """Read ``{acquisition}[-{pseudo_label}][-L{L}][-E{E}][-K{K}]`` with the grammar of
+    ``fkal.config.parse_config``; raise ValueError for anything else."""
+    try:
+        cfg = config.parse_config(name, ACQUISITIONS)
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    return ConfigName(cfg.acquisition, cfg.pseudo_label, cfg.L, cfg.E if cfg.E > 1 else None, cfg.K)
+
+
+def acquisition_of(config: str) -> str | None:
+    try:
+        return parse_config(config).acquisition
+    except ValueError:
+        return None
+
+
+def paper_notation(config: str) -> str:
+    """The paper's notation, e.g. ``R_zg, S=p^(y,z), L=80`` for ``pfk-phat-L80``; the name itself if unknown."""
+    if config == FULL_TRAIN:
+        return "all train"
+    try:
+        name = parse_config(config)
+    except ValueError:
+        return config
+    parts = [_ACQUISITION_NOTATION[name.acquisition]]
+    if name.pseudo_label:
+        parts.append(_PSEUDO_LABEL_NOTATION[name.pseudo_label])
+    parts += [f"{letter}={value}" for letter, value in (("L", name.L), ("E", name.E), ("K", name.K)) if value]
+    return ", ".join(parts)
+
+
+def legend_name(config: str, unsupervised: int) -> str:
+    """``pfk-phat-L80  (R_zg, S=p^(y,z), L=80)``; ``random``; ``random  (θ_rnd)`` for random-init models."""
+    notation = paper_notation(config)
+    parts = [notation] if notation != config else []
+    if not unsupervised:
+        parts.append(RANDOM_INIT_MARK)
+    return f"{config}  ({', '.join(parts)})" if parts else config
+
+
+def format_ratio(ratio: float) -> str:
+    """100.0 -> '100', 0.5 -> '0.5'."""
+    return f"{ratio:g}"
