@@ -129,7 +129,7 @@ def draw_figures(groups: dict, dataset: str, metric: str, rare_classes: Sequence
                  folder: Path) -> list[Path]:
     """Draw and save the four figures of every imbalance ratio; return the written paths."""
     active, full = report.split_full_train(groups)
-    colors = plots.config_colors([key.config for key in active])  # one colour per configuration in every figure
+    colors = plots.config_colors([key.name for key in active])  # one colour per configuration in every figure
     num_classes = report.num_classes_of(active)
     name = report.DATASET_DIRS[dataset]
     metric_name = metric.replace("_", " ")

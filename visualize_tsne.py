@@ -19,6 +19,7 @@ from fkal.cli import pick_device
 from fkal.data import get_spec
 from fkal.diagnostics import Panel, confusion_matrix, features_and_predictions, figure, tsne
 from fkal.errors import UserError
+from fkal.io import load_torch
 from fkal.loop import RunPaths, Settings, load_models
 from fkal.reporting.figures import save_figure
 from fkal.config import parse_config
@@ -65,7 +66,7 @@ def run(args) -> int:
             raise UserError(f"{path} does not exist: run `python run.py --only {name} --run-start {args.run} "
                             f"--run-stop {args.run + 1} --imbalance-ratios {args.imbalance_ratio:g} "
                             f"--unsupervised {args.unsupervised}` through iteration {args.iteration} first")
-        state = torch.load(path, map_location="cpu")
+        state = load_torch(path, "run the configuration again to rewrite it")
         model = load_models(s, state["models"][:1], cfg.acquisition, wrapped=True)[0]
         tap = args.tap or model.penultimate
         feats, preds = features_and_predictions(model, raw.test, np.arange(len(raw.test)), tap, device)

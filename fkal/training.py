@@ -27,11 +27,13 @@ def make_optimizer(model: nn.Module, schedule: Schedule):
 
 def train(model: nn.Module, source: TensorSource, idx: np.ndarray, labels: np.ndarray, schedule: Schedule,
           device: torch.device, generator: torch.Generator, extra_loss: Optional[ExtraLoss] = None,
-          desc: str = "train", progress: bool = True) -> float:
+          desc: str = "train", progress: bool = True,
+          on_epoch_end: Optional[Callable[[int], None]] = None) -> float:
     """Train ``model`` on ``source[idx]`` with ``labels`` (aligned with idx) for ``schedule.epochs``.
 
     A fresh optimizer and schedule every call: the warm start of an AL iteration keeps the weights only.
-    Returns the wall seconds.
+    ``on_epoch_end(epoch)`` (1-based) runs after each epoch, e.g. ``KeepBestEpoch``; it may put the model in eval
+    mode, training resumes in train mode. Returns the wall seconds.
     """
     start = time.perf_counter()
     labels_t = torch.as_tensor(labels, dtype=torch.long)
@@ -53,8 +55,33 @@ def train(model: nn.Module, source: TensorSource, idx: np.ndarray, labels: np.nd
             n += len(pos)
         sched.step()
         bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+            model.train()
     model.eval()
     return time.perf_counter() - start
+
+
+class KeepBestEpoch:
+    """Epoch selection on a labeled held-out set (``--epoch-selection val``): after each epoch ``score(model)``
+    (e.g. accuracy on D_v) is computed and a copy of the best state kept; ``restore()`` loads it. Ties keep the
+    earlier epoch. Scoring runs in eval mode and draws no random numbers, so training itself is unchanged.
+    """
+
+    def __init__(self, model: nn.Module, score: Callable[[nn.Module], float]):
+        self.model, self.score = model, score
+        self.best_score, self.best_epoch, self.best_state = -float("inf"), 0, None
+
+    def __call__(self, epoch: int) -> None:
+        self.model.eval()
+        value = self.score(self.model)
+        if value > self.best_score:
+            self.best_score, self.best_epoch = value, epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
 
 
 @torch.no_grad()

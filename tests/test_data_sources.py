@@ -117,7 +117,7 @@ def test_svhn_smaller_than_the_split_is_a_clear_error(tmp_path, capsys):
             "--no-progress"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "500000" in err and "104388" in err and "--pool-size or --val-size" in err
+    assert "500000" in err and "104388" in err and "--train-size or --val-size" in err
     assert len(err.strip().splitlines()) == 1
 
 

@@ -185,8 +185,8 @@ def test_cost_table_and_csv():
     assert rows[0].query_std == pytest.approx(statistics.stdev([1.0, 3.0]))
     assert report.cost_table(report.group_records(records), from_iteration=1)[0].iterations == 3
     text = report.to_csv(report.summary_table(report.group_records([make_record()])))
-    assert text.splitlines()[0] == "config,imbalance_ratio,unsupervised,labeled,labeled_percent,mean,std,runs"
-    assert text.splitlines()[1] == "random,100.0,1,125,0.5,50.0,,1"
+    assert text.splitlines()[0] == "config,imbalance_ratio,unsupervised,labeled,labeled_percent,mean,std,runs,variant"
+    assert text.splitlines()[1] == "random,100.0,1,125,0.5,50.0,,1,"
 
 
 def test_markdown_names_the_std_and_marks_random_init():
@@ -252,3 +252,24 @@ def test_legend_names():
     assert report.legend_name("my-new-idea", 1) == "my-new-idea"  # unknown names pass through
     assert report.is_baseline("varR-E4-K32") and report.is_baseline("coreset")
     assert not report.is_baseline("pfk-sum-phat-L80") and not report.is_baseline("full-train")
+
+
+def test_records_of_other_settings_are_never_averaged_into_one_row():
+    """Two settings of one configuration (say --epochs 10 and 50) give two rows, each named by what differs."""
+    from fkal.settings import settings_id
+
+    def settings(epochs, seed):
+        return {"seed": seed, "train": {"epochs": epochs, "lr": 0.05}, "query_size": 125}
+    records = [make_record(run=r, accuracy=acc, settings=settings(epochs, r), settings_id=settings_id(settings(epochs, r)))
+               for epochs, acc in ((10, 40.0), (50, 80.0)) for r in (0, 1)]
+    groups = report.group_records(records)
+    assert len(groups) == 2 and {len(runs) for runs in groups.values()} == {2}      # the seed does not split rows
+    rows = report.summary_table(groups)
+    assert sorted((row.variant, row.mean) for row in rows) == [("--epochs 10", 40.0), ("--epochs 50", 80.0)]
+    text = report.format_accuracy_markdown(rows)
+    assert "random [--epochs 10]" in text and "random [--epochs 50]" in text
+    # a record without settings is a group of its own, named so
+    legacy = report.group_records(records + [make_record(run=5, accuracy=10.0)])
+    assert "settings not recorded" in {key.variant for key in legacy}
+    # the same run and iteration under two settings are two records, not a repeat
+    assert report.record_key(records[0]) != report.record_key(records[2])

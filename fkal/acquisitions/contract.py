@@ -43,6 +43,7 @@ class QueryResult:
     indices: np.ndarray                        # [budget] distinct positions, all in ctx.unlabeled
     scores: Optional[np.ndarray] = None        # [budget] the acquisition's score of each, if any
     pseudo_label_accuracy: Optional[float] = None  # percent, where pseudo-labels were used
+    pseudo_labels: Optional[np.ndarray] = None     # [N_u] the pseudo-label of every ctx.unlabeled image, if any
 
 
 Acquisition = Callable[[QueryContext], QueryResult]

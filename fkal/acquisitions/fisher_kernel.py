@@ -87,4 +87,5 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     for i, v in zip(ranked.flatten().tolist(), values.flatten().tolist()):
         best[i] = max(v, best.get(i, -math.inf))
     scores = np.array([best[int(i)] for i in picked])
-    return QueryResult(np.asarray(ctx.unlabeled)[picked], scores, pl_acc)
+    return QueryResult(np.asarray(ctx.unlabeled)[picked], scores, pl_acc,
+                       None if pseudo is None else used.numpy())

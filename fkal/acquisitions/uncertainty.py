@@ -149,6 +149,10 @@ def top_scores(scores: torch.Tensor, budget: int, generator: torch.Generator) ->
 # ----------------------------------------------------------------------------------------------------------------
 # Acquisitions
 # ----------------------------------------------------------------------------------------------------------------
+# The options (argparse dests) that shape these acquisitions' picks: part of every record's settings.
+OPTIONS = ("uncertainty_first_random",)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty-first-random", type=int, choices=(0, 1), default=1,
                         help="MC-dropout uncertainty (varR, entropy, bald, std): 1 selects the first iteration's "

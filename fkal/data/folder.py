@@ -7,6 +7,7 @@ Both sources have the interface of ``fkal.data.sources.TensorSource`` (``__len__
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,14 @@ class FolderSource:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def fingerprint(self) -> str:
+        """A short digest of the file list and labels (not the pixels: reading 1.28M files takes too long)."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256(b"\0".join(self.paths.tolist()))
+            h.update(self.labels.tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     @property
     def image_shape(self) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ loop, training and descriptors do not know where the pixels come from.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -32,6 +33,17 @@ class TensorSource:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
+
+    def fingerprint(self) -> str:
+        """A short digest of what this source holds: its shape, every label and every (N // 1000)-th image. Equal
+        for the same files; a different or damaged copy of a dataset gives another one. Computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            step = max(1, len(self.images) // 1000)
+            h = hashlib.sha256(repr(tuple(self.images.shape)).encode())
+            h.update(self.labels.tobytes())
+            h.update(self.images[::step].contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def get(self, idx: np.ndarray) -> torch.Tensor:
         """Normalized images ``[len(idx), C, H, W]``."""
@@ -64,6 +76,11 @@ class RawData:
     train: TensorSource
     test: TensorSource
     val: Optional[TensorSource] = None
+
+    def fingerprint(self) -> dict[str, str]:
+        """The sources' digests (``TensorSource.fingerprint``): part of the settings every record carries."""
+        parts = {"train": self.train, "test": self.test, **({} if self.val is None else {"val": self.val})}
+        return {name: source.fingerprint() for name, source in parts.items()}
 
 
 class RandomCropFlip:

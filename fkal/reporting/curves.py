@@ -137,6 +137,7 @@ class LabelSaving:
     saving_percent: float | None  # 100 * (1 - labels / baseline_labels): "x% fewer labels"
     best_mean: float          # this configuration's highest mean accuracy, %
     above_at_start: bool      # already above target at its first labeled count: labels is an upper bound
+    variant: str = ""         # what sets this row apart from other settings of the same configuration
 
 
 def is_baseline(config: str) -> bool:
@@ -179,6 +180,7 @@ def label_saving(curves: dict[GroupKey, list[CurvePoint]]) -> list[LabelSaving]:
         for key, curve in members.items():
             labels = labels_to_reach(curve, target)
             saving = None if labels is None else 100.0 * (1.0 - labels / baseline_labels)
-            savings.append(LabelSaving(key.config, ratio, unsupervised, best.config, target, baseline_labels,
-                                       labels, saving, max(p.mean for p in curve), curve[0].mean > target))
+            savings.append(LabelSaving(key.config, ratio, unsupervised, best.name, target, baseline_labels,
+                                       labels, saving, max(p.mean for p in curve), curve[0].mean > target,
+                                       key.variant))
     return savings

@@ -64,7 +64,7 @@ def _errorbar(ax, key: GroupKey, curve: Sequence[CurvePoint], color) -> None:
     y = [p.mean for p in curve]
     err = [0.0 if math.isnan(p.std) else p.std for p in curve]
     ax.errorbar(x, y, yerr=err, color=color, linestyle=_line_style(key), marker="o", markersize=3, capsize=3,
-                linewidth=1.2, label=legend_name(key.config, key.unsupervised))
+                linewidth=1.2, label=legend_name(key.config, key.unsupervised, key.variant))
 
 
 def _add_pool_percent_axis(ax, pool_size: int) -> None:
@@ -79,11 +79,11 @@ def accuracy_figure(curves: dict[GroupKey, Sequence[CurvePoint]], full_train: di
                     ylabel: str = "test accuracy (%)") -> Figure:
     """Accuracy against labeled count, one curve per group (mean ± std over runs), the full-train accuracy as a
     dotted "all train" line, and the labeled share of the pool on a top axis. Random-init curves are dashed."""
-    colors = colors or config_colors([key.config for key in curves])
+    colors = colors or config_colors([key.name for key in curves])
     figure = new_figure(ACCURACY_SIZE)
     ax = figure.add_subplot()
     for key, curve in curves.items():
-        _errorbar(ax, key, curve, colors[key.config])
+        _errorbar(ax, key, curve, colors[key.name])
     for key, curve in full_train.items():
         mean = curve[-1].mean
         label = "all train" + ("" if key.unsupervised else " (θ_rnd)") + f": {mean:.1f}%"
@@ -106,7 +106,7 @@ def cost_figure(rows: Sequence[CostRow], title: str) -> Figure:
     """Seconds per iteration on log scales: query (left) beside training (right), one bar per group."""
     figure = new_figure(cost_figure_size(len(rows)))
     query_ax, train_ax = figure.subplots(1, 2, sharey=True)
-    labels = [legend_name(row.config, row.unsupervised) for row in rows]
+    labels = [legend_name(row.config, row.unsupervised, row.variant) for row in rows]
     y = np.arange(len(rows))
     for ax, values, name in ((query_ax, [r.query_mean for r in rows], "query"),
                              (train_ax, [r.train_mean for r in rows], "training")):
@@ -150,7 +150,7 @@ def selection_figure(histograms: dict[GroupKey, tuple[Sequence[int], np.ndarray]
             _stacked_bars(ax, labeled, counts)
         else:
             _class_heatmap(ax, figure, labeled, counts)
-        ax.set_title(legend_name(key.config, key.unsupervised), fontsize="small")
+        ax.set_title(legend_name(key.config, key.unsupervised, key.variant), fontsize="small")
         ax.set_xlabel("labeled images after the iteration", fontsize="small")
         ax.tick_params(labelsize="x-small")
     for ax in axes[len(histograms):]:
@@ -196,11 +196,11 @@ def selection_summary_figure(entropy: dict[GroupKey, Sequence[CurvePoint]],
     """Left: entropy (nats) of the classes selected at each iteration (TA-VAAL's Figure 7a; ln C is a uniform
     selection). Right: cumulative share (%) of rare classes among all images selected so far, with the share a
     class-balanced selection would have. Mean ± std over runs; random-init curves dashed."""
-    colors = colors or config_colors([key.config for key in entropy])
+    colors = colors or config_colors([key.name for key in entropy])
     figure = new_figure(SUMMARY_SIZE)
     entropy_ax, rare_ax = figure.subplots(1, 2)
     for key, curve in entropy.items():
-        _errorbar(entropy_ax, key, curve, colors[key.config])
+        _errorbar(entropy_ax, key, curve, colors[key.name])
     if num_classes:
         entropy_ax.axhline(math.log(num_classes), color="black", linestyle=":", linewidth=1,
                            label=f"uniform over {num_classes} classes")
@@ -209,7 +209,7 @@ def selection_summary_figure(entropy: dict[GroupKey, Sequence[CurvePoint]],
     entropy_ax.grid(alpha=0.3)
     if rare_share is not None and rare_classes:
         for key, curve in rare_share.items():
-            _errorbar(rare_ax, key, curve, colors[key.config])
+            _errorbar(rare_ax, key, curve, colors[key.name])
         if num_classes:
             balanced = 100.0 * len(rare_classes) / num_classes
             rare_ax.axhline(balanced, color="black", linestyle=":", linewidth=1)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..settings import differences, flag_of, flatten
 from .names import ACQUISITIONS, FULL_TRAIN, RANDOM_INIT_MARK, acquisition_of, format_ratio
 
 
@@ -137,22 +138,32 @@ def _type_problem(record: dict, required: Sequence[str]) -> str | None:
 
 
 def record_key(record: dict) -> tuple:
-    """What identifies one line: (config, imbalance ratio, unsupervised, run, iteration)."""
-    return (record["config"], float(record["imbalance_ratio"]), int(record["unsupervised"]), record["run"],
-            record["iteration"])
+    """What identifies one line: (config, imbalance ratio, unsupervised, settings id, run, iteration)."""
+    return (record["config"], float(record["imbalance_ratio"]), int(record["unsupervised"]),
+            record.get("settings_id"), record["run"], record["iteration"])
 
 
 @dataclass(frozen=True)
 class GroupKey:
-    """One curve: a configuration at an imbalance ratio from one initial model (1: rotation-pretrained)."""
+    """One curve: a configuration at an imbalance ratio from one initial model (1: rotation-pretrained), made
+    with one set of settings (``settings_id``; None for records that carry no settings). ``variant`` names what
+    sets this curve apart when the same configuration was run with other settings too (else empty)."""
 
     config: str
     imbalance_ratio: float
     unsupervised: int
+    settings_id: str | None = None
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        """The configuration, with its variant: ``pfk-phat-L80 [--epochs 10]``."""
+        return f"{self.config} [{self.variant}]" if self.variant else self.config
 
 
 def group_key(record: dict) -> GroupKey:
-    return GroupKey(record["config"], float(record["imbalance_ratio"]), int(record["unsupervised"]))
+    return GroupKey(record["config"], float(record["imbalance_ratio"]), int(record["unsupervised"]),
+                    record.get("settings_id"))
 
 
 def filter_records(records: Iterable[dict], only: Sequence[str] | None = None, unsupervised: int | None = None,
@@ -175,10 +186,15 @@ def filter_records(records: Iterable[dict], only: Sequence[str] | None = None, u
 
 
 def group_records(records: Iterable[dict]) -> dict[GroupKey, dict[int, list[dict]]]:
-    """``{GroupKey: {run: that run's records ordered by labeled count}}``, keys in display order."""
+    """``{GroupKey: {run: that run's records ordered by labeled count}}``, keys in display order.
+
+    Records made with different settings (``settings_id``) are never put into one group: a configuration run
+    with several settings gets one group per settings, each named by what sets it apart (``GroupKey.variant``).
+    """
     groups: dict[GroupKey, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         groups[group_key(record)][record["run"]].append(record)
+    groups = _with_variants(groups)
     ordered = {}
     for key in sorted(groups, key=display_order):
         runs = groups[key]
@@ -255,3 +271,37 @@ def group_label(key: GroupKey) -> str:
     """``pcc-L20 (IR=100, θ_rnd)``: names a group in notes and tables."""
     init = RANDOM_INIT_MARK if not key.unsupervised else "rotation-pretrained"
     return f"{key.config} (IR={format_ratio(key.imbalance_ratio)}, {init})"
+
+
+def _with_variants(groups: dict[GroupKey, dict]) -> dict[GroupKey, dict]:
+    """Name, in ``variant``, the settings that tell apart the groups of one configuration (same ratio and initial
+    model) made with different settings: ``--epochs 10`` beside ``--epochs 50``."""
+    siblings: dict[tuple, list[GroupKey]] = defaultdict(list)
+    for key in groups:
+        siblings[(key.config, key.imbalance_ratio, key.unsupervised)].append(key)
+    renamed = {}
+    for keys in siblings.values():
+        if len(keys) == 1:
+            renamed[keys[0]] = groups[keys[0]]
+            continue
+        settings = {key: _settings_of(groups[key]) for key in keys}
+        differing = sorted({name for a in keys for b in keys if a != b
+                            for name, _, _ in differences(settings[a] or {}, settings[b] or {})})
+        for key in keys:
+            if settings[key] is None:
+                variant = "settings not recorded"
+            else:
+                flat = flatten(settings[key])
+                variant = ", ".join(f"{flag_of(name)} {flat.get(name)}" for name in differing[:3])
+                variant += f", +{len(differing) - 3} more" if len(differing) > 3 else ""
+            renamed[GroupKey(key.config, key.imbalance_ratio, key.unsupervised, key.settings_id,
+                             variant or key.settings_id or "")] = groups[key]
+    return renamed
+
+
+def _settings_of(runs: dict[int, list[dict]]) -> dict | None:
+    for records in runs.values():
+        for record in records:
+            if isinstance(record.get("settings"), dict):
+                return {k: v for k, v in record["settings"].items() if k != "seed"}
+    return None

@@ -28,6 +28,7 @@ class SummaryRow:
     mean: float
     std: float
     runs: int
+    variant: str = ""         # what sets this row apart from other settings of the same configuration
 
 
 def summary_table(groups: dict[GroupKey, dict[int, list[dict]]], metric: str = "test_accuracy") -> list[SummaryRow]:
@@ -37,7 +38,7 @@ def summary_table(groups: dict[GroupKey, dict[int, list[dict]]], metric: str = "
         pool = pool_size(runs)
         for point in accuracy_curve(runs, metric):
             rows.append(SummaryRow(key.config, key.imbalance_ratio, key.unsupervised, point.labeled,
-                                   100.0 * point.labeled / pool, point.mean, point.std, point.runs))
+                                   100.0 * point.labeled / pool, point.mean, point.std, point.runs, key.variant))
     return rows
 
 
@@ -54,6 +55,7 @@ class CostRow:
     train_mean: float
     train_std: float
     iterations: int
+    variant: str = ""
 
 
 def cost_table(groups: dict[GroupKey, dict[int, list[dict]]], from_iteration: int = 2) -> list[CostRow]:
@@ -67,7 +69,8 @@ def cost_table(groups: dict[GroupKey, dict[int, list[dict]]], from_iteration: in
             continue
         query = mean_std([r["query_seconds"] for r in records])
         train = mean_std([r["train_seconds"] for r in records])
-        rows.append(CostRow(key.config, key.imbalance_ratio, key.unsupervised, *query, *train, len(records)))
+        rows.append(CostRow(key.config, key.imbalance_ratio, key.unsupervised, *query, *train, len(records),
+                            key.variant))
     return rows
 
 
@@ -99,10 +102,10 @@ def format_accuracy_markdown(rows: Sequence[SummaryRow], metric: str = "test_acc
             percent = {row.labeled: row.labeled_percent for row in active}
             table: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
             for row in active:
-                table[(row.config, row.unsupervised)][row.labeled] = _cell(row.mean, row.std, row.runs)
+                table[(row.config, row.unsupervised, row.variant)][row.labeled] = _cell(row.mean, row.std, row.runs)
             header = ["configuration"] + [f"{n} ({percent[n]:.3g}%)" for n in columns]
-            body = [[legend_name(config, unsupervised)] + [cells.get(n, "–") for n in columns]
-                    for (config, unsupervised), cells in table.items()]
+            body = [[legend_name(config, unsupervised, variant)] + [cells.get(n, "–") for n in columns]
+                    for (config, unsupervised, variant), cells in table.items()]
             lines += _markdown_table(header, body) + [""]
         for row in at_ratio:
             if row.config == FULL_TRAIN:
@@ -130,10 +133,11 @@ def format_label_saving_markdown(savings: Sequence[LabelSaving]) -> str:
         body = []
         for s in members:
             if s.labels is None:
-                body.append([legend_name(s.config, s.unsupervised), f"not reached (best {s.best_mean:.2f}%)", "–"])
+                body.append([legend_name(s.config, s.unsupervised, s.variant), f"not reached (best {s.best_mean:.2f}%)",
+                             "–"])
             else:  # above target from the first count on: it may need fewer labels than that count
                 at_most, at_least = ("≤ ", "≥ ") if s.above_at_start else ("", "")
-                body.append([legend_name(s.config, s.unsupervised), f"{at_most}{s.labels:.0f}",
+                body.append([legend_name(s.config, s.unsupervised, s.variant), f"{at_most}{s.labels:.0f}",
                              f"{at_least}{s.saving_percent:.1f}%"])
         lines += _markdown_table(["configuration", "labels to reach target", "fewer labels than baseline"], body)
         lines += [""]
@@ -144,7 +148,7 @@ def format_cost_markdown(rows: Sequence[CostRow]) -> str:
     """Query and training seconds per iteration, per group."""
     lines = ["## Seconds per iteration", "", "Mean ± sample std over iterations 2 and later of all runs "
              "(iteration 1 of the uncertainty and VAAL-type baselines is random).", ""]
-    body = [[legend_name(r.config, r.unsupervised), format_ratio(r.imbalance_ratio),
+    body = [[legend_name(r.config, r.unsupervised, r.variant), format_ratio(r.imbalance_ratio),
              _cell(r.query_mean, r.query_std, r.iterations, 3), _cell(r.train_mean, r.train_std, r.iterations, 1)]
             for r in rows]
     lines += _markdown_table(["configuration", "IR", "query s (iterations)", "train s (iterations)"], body)
