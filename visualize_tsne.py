@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.cli import pick_device
