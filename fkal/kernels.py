@@ -34,6 +34,66 @@ class Features:
         return Features([standardize(z) for z in self.z], None if self.g is None else [standardize(g) for g in self.g])
 
 
+class DiskFeatures:
+    """Standardized per-scale features of N rows kept on disk as float16, for pools too large for memory.
+
+    ``append(z, g)`` standardizes a batch's rows (``standardize``) and appends them to one file per scale and kind
+    (``{folder}/z{j}.f16``, ``g{j}.f16``); ``rows(slice)`` maps the requested rows of each file (``np.memmap`` with
+    an offset), copies them out as float32 ``Features`` on ``device`` and unmaps them, so resident memory stays
+    at one chunk whatever N is (the page cache aside). float16 keeps 11 significant bits: a Pearson correlation
+    of unit-norm rows changes by about 1e-3 at most, far below the gaps that decide a ranking in practice.
+    Used where ``len(features) * L * 4 bytes`` (x2 with Fisher scores) exceeds ``--memory-budget``.
+    """
+
+    dtype = np.float16
+
+    def __init__(self, folder, device: torch.device = torch.device("cpu")):
+        from pathlib import Path
+        self.folder, self.device = Path(folder), device
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.n, self.widths, self.fisher = 0, None, None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _path(self, kind: str, j: int):
+        return self.folder / f"{kind}{j}.f16"
+
+    def append(self, z: list[torch.Tensor], g: Optional[list[torch.Tensor]]) -> None:
+        """One batch: ``z[j]`` (and ``g[j]``) ``[B, L_j]`` per scale, raw; stored standardized."""
+        if self.widths is None:
+            self.widths, self.fisher = [t.shape[1] for t in z], g is not None
+        for kind, parts in (("z", z), ("g", g or [])):
+            for j, t in enumerate(parts):
+                with open(self._path(kind, j), "ab") as f:
+                    f.write(standardize(t.float()).numpy().astype(self.dtype).tobytes())
+        self.n += len(z[0])
+
+    def rows(self, idx: slice) -> Features:
+        start, stop, _ = idx.indices(self.n)
+        count = max(0, stop - start)
+
+        def read(kind: str, j: int) -> torch.Tensor:
+            width = self.widths[j]
+            if count == 0:
+                return torch.zeros(0, width, device=self.device)
+            mapped = np.memmap(self._path(kind, j), dtype=self.dtype, mode="r",
+                               offset=start * width * np.dtype(self.dtype).itemsize, shape=(count, width))
+            chunk = np.array(mapped, dtype=np.float32)            # [count, L_j], copied out
+            del mapped                                            # unmapped: its pages leave the process
+            return torch.from_numpy(chunk).to(self.device)
+        z = [read("z", j) for j in range(len(self.widths))]
+        g = [read("g", j) for j in range(len(self.widths))] if self.fisher else None
+        return Features(z, g)
+
+    def standardized(self) -> "DiskFeatures":
+        return self                                               # stored standardized
+
+    def to(self, device) -> "DiskFeatures":
+        self.device = torch.device(device)
+        return self
+
+
 def standardize(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Per-row zero mean and unit norm, ``[N, L] -> [N, L]``.
 

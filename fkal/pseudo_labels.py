@@ -98,12 +98,21 @@ class MonteCarlo:
                   ridge-regularized sample covariances (the K copies rarely outnumber the 2L dimensions).
     metric "mi-diag": the same with diagonal covariances, -0.5 sum_l log(1 - rho_l^2).
     Descriptors are the concatenation of all taps (length L).
+
+    The perturbations of the batch with global index i are drawn from a generator seeded with ``base + i``
+    (``begin_batch``), ``base`` drawn once from the given generator: an image is perturbed the same way on
+    whatever rank processes its batch (``fkal.distributed``). Without ``begin_batch`` calls the given generator is
+    used in sequence.
     """
 
     def __init__(self, metric: str, taps: tuple[str, ...], k: int, generator: torch.Generator,
                  ridge: float = 1e-3):
         assert metric in ("trC", "mi", "mi-diag")
         self.metric, self.taps, self.k, self.generator, self.ridge = metric, taps, k, generator, ridge
+        self.base = int(torch.randint(2 ** 62, (1,), generator=generator))
+
+    def begin_batch(self, index: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.base + index)
 
     def __call__(self, model: nn.Module, x, logits, acts, z):
         with torch.enable_grad():

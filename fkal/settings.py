@@ -28,7 +28,8 @@ FLAGS = {
     "val_size": "--val-size", "model": "the dataset's model", "unsup": "--unsup-epochs", "train": "--epochs/--batch-size",
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "unsup.epochs": "--unsup-epochs",
     "query_size": "--pool-size", "epoch_selection": "--epoch-selection", "taps": "--taps", "device": "--gpu",
-    "unsupervised": "--unsupervised", "config": "--only",
+    "unsupervised": "--unsupervised", "config": "--only", "world_size": "torchrun --nproc_per_node",
+    "eval_batch": "--eval-batch",
 }
 
 
@@ -36,6 +37,8 @@ FLAGS = {
 # without one of them equals a current dict that holds it at this value (flattened names; see ``comparable``).
 ADDED_LATER: dict[str, Any] = {
     "taps": "pre",              # --taps: descriptors and Fisher scores before the ReLU (post: the release's choice)
+    "world_size": 1,            # processes under torchrun (training is DistributedDataParallel)
+    "eval_batch": 1000,         # --eval-batch, for the configurations whose random draws are seeded per batch
 }
 
 
@@ -93,7 +96,8 @@ def flatten(d: dict, prefix: str = "") -> dict:
 def differences(stored: dict, current: dict) -> list[tuple[str, Any, Any]]:
     """``[(setting, stored value, current value)]`` of every setting that differs (missing counts as None)."""
     a, b = comparable(stored), comparable(current)
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    value = lambda d, k: d.get(k, canonical(ADDED_LATER.get(k)))       # noqa: E731  (dropped at its old value)
+    return [(k, value(a, k), value(b, k)) for k in sorted(set(a) | set(b)) if value(a, k) != value(b, k)]
 
 
 def flag_of(setting: str) -> str:

@@ -196,6 +196,16 @@ class FolderSource:
         for start, x in zip(range(0, len(idx), batch_size), loader):
             yield order[start:start + batch_size], x
 
+    def batches_of(self, idx: np.ndarray, groups: list[np.ndarray],
+                   augment: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """``(positions, images)`` for explicit batches of positions into ``idx`` (a ``batch_sampler``)."""
+        idx = np.asarray(idx)
+        files = _Files(self.root, self.paths[idx], self.train_transform if augment else self.eval_transform)
+        loader = DataLoader(files, batch_sampler=[np.asarray(g).tolist() for g in groups],
+                            num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        for pos, x in zip(groups, loader):
+            yield np.asarray(pos), x
+
 
 class DaliFolderSource(FolderSource):
     """A ``FolderSource`` whose batches are decoded, resized and normalized on the GPU by NVIDIA DALI.
