@@ -141,7 +141,7 @@ def config_settings(s: Settings, raw: RawData, cfg: Config, run: int, ir: float,
     return settings_mod.config_settings(
         initial_settings(s, raw, run, ir, unsupervised), cfg.name, unsupervised, s.train, s.query_size,
         s.epoch_selection, {d: options.get(d) for d in ACQUISITION_OPTIONS.get(cfg.acquisition, ())},
-        s.device.type, taps=options.get("taps", "pre"))
+        s.device.type, taps=options.get("taps", "pre"), standardize=options.get("standardize", "unit"))
 
 
 def _check_same(stored: Optional[dict], current: dict, what: Path, fix: str) -> None:

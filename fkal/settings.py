@@ -28,7 +28,7 @@ FLAGS = {
     "val_size": "--val-size", "model": "the dataset's model", "unsup": "--unsup-epochs", "train": "--epochs/--batch-size",
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "unsup.epochs": "--unsup-epochs",
     "query_size": "--pool-size", "epoch_selection": "--epoch-selection", "taps": "--taps", "device": "--gpu",
-    "unsupervised": "--unsupervised", "config": "--only",
+    "unsupervised": "--unsupervised", "config": "--only", "standardize": "--standardize",
 }
 
 
@@ -36,6 +36,7 @@ FLAGS = {
 # without one of them equals a current dict that holds it at this value (flattened names; see ``comparable``).
 ADDED_LATER: dict[str, Any] = {
     "taps": "pre",              # --taps: descriptors and Fisher scores before the ReLU (post: the release's choice)
+    "standardize": "unit",      # --standardize: every scale of unit norm (release: scale j weighs L_j - 1)
 }
 
 
@@ -91,9 +92,17 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def differences(stored: dict, current: dict) -> list[tuple[str, Any, Any]]:
-    """``[(setting, stored value, current value)]`` of every setting that differs (missing counts as None)."""
+    """``[(setting, stored value, current value)]`` of every setting that differs (missing counts as None, or as
+    its earlier value for the settings of ``ADDED_LATER``)."""
     a, b = comparable(stored), comparable(current)
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [(k, value_of(a, k), value_of(b, k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def value_of(flat: dict, setting: str) -> Any:
+    """A flattened setting's value; for one of ``ADDED_LATER`` that is absent, its earlier value."""
+    if setting in flat:
+        return flat[setting]
+    return canonical(ADDED_LATER[setting]) if setting in ADDED_LATER else None
 
 
 def flag_of(setting: str) -> str:

@@ -4,9 +4,16 @@ the authors' code release).
 Distribution matching between the misclassified validation images and the unlabeled pool. The scores are pure
 functions elsewhere (``fkal.kernels``, ``fkal.selection``, ``fkal.pseudo_labels``); this module wires them to the
 model and the data.
+
+Two options (``add_arguments``) reproduce the release's own selection choices; the defaults are this project's:
+``--taps pre|post`` (descriptors and Fisher scores before or after the ReLU: ``fkal.models``) and
+``--standardize unit|release`` (each scale of unit norm, or weighed L_j - 1 as in the release: ``fkal.kernels``).
+With ``--taps post --standardize release`` and ``pfk-sum-phat-L80`` the selection is the release's (its epoch
+choice and p^ details aside: DESIGN section 7).
 """
 from __future__ import annotations
 
+import argparse
 import math
 from typing import Optional
 
@@ -16,21 +23,44 @@ import torch.nn as nn
 
 from ..data import ALData
 from ..descriptors import extract
-from ..kernels import KERNELS, NEEDS_FISHER, Features, topk_similar
-from ..models import taps_for
+from ..kernels import KERNELS, NEEDS_FISHER, STANDARDIZATIONS, Features, topk_similar
+from ..models import TAP_POINTS, taps_at, taps_for
 from ..pseudo_labels import build_estimator
 from ..selection import kcenter_greedy, merge_by_rank
 from .contract import QueryContext, QueryResult
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pcc``, ``pfk`` and ``pfk-sum`` that reproduce the authors' release (recorded in every
+    record's settings as ``taps`` and ``standardize``)."""
+    group = parser.add_argument_group("Fisher-kernel selection (pcc, pfk, pfk-sum)")
+    group.add_argument("--taps", choices=TAP_POINTS, default="pre",
+                       help="where descriptors z and Fisher scores g are taken: pre (before each tapped layer's ReLU; "
+                            "g is the paper's dL/dz~) or post (after it, as the authors' release does: LeNet "
+                            "relu(pool(conv1)), relu(pool(conv2)), relu(fc1)). The ResNet taps end in a ReLU: "
+                            "both give the same taps there")
+    group.add_argument("--standardize", choices=tuple(STANDARDIZATIONS), default="unit",
+                       help="per image and per scale: unit (zero mean, unit norm: every scale weighs the same) or "
+                            "release ((v - mean) / (std + 1e-10), unbiased std, as the release: scale j weighs "
+                            "L_j - 1)")
+
+
+def selection_options(options: dict) -> tuple[str, str]:
+    """``(taps, standardize)`` from the command line's options (the defaults where absent)."""
+    return options.get("taps") or "pre", options.get("standardize") or "unit"
+
+
 def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],
                      pseudo: Optional[str], val_std: Features, fisher: bool, device: torch.device, batch_size: int,
-                     k: int, generator: torch.Generator, desc: Optional[str] = None) -> tuple[Features, torch.Tensor]:
+                     k: int, generator: torch.Generator, desc: Optional[str] = None,
+                     standardization: str = "unit") -> tuple[Features, torch.Tensor]:
     """Descriptors (and Fisher scores) of the unlabeled pool positions with the pseudo-labels S (Algorithm 1,
-    line 8). ``val_std``: standardized validation features for the estimators that match against D_v.
+    line 8), at the model's current ``tap_point``. ``val_std``: validation features standardized by
+    ``standardization``, for the estimators that match against D_v.
     Returns the raw features and the labels used ``[len(unlabeled)]`` (-1 where none was needed)."""
     estimator = None if pseudo in (None, "y") else build_estimator(
-        pseudo, val_std, torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k, generator)
+        pseudo, val_std, torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k, generator,
+        standardization)
     given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
     feats, _, used = extract(model, data.pool_source, data.split.pool[unlabeled], taps, device, batch_size,
                              labels=given, estimator=estimator, fisher=fisher, desc=desc)
@@ -45,7 +75,15 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     3. descriptors and Fisher scores of the unlabeled pool with the pseudo-labels S (line 8)
     4. kernel R_z (pcc, eq. 6), R_zg (pfk, eq. 12) or R_z + R_g (pfk-sum) between centers and pool (line 9),
        top-K per center, merged by rank into P distinct images (line 10)
+
+    Taps and standardization follow ``ctx.options`` (``--taps``, ``--standardize``; see ``add_arguments``).
     """
+    tap_point, how = selection_options(ctx.options)
+    with taps_at(ctx.models[0], tap_point):
+        return _query(ctx, how)
+
+
+def _query(ctx: QueryContext, how: str) -> QueryResult:
     cfg, data, model = ctx.config, ctx.data, ctx.models[0]
     kernel = KERNELS[cfg.acquisition]
     taps = taps_for(model, cfg.L)
@@ -57,7 +95,7 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     val_feats, val_probs, _ = extract(model, data.val_source, data.split.val, taps, ctx.device, ctx.batch_size,
                                       labels=val_labels, fisher=needs_g or pseudo == "phat-g",
                                       desc=ctx.describe("validation descriptors"))
-    val_std = val_feats.standardized().to(ctx.device)
+    val_std = val_feats.standardized(how).to(ctx.device)
     wrong = np.flatnonzero(val_probs.argmax(1).numpy() != val_labels)
     if len(wrong) == 0:                       # nothing misclassified: match the whole validation set
         wrong = np.arange(len(val_labels))
@@ -69,12 +107,12 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
 
     pool_feats, used = pool_descriptors(model, data, ctx.unlabeled, taps, pseudo, val_std, needs_g, ctx.device,
                                         ctx.batch_size, cfg.K or 32, ctx.generator,
-                                        desc=ctx.describe("pool descriptors"))
+                                        desc=ctx.describe("pool descriptors"), standardization=how)
     pl_acc = None
     if pseudo is not None:
         true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
         pl_acc = float(100.0 * (used.numpy() == true).mean())
-    pool_std = pool_feats.standardized().to(ctx.device)
+    pool_std = pool_feats.standardized(how).to(ctx.device)
 
     k = max(4, 2 * math.ceil(ctx.budget / len(centers)))
     while True:

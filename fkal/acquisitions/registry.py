@@ -42,6 +42,7 @@ TASK_HOOKS: dict[str, TaskHooks] = {
 }
 
 ARGUMENT_GROUPS: tuple[Callable, ...] = (
+    fisher_kernel.add_arguments,
     uncertainty.add_arguments,
     vaal.add_arguments,
 )

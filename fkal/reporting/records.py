@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..settings import differences, flag_of, flatten
+from ..settings import differences, flag_of, flatten, value_of
 from .names import ACQUISITIONS, FULL_TRAIN, RANDOM_INIT_MARK, acquisition_of, format_ratio
 
 
@@ -292,7 +292,7 @@ def _with_variants(groups: dict[GroupKey, dict]) -> dict[GroupKey, dict]:
                 variant = "settings not recorded"
             else:
                 flat = flatten(settings[key])
-                variant = ", ".join(f"{flag_of(name)} {flat.get(name)}" for name in differing[:3])
+                variant = ", ".join(f"{flag_of(name)} {value_of(flat, name)}" for name in differing[:3])
                 variant += f", +{len(differing) - 3} more" if len(differing) > 3 else ""
             renamed[GroupKey(key.config, key.imbalance_ratio, key.unsupervised, key.settings_id,
                              variant or key.settings_id or "")] = groups[key]
