@@ -143,8 +143,8 @@ def config_settings(s: Settings, raw: RawData, cfg: Config, run: int, ir: float,
     return settings_mod.config_settings(
         initial_settings(s, raw, run, ir, unsupervised), cfg.name, unsupervised, s.train, s.query_size,
         s.epoch_selection, {d: options.get(d) for d in ACQUISITION_OPTIONS.get(cfg.acquisition, ())},
-        s.device.type, taps=options.get("taps", "pre"), world_size=D.world(),
-        **({"eval_batch": s.eval_batch} if _batch_seeded(cfg) else {}))
+        s.device.type, taps=options.get("taps", "pre"), standardize=options.get("standardize", "unit"),
+        world_size=D.world(), **({"eval_batch": s.eval_batch} if _batch_seeded(cfg) else {}))
 
 
 def _batch_seeded(cfg: Config) -> bool:

@@ -29,7 +29,7 @@ FLAGS = {
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "unsup.epochs": "--unsup-epochs",
     "query_size": "--pool-size", "epoch_selection": "--epoch-selection", "taps": "--taps", "device": "--gpu",
     "unsupervised": "--unsupervised", "config": "--only", "world_size": "torchrun --nproc_per_node",
-    "eval_batch": "--eval-batch",
+    "eval_batch": "--eval-batch", "standardize": "--standardize",
 }
 
 
@@ -39,6 +39,7 @@ ADDED_LATER: dict[str, Any] = {
     "taps": "pre",              # --taps: descriptors and Fisher scores before the ReLU (post: the release's choice)
     "world_size": 1,            # processes under torchrun (training is DistributedDataParallel)
     "eval_batch": 1000,         # --eval-batch, for the configurations whose random draws are seeded per batch
+    "standardize": "unit",      # --standardize: every scale of unit norm (release: scale j weighs L_j - 1)
 }
 
 
@@ -94,10 +95,17 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def differences(stored: dict, current: dict) -> list[tuple[str, Any, Any]]:
-    """``[(setting, stored value, current value)]`` of every setting that differs (missing counts as None)."""
+    """``[(setting, stored value, current value)]`` of every setting that differs (missing counts as None, or as
+    its earlier value for the settings of ``ADDED_LATER``)."""
     a, b = comparable(stored), comparable(current)
-    value = lambda d, k: d.get(k, canonical(ADDED_LATER.get(k)))       # noqa: E731  (dropped at its old value)
-    return [(k, value(a, k), value(b, k)) for k in sorted(set(a) | set(b)) if value(a, k) != value(b, k)]
+    return [(k, value_of(a, k), value_of(b, k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def value_of(flat: dict, setting: str) -> Any:
+    """A flattened setting's value; for one of ``ADDED_LATER`` that is absent, its earlier value."""
+    if setting in flat:
+        return flat[setting]
+    return canonical(ADDED_LATER[setting]) if setting in ADDED_LATER else None
 
 
 def flag_of(setting: str) -> str:

@@ -4,6 +4,12 @@ the authors' code release).
 Distribution matching between the misclassified validation images and the unlabeled pool. The scores are pure
 functions elsewhere (``fkal.kernels``, ``fkal.selection``, ``fkal.pseudo_labels``); this module wires them to the
 model and the data.
+
+Two options (``add_arguments``) reproduce the release's own selection choices; the defaults are this project's:
+``--taps pre|post`` (descriptors and Fisher scores before or after the ReLU: ``fkal.models``) and
+``--standardize unit|release`` (each scale of unit norm, or weighed L_j - 1 as in the release: ``fkal.kernels``).
+With ``--taps post --standardize release`` and ``pfk-sum-phat-L80`` the selection is the release's (its epoch
+choice and p^ details aside: DESIGN section 7).
 """
 from __future__ import annotations
 
@@ -17,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data import ALData
 from .. import distributed as D
 from ..arguments import number
+from ..data import ALData
 from ..descriptors import extract, extract_shard
-from ..kernels import KERNELS, NEEDS_FISHER, DiskFeatures, Features, topk_similar
-from ..models import taps_for
+from ..kernels import KERNELS, NEEDS_FISHER, STANDARDIZATIONS, DiskFeatures, Features, topk_similar
+from ..models import TAP_POINTS, taps_at, taps_for
 from ..pseudo_labels import build_estimator
 from ..selection import kcenter_greedy, merge_by_rank
 from .contract import QueryContext, QueryResult
@@ -30,20 +36,49 @@ from .contract import QueryContext, QueryResult
 DEFAULT_MEMORY_BUDGET_GB = 4.0   # --memory-budget
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pcc``, ``pfk`` and ``pfk-sum``: two reproduce the authors' release (recorded in every
+    record's settings as ``taps`` and ``standardize``), one bounds their memory on large pools."""
+    group = parser.add_argument_group("Fisher-kernel selection (pcc, pfk, pfk-sum)")
+    group.add_argument("--taps", choices=TAP_POINTS, default="pre",
+                       help="where descriptors z and Fisher scores g are taken: pre (before each tapped layer's ReLU; "
+                            "g is the paper's dL/dz~) or post (after it, as the authors' release does: LeNet "
+                            "relu(pool(conv1)), relu(pool(conv2)), relu(fc1)). The ResNet taps end in a ReLU: "
+                            "both give the same taps there")
+    group.add_argument("--standardize", choices=tuple(STANDARDIZATIONS), default="unit",
+                       help="per image and per scale: unit (zero mean, unit norm: every scale weighs the same) or "
+                            "release ((v - mean) / (std + 1e-10), unbiased std, as the release: scale j weighs "
+                            "L_j - 1)")
+    group.add_argument("--memory-budget", type=number(0, above=True), default=DEFAULT_MEMORY_BUDGET_GB,
+                       metavar="GB",
+                       help="where one process's share of the pool's descriptors and Fisher scores would take more "
+                            "than this many GB as float32, they are written to float16 files in the temporary "
+                            "folder ($TMPDIR) and the matching streams them, so memory stays bounded whatever the "
+                            "pool size (records say pool_features: disk-float16)")
+
+
+def selection_options(options: dict) -> tuple[str, str]:
+    """``(taps, standardize)`` from the command line's options (the defaults where absent)."""
+    return options.get("taps") or "pre", options.get("standardize") or "unit"
+
+
 def _pool_estimator(data: ALData, taps: tuple[str, ...], pseudo: Optional[str], val_std: Features,
-                    device: torch.device, k: int, generator: torch.Generator):
+                    device: torch.device, k: int, generator: torch.Generator, standardization: str):
     return None if pseudo in (None, "y") else build_estimator(
-        pseudo, val_std, torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k, generator)
+        pseudo, val_std.to(device), torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k,
+        generator, standardization)
 
 
 def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],
                      pseudo: Optional[str], val_std: Features, fisher: bool, device: torch.device, batch_size: int,
-                     k: int, generator: torch.Generator, desc: Optional[str] = None) -> tuple[Features, torch.Tensor]:
+                     k: int, generator: torch.Generator, desc: Optional[str] = None,
+                     standardization: str = "unit") -> tuple[Features, torch.Tensor]:
     """Descriptors (and Fisher scores) of the unlabeled pool positions with the pseudo-labels S (Algorithm 1,
-    line 8). ``val_std``: standardized validation features for the estimators that match against D_v.
-    Returns the raw features and the labels used ``[len(unlabeled)]`` (-1 where none was needed), all rows on
-    every rank (``pool_descriptors_shard`` keeps each rank's own)."""
-    estimator = _pool_estimator(data, taps, pseudo, val_std, device, k, generator)
+    line 8), at the model's current ``tap_point``. ``val_std``: validation features standardized by
+    ``standardization``, for the estimators that match against D_v. Returns the raw features and the labels used
+    ``[len(unlabeled)]`` (-1 where none was needed), all rows on every rank (``pool_descriptors_shard`` keeps each
+    rank's own)."""
+    estimator = _pool_estimator(data, taps, pseudo, val_std, device, k, generator, standardization)
     given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
     feats, _, used = extract(model, data.pool_source, data.split.pool[unlabeled], taps, device, batch_size,
                              labels=given, estimator=estimator, fisher=fisher, desc=desc)
@@ -53,25 +88,15 @@ def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps
 def pool_descriptors_shard(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],
                            pseudo: Optional[str], val_std: Features, fisher: bool, device: torch.device,
                            batch_size: int, k: int, generator: torch.Generator, desc: Optional[str] = None,
-                           sink=None) -> tuple[Features, torch.Tensor, np.ndarray]:
+                           standardization: str = "unit", sink=None) -> tuple[Features, torch.Tensor, np.ndarray]:
     """``pool_descriptors`` of this rank's batches: ``(features, labels used, positions into unlabeled)``;
     with a ``sink`` (``DiskFeatures``) the features go to disk, standardized, and the sink is returned."""
-    estimator = _pool_estimator(data, taps, pseudo, val_std, device, k, generator)
+    estimator = _pool_estimator(data, taps, pseudo, val_std, device, k, generator, standardization)
     given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
     feats, _, used, where = extract_shard(model, data.pool_source, data.split.pool[unlabeled], taps, device,
                                           batch_size, labels=given, estimator=estimator, fisher=fisher, desc=desc,
                                           sink=sink)
     return feats, used, where
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--memory-budget", type=number(0, above=True), default=DEFAULT_MEMORY_BUDGET_GB,
-                        metavar="GB",
-                        help="the Fisher-kernel method (pcc, pfk, pfk-sum): where one process's share of the pool's "
-                             "descriptors and Fisher scores would take more than this many GB as float32, they "
-                             "are written to float16 files in the temporary folder ($TMPDIR) and the matching "
-                             "streams them, so memory stays bounded whatever the pool size (records say "
-                             "pool_features: disk-float16)")
 
 
 def global_top_k(values: torch.Tensor, positions: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,10 +134,17 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     4. kernel R_z (pcc, eq. 6), R_zg (pfk, eq. 12) or R_z + R_g (pfk-sum) between centers and pool (line 9),
        top-K per center, merged by rank into P distinct images (line 10)
 
+    Taps and standardization follow ``ctx.options`` (``--taps``, ``--standardize``; see ``add_arguments``).
     Under several processes the validation set's features are gathered on every rank (steps 1-2 run the same
     everywhere); the pool's stay on their rank (on disk past ``--memory-budget``), each rank keeps its shard's
     top-K per center and the candidates of all ranks are merged into the same P picks on every rank.
     """
+    tap_point, how = selection_options(ctx.options)
+    with taps_at(ctx.models[0], tap_point):
+        return _query(ctx, how)
+
+
+def _query(ctx: QueryContext, how: str) -> QueryResult:
     cfg, data, model = ctx.config, ctx.data, ctx.models[0]
     kernel = KERNELS[cfg.acquisition]
     taps = taps_for(model, cfg.L)
@@ -124,7 +156,7 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     val_feats, val_probs, _ = extract(model, data.val_source, data.split.val, taps, ctx.device, ctx.batch_size,
                                       labels=val_labels, fisher=needs_g or pseudo == "phat-g",
                                       desc=ctx.describe("validation descriptors"))
-    val_std = val_feats.standardized().to(ctx.device)
+    val_std = val_feats.standardized(how).to(ctx.device)
     wrong = np.flatnonzero(val_probs.argmax(1).numpy() != val_labels)
     if len(wrong) == 0:                       # nothing misclassified: match the whole validation set
         wrong = np.arange(len(val_labels))
@@ -140,11 +172,12 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     on_disk = n_local * width * (2 if needs_g else 1) * 4 > float(ctx.options.get("memory_budget") or
                                                                   DEFAULT_MEMORY_BUDGET_GB) * 2 ** 30
     with tempfile.TemporaryDirectory(prefix="fkal-pool-") if on_disk else contextlib.nullcontext() as scratch:
-        sink = DiskFeatures(scratch, ctx.device) if on_disk else None
+        sink = DiskFeatures(scratch, ctx.device, how) if on_disk else None
         pool_feats, used, where = pool_descriptors_shard(model, data, unlabeled, taps, pseudo, val_std, needs_g,
                                                          ctx.device, ctx.batch_size, cfg.K or 32, ctx.generator,
-                                                         desc=ctx.describe("pool descriptors"), sink=sink)
-        pool_std = pool_feats.standardized().to(ctx.device)
+                                                         desc=ctx.describe("pool descriptors"), standardization=how,
+                                                         sink=sink)
+        pool_std = pool_feats.standardized(how).to(ctx.device)
         k = max(4, 2 * math.ceil(ctx.budget / len(centers)))
         while True:
             values, ranked = gathered_candidates(kernel, centers, pool_std, where, k, ctx.device)   # [C, k]
