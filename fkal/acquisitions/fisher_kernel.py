@@ -189,7 +189,9 @@ def _query(ctx: QueryContext, how: str) -> QueryResult:
     if pseudo is not None:                                                 # counted over all ranks
         labels_used = D.gather_rows(used, where, len(unlabeled)).numpy()
         true = data.pool_source.labels[data.split.pool[unlabeled]]
-        pl_acc = float(100.0 * (labels_used == true).mean())
+        known = true >= 0              # -1: an image nobody has labeled yet (a labeling round on the user's images)
+        if known.any():
+            pl_acc = float(100.0 * (labels_used[known] == true[known]).mean())
     best: dict[int, float] = {}                                           # each picked image's best similarity
     for i, v in zip(ranked.flatten().tolist(), values.flatten().tolist()):
         best[i] = max(v, best.get(i, -math.inf))
