@@ -39,7 +39,8 @@ def test_fisher_scores_reach_every_tap():
 def test_rotation_model_copies_into_the_task_model_but_the_classifier():
     rot, task = build_model(NAME, 4), build_model(NAME, 7)
     copy_all_but_classifier(rot, task)
-    torch.testing.assert_close(task.net.get_submodule("layer2.0.conv1").weight, rot.net.get_submodule("layer2.0.conv1").weight)
+    conv = "layer2.0.conv1"
+    torch.testing.assert_close(task.net.get_submodule(conv).weight, rot.net.get_submodule(conv).weight)
     assert task.net.fc.weight.shape == (7, 512)
 
 

@@ -19,8 +19,8 @@ lie on the path to the logits (its Fisher score is a gradient); token taps ``[B,
 refused, except the class token the classifier reads, which is ``[B, C]``.
 
 The MC-dropout variant turns every ``Dropout`` into ``MCDropout`` (on at inference); an architecture with no
-dropout of a positive rate gets dropout ``MC_DROPOUT_P`` on the classifier's input, through a forward pre-hook, so the state
-dict is the plain model's.
+dropout of a positive rate gets dropout ``MC_DROPOUT_P`` on the classifier's input, through a forward pre-hook, so
+the state dict is the plain model's.
 """
 from __future__ import annotations
 
