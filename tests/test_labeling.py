@@ -360,6 +360,39 @@ def test_a_torchvision_architecture_by_name(pngs, tmp_path):
     assert torch.load(state / "initial" / "member0.pt")["kind"] == "none"
 
 
+def test_layers_name_the_taps_of_a_torchvision_architecture_only():
+    from fkal.errors import UserError
+    from fkal.labeling.rounds import resolve_model
+    tv = resolve_model("torchvision:resnet18", "layer2, layer4", 32)        # resnet18 alone is the project's
+    assert tv == ("torchvision:resnet18:layer2+layer4:32", "torchvision", 32)
+    assert resolve_model("resnet34", None, 32)[0] == "torchvision:resnet34:layer3+layer4:32"
+    assert resolve_model("resnet18-small", None, None) == ("resnet18-small", "resnet18-small", 32)
+    with pytest.raises(UserError, match="chooses the taps of a torchvision architecture"):
+        resolve_model("lenet", "conv1", None)
+    with pytest.raises(UserError, match="has no layer named layer7"):
+        resolve_model("resnet34", "layer7", 32)
+
+
+def test_the_release_taps_need_a_model_that_has_them(round1, pngs, tmp_path, capsys):
+    """--taps post (run.py's option, the release's taps after the ReLU) is kept for LeNet and changes its picks;
+    a torchvision architecture takes its taps where its layers give them, so it is refused before anything is
+    written."""
+    capsys.readouterr()
+    assert _select(tmp_path / "tv", pngs, "--model", "mobilenet_v3_small", "--image-size", "32", "--pretrain",
+                   "none", "--taps", "post") == 2
+    _one_error_line(capsys, "--taps post", "leave --taps out")
+    assert not (tmp_path / "tv" / "project.json").exists()
+    state = tmp_path / "post"
+    state.mkdir()
+    for folder in ("cache", "initial"):                   # the same images and initial model as round1
+        shutil.copytree(round1 / folder, state / folder)
+    assert _select(state, pngs, "--taps", "post") == 0
+    assert Project.load(state / "project.json").options["taps"] == "post"
+    pre = _rows(round1 / "round1" / "to_label.csv")
+    post = _rows(state / "round1" / "to_label.csv")
+    assert len(post) == BUDGET and [r["score"] for r in post] != [r["score"] for r in pre]     # the query saw it
+
+
 def test_given_weights_and_a_validation_share(round1, pngs, tmp_path, capsys):
     weights = tmp_path / "lenet.pt"
     torch.save(torch.load(round1 / "round1" / "model.pt")["models"][0], weights)

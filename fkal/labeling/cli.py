@@ -46,7 +46,7 @@ the export. Without Label Studio: add a 'label' column to to_label.csv, or write
 """ + STATE_LAYOUT
 
 # Settings fixed by a project's first round (later rounds take them from project.json)
-FIXED = ("pool", "labeled", "val", "val_share", "classes", "model", "taps", "image_size", "weights", "pretrain",
+FIXED = ("pool", "labeled", "val", "val_share", "classes", "model", "layers", "image_size", "weights", "pretrain",
          "augment", "normalize", "acquisition", "epochs", "unsup_epochs", "batch_size", "lr", "seed")
 
 
@@ -88,9 +88,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     g = s.add_argument_group("the model (fixed by the first round)")
     g.add_argument("--model", help=f"the project's {', '.join(MODELS)} or any "
                                    "torchvision classification architecture by name (resnet50, efficientnet_b0, "
+                                   "torchvision:resnet18 for torchvision's own, "
                                    "vit_b_16, ...); default: lenet for grey images of at most 32 pixels, "
                                    "resnet18-small up to 64 pixels, else resnet18")
-    g.add_argument("--taps", help="torchvision architectures: comma-separated layer names of the descriptors "
+    g.add_argument("--layers", help="torchvision architectures: comma-separated layer names of the descriptors "
                                   "(graph nodes as torchvision.models.feature_extraction.get_graph_node_names lists "
                                   "them, or a module such as layer3); default: layer3,layer4 where the architecture "
                                   "has them, else the classifier's input")

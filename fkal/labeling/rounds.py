@@ -48,13 +48,13 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # ----------------------------------------------------------------------------------------------------------------
 # Settings: the model, the acquisition and the schedules a project is made with
 # ----------------------------------------------------------------------------------------------------------------
-def resolve_model(name: str, taps: Optional[str], image_size: Optional[int]) -> tuple[str, str, int]:
+def resolve_model(name: str, layers: Optional[str], image_size: Optional[int]) -> tuple[str, str, int]:
     """``(build name, defaults key, image size)`` of a ``--model`` value: a project model (``lenet``,
     ``resnet10``, ``resnet18``, their ``-small`` forms) or a torchvision architecture (``resnet50``,
-    ``torchvision:resnet18``, ...) with ``--taps`` (comma-separated graph-node names) or its default taps."""
+    ``torchvision:resnet18``, ...) with ``--layers`` (comma-separated graph-node names) or its default taps."""
     if name in MODELS:
-        if taps:
-            raise UserError(f"--taps chooses layers of a torchvision architecture; the project's {name} has its "
+        if layers:
+            raise UserError(f"--layers chooses the taps of a torchvision architecture; the project's {name} has its "
                             "taps by descriptor length L in the acquisition's name (e.g. pfk-phat-L20)")
         size = image_size or defaults_of(name).image_size
         if name == "lenet" and size != 28:
@@ -68,12 +68,12 @@ def resolve_model(name: str, taps: Optional[str], image_size: Optional[int]) -> 
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODELS)} or a torchvision classification "
                         "architecture (torchvision.models.list_models(module=torchvision.models), e.g. resnet50)")
     size = image_size or defaults_of("torchvision").image_size
-    chosen = tuple(t.strip() for t in taps.split(",") if t.strip()) if taps else tv.default_taps(arch)
+    chosen = tuple(t.strip() for t in layers.split(",") if t.strip()) if layers else tv.default_taps(arch)
     full = tv.model_name(arch, chosen, size)
     try:
         tv.anatomy(arch, chosen, size)
     except ValueError as e:
-        raise UserError(f"--model {name} --taps {','.join(chosen)}: {e}") from None
+        raise UserError(f"--model {name} --layers {','.join(chosen)}: {e}") from None
     return full, "torchvision", size
 
 
@@ -212,10 +212,13 @@ def create_project(paths: StatePaths, given: dict, options: dict, progress: bool
     if not pool_only:
         raise UserError("every pool image is a labeled or validation image: nothing is left to pick")
 
-    model, key, size = resolve_model(given.get("model") or auto_model(Path(pool_only[0])), given.get("taps"),
+    model, key, size = resolve_model(given.get("model") or auto_model(Path(pool_only[0])), given.get("layers"),
                                      given.get("image_size"))
     defaults = defaults_of(key)
     cfg = resolve_acquisition(given.get("acquisition") or DEFAULT_ACQUISITION, model)
+    if options.get("taps", "pre") != "pre" and not hasattr(build_model(model, 2), "tap_point"):
+        raise UserError(f"--taps {options['taps']}: the taps of {model} are taken where its layers give them; "
+                        "leave --taps out")
     train_s, unsup = schedules(defaults, given)
     weights = given.get("weights")
     pretrain = given.get("pretrain") or ("weights" if weights else "rotation")
@@ -247,7 +250,7 @@ def create_project(paths: StatePaths, given: dict, options: dict, progress: bool
         "val": _path_setting(given.get("val")), "val_share": None if given.get("val") else
         (DEFAULT_VAL_SHARE if given.get("val_share") is None else float(given["val_share"])),
         "classes": list(classes), "model": model if key != "torchvision" else given.get("model"),
-        "taps": given.get("taps"), "image_size": size, "weights": normalized("weights", weights),
+        "layers": given.get("layers"), "image_size": size, "weights": normalized("weights", weights),
         "pretrain": pretrain, "augment": augment, "normalize": normalize, "acquisition": cfg.name,
         "epochs": train_s.epochs, "unsup_epochs": unsup.epochs, "batch_size": train_s.batch_size,
         "lr": train_s.lr, "seed": seed,
