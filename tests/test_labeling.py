@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fkal.acquisitions.contract import QueryContext
+from fkal.acquisitions.contract import REVEALS_LABELS, QueryContext
 from fkal.acquisitions.fisher_kernel import fisher_kernel_query
-from fkal.acquisitions.registry import ACQUISITIONS, REVEALS_LABELS
+from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.config import parse_config
 from fkal.data import ALData, RawData, Split, TensorSource
 from fkal.data.mnist import load_mnist

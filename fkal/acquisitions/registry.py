@@ -41,11 +41,6 @@ TASK_HOOKS: dict[str, TaskHooks] = {
     "tavaal": vaal.TAVAAL_HOOKS,
 }
 
-# Acquisitions that reveal each pick's label and use it for the later picks of the same batch (an oracle inside
-# the batch, DESIGN section 10): fine in a benchmark, where every label is known, impossible in a one-shot
-# annotation round on unlabeled images, so label_next.py refuses them.
-REVEALS_LABELS: frozenset[str] = frozenset({"galaxy", "direct"})
-
 ARGUMENT_GROUPS: tuple[Callable, ...] = (
     fisher_kernel.add_arguments,
     uncertainty.add_arguments,

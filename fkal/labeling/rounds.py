@@ -24,8 +24,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..acquisitions.contract import QueryContext
-from ..acquisitions.registry import ACQUISITIONS, REVEALS_LABELS, TASK_HOOKS
+from ..acquisitions.contract import REVEALS_LABELS, QueryContext
+from ..acquisitions.registry import ACQUISITIONS, TASK_HOOKS
 from ..config import Config, parse_config
 from ..data import RandomCropFlip, TensorSource
 from ..data.own_images import (ImageCache, build_aldata, channel_stats, read_labeled, read_pool,
