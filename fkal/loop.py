@@ -29,6 +29,7 @@ from .acquisitions.contract import QueryContext
 from .acquisitions.registry import ACQUISITION_OPTIONS, ACQUISITIONS, TASK_HOOKS
 from .config import Config
 from .data import ALData, DatasetSpec, RawData, Schedule, Split, make_split
+from .device import cuda_settings
 from .errors import UserError
 from .io import append_jsonl, exclusive, load_torch, read_jsonl, save_json, save_torch
 from .metrics import class_scores, imbalance_metrics, pseudo_label_rare_scores
@@ -141,7 +142,7 @@ def config_settings(s: Settings, raw: RawData, cfg: Config, run: int, ir: float,
     return settings_mod.config_settings(
         initial_settings(s, raw, run, ir, unsupervised), cfg.name, unsupervised, s.train, s.query_size,
         s.epoch_selection, {d: options.get(d) for d in ACQUISITION_OPTIONS.get(cfg.acquisition, ())},
-        s.device.type, taps=options.get("taps", "pre"))
+        s.device.type, taps=options.get("taps", "pre"), cuda=cuda_settings(s.device))
 
 
 def _check_same(stored: Optional[dict], current: dict, what: Path, fix: str) -> None:

@@ -7,7 +7,8 @@ Three levels, each a flat-ish JSON dict that contains the one before it:
             sizes                                                    -> ``ir{IR}/split.npz``
   initial   + the model and the rotation-pretraining schedule        -> each ``init_*.pt``
   config    + the configuration, the initial model kind, the training schedule, P, the epoch selection, the
-            acquisition's own options and the device type           -> ``{config}/settings.json``, every record
+            acquisition's own options, the device type and, on CUDA, the determinism and TF32 switches
+                                                                     -> ``{config}/settings.json``, every record
 
 The number of iterations B is not among them: iteration b's numbers do not depend on how many follow, so a run
 may be extended with a larger ``--iterations``. ``settings_id`` is a short digest of a config-level dict without
@@ -28,7 +29,7 @@ FLAGS = {
     "val_size": "--val-size", "model": "the dataset's model", "unsup": "--unsup-epochs", "train": "--epochs/--batch-size",
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "unsup.epochs": "--unsup-epochs",
     "query_size": "--pool-size", "epoch_selection": "--epoch-selection", "taps": "--taps", "device": "--gpu",
-    "unsupervised": "--unsupervised", "config": "--only",
+    "unsupervised": "--unsupervised", "config": "--only", "cuda": "--gpu/--nondeterministic",
 }
 
 
@@ -36,6 +37,8 @@ FLAGS = {
 # without one of them equals a current dict that holds it at this value (flattened names; see ``comparable``).
 ADDED_LATER: dict[str, Any] = {
     "taps": "pre",              # --taps: descriptors and Fisher scores before the ReLU (post: the release's choice)
+    "cuda": None,               # CUDA determinism and TF32 switches (fkal.device.cuda_settings); None on the CPU,
+    #                             where every earlier run was made
 }
 
 

@@ -27,10 +27,13 @@ def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps
                      pseudo: Optional[str], val_std: Features, fisher: bool, device: torch.device, batch_size: int,
                      k: int, generator: torch.Generator, desc: Optional[str] = None) -> tuple[Features, torch.Tensor]:
     """Descriptors (and Fisher scores) of the unlabeled pool positions with the pseudo-labels S (Algorithm 1,
-    line 8). ``val_std``: standardized validation features for the estimators that match against D_v.
-    Returns the raw features and the labels used ``[len(unlabeled)]`` (-1 where none was needed)."""
+    line 8). ``val_std``: standardized validation features for the estimators that match against D_v, on any
+    device: they are moved to ``device``, where the estimator's validation labels are (the ``phat-g`` estimator
+    indexes them with class members found on ``device``). Returns the raw features and the labels used
+    ``[len(unlabeled)]`` (-1 where none was needed)."""
     estimator = None if pseudo in (None, "y") else build_estimator(
-        pseudo, val_std, torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k, generator)
+        pseudo, val_std.to(device), torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k,
+        generator)
     given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
     feats, _, used = extract(model, data.pool_source, data.split.pool[unlabeled], taps, device, batch_size,
                              labels=given, estimator=estimator, fisher=fisher, desc=desc)
