@@ -31,6 +31,7 @@ from .acquisitions.contract import QueryContext
 from .acquisitions.registry import ACQUISITION_OPTIONS, ACQUISITIONS, TASK_HOOKS
 from .config import Config
 from .data import ALData, DatasetSpec, RawData, Schedule, Split, make_split
+from .device import cuda_settings
 from .errors import UserError
 from .io import append_jsonl, exclusive, load_torch, read_jsonl, save_json, save_torch
 from .metrics import class_scores, imbalance_metrics, pseudo_label_rare_scores
@@ -144,7 +145,8 @@ def config_settings(s: Settings, raw: RawData, cfg: Config, run: int, ir: float,
         initial_settings(s, raw, run, ir, unsupervised), cfg.name, unsupervised, s.train, s.query_size,
         s.epoch_selection, {d: options.get(d) for d in ACQUISITION_OPTIONS.get(cfg.acquisition, ())},
         s.device.type, taps=options.get("taps", "pre"), standardize=options.get("standardize", "unit"),
-        world_size=D.world(), **({"eval_batch": s.eval_batch} if _batch_seeded(cfg) else {}))
+        world_size=D.world(), cuda=cuda_settings(s.device),
+        **({"eval_batch": s.eval_batch} if _batch_seeded(cfg) else {}))
 
 
 def _batch_seeded(cfg: Config) -> bool:

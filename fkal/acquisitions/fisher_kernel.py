@@ -75,9 +75,9 @@ def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps
                      standardization: str = "unit") -> tuple[Features, torch.Tensor]:
     """Descriptors (and Fisher scores) of the unlabeled pool positions with the pseudo-labels S (Algorithm 1,
     line 8), at the model's current ``tap_point``. ``val_std``: validation features standardized by
-    ``standardization``, for the estimators that match against D_v. Returns the raw features and the labels used
-    ``[len(unlabeled)]`` (-1 where none was needed), all rows on every rank (``pool_descriptors_shard`` keeps each
-    rank's own)."""
+    ``standardization``, for the estimators that match against D_v (on any device: they are moved to ``device``,
+    where the estimator's validation labels are). Returns the raw features and the labels used ``[len(unlabeled)]``
+    (-1 where none was needed), all rows on every rank (``pool_descriptors_shard`` keeps each rank's own)."""
     estimator = _pool_estimator(data, taps, pseudo, val_std, device, k, generator, standardization)
     given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
     feats, _, used = extract(model, data.pool_source, data.split.pool[unlabeled], taps, device, batch_size,
