@@ -288,6 +288,14 @@ def test_a_round_waits_for_its_annotations(round1, pngs, tmp_path, capsys):
     assert not (state / "round2").exists()
 
 
+def test_a_missing_gpu_is_one_error_line_before_anything_is_written(pngs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)         # the same answer on a GPU machine
+    capsys.readouterr()
+    assert _select(tmp_path / "state", pngs, "--gpu", "0") == 2
+    _one_error_line(capsys, "--gpu 0: no CUDA device is visible here", "--allow-cpu-fallback")
+    assert not (tmp_path / "state").exists()
+
+
 def test_a_killed_round_resumes_from_its_last_saved_step(round1, pngs, tmp_path):
     state = _copy(round1, tmp_path)
     d = state / "round1"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 
 from ..acquisitions.registry import ARGUMENT_GROUPS
+from ..device import add_device_arguments, device_from_args
 from ..errors import UserError
 from ..models import MODELS
 from .project import STATE_LAYOUT, Project, StatePaths, load_labeled
@@ -127,7 +126,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     s.set_defaults(uncertainty_first_random=0)
     g = s.add_argument_group("this round")
     g.add_argument("--budget", type=int, default=100, help="P, the number of images to label this round")
-    g.add_argument("--gpu", type=int, default=None, help="CUDA device index (default: the CPU)")
+    add_device_arguments(g)             # --gpu, --allow-cpu-fallback, --nondeterministic (fkal.device)
     g.add_argument("--eval-batch", type=int, default=500, help="batch size of inference and descriptor passes")
     g.add_argument("--ls-root", default=None,
                    help="Label Studio's local-files document root that the image URLs are relative to (default: the "
@@ -153,15 +152,6 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                 if a.dest not in ("help", "state", "annotations"):
                     a.default = argparse.SUPPRESS
     return p
-
-
-def pick_device(gpu: Optional[int]) -> torch.device:
-    if gpu is None:
-        return torch.device("cpu")
-    if torch.cuda.is_available() and gpu < torch.cuda.device_count():
-        return torch.device("cuda", gpu)
-    warnings.warn(f"--gpu {gpu}: no such CUDA device here, running on the CPU")
-    return torch.device("cpu")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -191,6 +181,7 @@ def _project(paths: StatePaths) -> Project:
 
 def _select(args: argparse.Namespace, given: dict) -> int:
     paths = StatePaths(Path(args.state))
+    device = device_from_args(args)     # once, before anything is written or touches CUDA
     dests = _option_dests()
     fixed = {k: v for k, v in given.items() if k in FIXED or k in dests}
     if paths.project.exists():
@@ -200,7 +191,7 @@ def _select(args: argparse.Namespace, given: dict) -> int:
         project = create_project(paths, fixed, {d: getattr(args, d) for d in dests}, progress=not args.no_progress)
     if args.sheet_max < 1:
         raise UserError(f"--sheet-max {args.sheet_max}: show at least one image")
-    opts = RoundOptions(budget=args.budget, device=pick_device(args.gpu), eval_batch=args.eval_batch,
+    opts = RoundOptions(budget=args.budget, device=device, eval_batch=args.eval_batch,
                         progress=not args.no_progress, ls_root=args.ls_root and str(Path(args.ls_root).resolve()),
                         ls_inline=args.ls_inline, sheet_max=args.sheet_max)
     rec = select_round(paths, project, opts)

@@ -28,6 +28,7 @@ from ..acquisitions.contract import REVEALS_LABELS, QueryContext
 from ..acquisitions.registry import ACQUISITIONS, TASK_HOOKS
 from ..config import Config, parse_config
 from ..data import RandomCropFlip, TensorSource
+from ..device import cuda_settings
 from ..data.own_images import (ImageCache, build_aldata, channel_stats, read_labeled, read_pool,
                                stratified_share)
 from ..errors import UserError
@@ -547,7 +548,7 @@ def select_round(paths: StatePaths, project: Project, opts: RoundOptions) -> dic
         "pseudo_label_accuracy": picks["pseudo_label_accuracy"], "seconds": seconds,
         "label_studio_root": None if opts.ls_inline else root,
         "label_studio_storage": None if opts.ls_inline or not _below(storage, root) else storage,
-        "device": str(device),
+        "device": str(device), "cuda": cuda_settings(device),
     }
     save_json(record, paths.record(n))
     return record
