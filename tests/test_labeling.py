@@ -26,7 +26,7 @@ from fkal.labeling.cli import main as label_next
 from fkal.labeling.project import Project
 from fkal.loop import generator
 from fkal.models import lenet
-from tools.mnist_folders import RARE, annotate, read_truth, write_folders
+from tools.mnist_folders import RARE, annotate, read_truth, simulate, write_folders
 
 BUDGET = 20
 FAST = ["--epochs", "2", "--unsup-epochs", "1", "--no-progress", "--budget", str(BUDGET)]
@@ -420,6 +420,23 @@ def test_given_weights_and_a_validation_share(round1, pngs, tmp_path, capsys):
                        "--labeled", str(pngs / "labeled"), "--weights", str(bad)]) == 2
     _one_error_line(capsys, "does not fit the model lenet")
     assert not (tmp_path / "other" / "project.json").exists()
+
+
+def test_the_simulated_annotator_counts_the_rare_picks_of_each_round(round1, pngs, tmp_path):
+    """tools/mnist_folders.py simulate (the README's measurement): select, annotate from the truth, merge."""
+    state = tmp_path / "runs" / "pfk-phat-seed0"
+    state.mkdir(parents=True)
+    for folder in ("cache", "initial"):                   # the same images and initial model (seed 0)
+        shutil.copytree(round1 / folder, state / folder)
+    rows = simulate(pngs, tmp_path / "runs", ["pfk-phat"], rounds=2, budget=BUDGET, seeds=[0],
+                    extra=["--epochs", "1", "--no-progress"])
+    truth = read_truth(pngs / "pool_truth.csv")
+    assert [(r["acquisition"], r["round"], r["picks"]) for r in rows] == [("pfk-phat-L80", n, BUDGET) for n in (1, 2)]
+    for r in rows:
+        picks = [x["path"] for x in _rows(state / f"round{r['round']}" / "to_label.csv")]
+        assert r["rare"] == sum(truth[p] in RARE for p in picks)
+    merged = [x for x in _rows(state / "labeled.csv") if x["round"] != "0"]
+    assert len(merged) == 2 * BUDGET and all(x["label"] == truth[x["path"]] for x in merged)
 
 
 def test_help_explains_every_file():
