@@ -75,3 +75,15 @@ def test_config_names_roundtrip():
         assert parse_config(name, ["random", "pcc", "pfk", "pfk-sum"]).name == name
     c = parse_config("pfk-mi-diag-L80-K32", ["pfk", "pfk-sum"])
     assert (c.acquisition, c.pseudo_label, c.L, c.K) == ("pfk", "mi-diag", 80, 32)
+
+
+def test_fisher_kernel_query_returns_the_pseudo_labels_it_used(query_ctx):
+    from fkal.training import predict
+
+    ctx = query_ctx(parse_config("pfk-yhat-L20", ACQUISITIONS), budget=6)
+    result = fisher_kernel_query(ctx)
+    data = ctx.data
+    yhat = predict(ctx.models[0], data.pool_source, data.split.pool[ctx.unlabeled], ctx.device).argmax(1).numpy()
+    assert result.pseudo_labels.tolist() == yhat.tolist()
+    true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
+    assert result.pseudo_label_accuracy == pytest.approx(100.0 * (yhat == true).mean())

@@ -26,7 +26,8 @@ _ACQUISITION_NOTATION = {
 }
 _PSEUDO_LABEL_NOTATION = {
     "y": "S=y", "yhat": "S=y^", "phat": "S=p^(y,z)", "phat-g": "S=p^(y,z,g)", "trC": "S=tr(C_zg)",
-    "mi": "S=I(z;g)", "mi-diag": "S=I(z;g) diag",
+    "mi": "S=I(z;g)", "mi-diag": "S=I(z;g) diag", "phat-em": "S=p^(y,z) EM priors",
+    "phat-agree": "S=p^(y,z) if y^ agrees", "efs": "S=E_q[g]", "efs-em": "S=E_q[g] EM priors",
 }
 RANDOM_INIT_MARK = "θ_rnd"  # the paper's mark for the random-weights initial model (unsupervised=0)
 
