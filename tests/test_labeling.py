@@ -272,6 +272,7 @@ def test_a_second_merge_of_the_same_labels_is_a_duplicate(round1, pngs, tmp_path
     ("galaxy", ("galaxy reveals each pick's label",)),
     ("direct-L80", ("direct reveals each pick's label",)),
     ("pfk-y-L80", ("pseudo-label y",)),
+    ("similar", ("SIMILAR's Fisher kernel", "similar-phat", "--similar-kernel cosine")),
 ])
 def test_acquisitions_that_need_unknown_labels_are_refused(pngs, tmp_path, capsys, name, words):
     assert REVEALS_LABELS == {"galaxy", "direct"}
@@ -327,7 +328,7 @@ def test_later_rounds_keep_the_project_settings(round1, pngs, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------------
 CONFIGS = {"random": "random", "pcc": "pcc", "pfk": "pfk-phat", "pfk-sum": "pfk-sum-phat", "varR": "varR-K4",
            "entropy": "entropy-K4", "bald": "bald-E2-K2", "std": "std-K4", "coreset": "coreset", "vaal": "vaal",
-           "tavaal": "tavaal", "lloss": "lloss"}
+           "tavaal": "tavaal", "lloss": "lloss", "similar": "similar-phat", "typiclust": "typiclust"}
 
 
 def test_every_acquisition_is_covered():
@@ -335,7 +336,7 @@ def test_every_acquisition_is_covered():
 
 
 @pytest.mark.parametrize("acquisition", sorted(CONFIGS))
-def test_every_acquisition_makes_a_round(round1, pngs, tmp_path, acquisition):
+def test_every_acquisition_makes_a_round(round1, pngs, mnist_root, tmp_path, acquisition):
     state = tmp_path / "state"
     state.mkdir()
     for folder in ("cache", "initial"):       # the same images and the same initial model (seed 0): made once
@@ -355,6 +356,19 @@ def test_every_acquisition_makes_a_round(round1, pngs, tmp_path, acquisition):
         order = torch.randperm(len(unlabeled), generator=generator(0, "query", 1))[:BUDGET]
         assert picks == [cand[unlabeled[i]] for i in order.tolist()]
         assert all(r["score"] == "" for r in _rows(state / "round1" / "to_label.csv"))
+    if acquisition == "typiclust":                    # on the features of the initial model, not the trained one
+        from fkal.acquisitions.coreset import penultimate_features
+        from fkal.acquisitions.typiclust import typiclust
+        source, images, _ = _mnist_source(mnist_root, state)
+        roles = np.array([r["role"] for r in images])
+        cand = np.flatnonzero(roles != "val")
+        model = lenet(10)
+        model.load_state_dict(torch.load(state / "initial" / "member0.pt")["model"])
+        feats = penultimate_features(model.eval(), source, cand, torch.device("cpu"), 500)
+        want, scores = typiclust(feats, roles[cand] == "labeled", BUDGET, generator(0, "query", 1))
+        assert picks == [images[i]["path"] for i in cand[want]]
+        np.testing.assert_allclose([float(r["score"]) for r in _rows(state / "round1" / "to_label.csv")], scores,
+                                   rtol=1e-5)
 
 
 def test_a_torchvision_architecture_by_name(pngs, tmp_path):

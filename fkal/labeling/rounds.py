@@ -85,6 +85,11 @@ def model_default_L(model: str) -> int:
     return max(taps)
 
 
+# acquisitions whose name takes the model's default L when it gives none (SIMILAR: with a pseudo-label estimator,
+# for its Fisher kernel R_zg)
+FISHER_KERNEL = ("pcc", "pfk", "pfk-sum")
+
+
 def resolve_acquisition(name: str, model: str) -> Config:
     """The configuration of ``--acquisition``: any name ``run.py`` takes; a Fisher-kernel acquisition without L
     gets the model's default L. Refused: acquisitions that read labels nobody has given yet."""
@@ -97,7 +102,7 @@ def resolve_acquisition(name: str, model: str) -> Config:
     if cfg.pseudo_label == "y":
         raise UserError(f"--acquisition {name}: the pseudo-label y is the true label of every unlabeled image (the "
                         "paper's ablation ceiling), which nobody has given yet; use phat, phat-g, yhat, trC or mi")
-    if cfg.acquisition in ("pcc", "pfk", "pfk-sum"):
+    if cfg.acquisition in FISHER_KERNEL or (cfg.acquisition == "similar" and cfg.pseudo_label is not None):
         if cfg.L is None:
             cfg = replace(cfg, L=model_default_L(model))
         try:
@@ -217,6 +222,9 @@ def create_project(paths: StatePaths, given: dict, options: dict, progress: bool
                                      given.get("image_size"))
     defaults = defaults_of(key)
     cfg = resolve_acquisition(given.get("acquisition") or DEFAULT_ACQUISITION, model)
+    if cfg.acquisition == "similar" and options.get("similar_kernel", "pfk") == "pfk" and cfg.pseudo_label is None:
+        raise UserError(f"--acquisition {cfg.name}: SIMILAR's Fisher kernel (--similar-kernel pfk) needs a "
+                        "pseudo-label estimator, e.g. similar-phat; or give --similar-kernel cosine")
     if options.get("taps", "pre") != "pre" and not hasattr(build_model(model, 2), "tap_point"):
         raise UserError(f"--taps {options['taps']}: the taps of {model} are taken where its layers give them; "
                         "leave --taps out")
@@ -490,9 +498,13 @@ def select_round(paths: StatePaths, project: Project, opts: RoundOptions) -> dic
     picks = _read_picks(paths.picks(n))
     meta = {"key": key, "budget": budget, "acquisition": cfg.name}
     if picks is None or picks["meta"] != meta:
+        def initial() -> torch.nn.Module:        # the project's initial model (rotation-pretrained by default)
+            return _models(ws, [ensure_initial(paths, ws, 0, device, opts.progress)["model"]], False, device)[0]
+
         ctx = QueryContext(models=models, data=ws.data, labeled=ws.labeled_pos, unlabeled=unlabeled, budget=budget,
                            generator=generator(seed, "query", n), device=device, config=cfg, iteration=n,
-                           batch_size=opts.eval_batch, progress=opts.progress, options=dict(project.options))
+                           batch_size=opts.eval_batch, progress=opts.progress, options=dict(project.options),
+                           pretrained=initial)
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(derive_seed(seed, "query-rng", n))
