@@ -211,7 +211,8 @@ def _merge(args: argparse.Namespace) -> int:
     paths = StatePaths(Path(args.state))
     out = merge(paths, _project(paths), args.annotations)
     extra = f", {out['outside_picks']} outside them" if out["outside_picks"] else ""
-    skipped = f"; {out['skipped']} images without a label skipped" if out["skipped"] else ""
+    skipped = f"; {out['skipped']} image{'s' if out['skipped'] != 1 else ''} without a label skipped" \
+        if out["skipped"] else ""
     print(f"merged {out['merged']} labels into round {out['round']} ({out['of_picks']} of its {out['picks']} picks"
           f"{extra}{skipped}); the labeled set holds {out['labeled']} images")
     print(f"next: python label_next.py select --state {paths.root}")
