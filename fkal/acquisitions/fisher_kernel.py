@@ -83,8 +83,6 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
         if len(picked) >= ctx.budget or k >= len(pool_std):
             break
         k *= 2
-    best: dict[int, float] = {}                                           # each picked image's best similarity
-    for i, v in zip(ranked.flatten().tolist(), values.flatten().tolist()):
-        best[i] = max(v, best.get(i, -math.inf))
-    scores = np.array([best[int(i)] for i in picked])
+    # each pick's best similarity over all centers, [C, P] -> [P] (a pick is in the top k of some centers only)
+    scores = kernel(centers, pool_std.rows(picked)).max(0).values.cpu().numpy()
     return QueryResult(np.asarray(ctx.unlabeled)[picked], scores, pl_acc)
