@@ -305,6 +305,7 @@ def common(root, out, iterations=2):
             "--iterations", str(iterations), "--pool-size", "10", "--no-progress", "--eval-batch", "128"] + TINY_ARGS
 
 
+@pytest.mark.e2e
 def test_two_iterations_end_to_end_with_resume(tiny_mnist, tmp_path):
     out = tmp_path / "out"
     configs = ["lloss", "tavaal", "vaal"]

@@ -1,0 +1,257 @@
+"""The paper's acquisition (Algorithm 1: pcc, pfk, pfk-sum with every pseudo-label estimator) recomputed by
+brute force on a small pool.
+
+Per image, on its own: descriptors z (pooled taps) and Fisher scores g (autograd of that image's cross-entropy
+with respect to its taps, pooled); Pearson correlations with ``np.corrcoef``; the pseudo-labels from their
+definitions (the Monte Carlo ones on the very perturbed copies the query made); the misclassified validation
+images, and among them P centers by a k-center greedy that recomputes everything at each step; the kernel
+between centers and pool; the rank-major merge over the full rankings. The picks must be these, in this order,
+and ``result.scores`` each pick's best similarity to a center.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fkal.pseudo_labels as pseudo_labels
+from acquisition_cases import check_contract, trained_context
+from fkal.acquisitions.registry import ACQUISITIONS
+from fkal.models import taps_for
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-image descriptors and Fisher scores
+# ----------------------------------------------------------------------------------------------------------------
+def pooled(t: torch.Tensor) -> torch.Tensor:
+    return t.mean((2, 3)) if t.dim() == 4 else t
+
+
+def per_image(model, x: torch.Tensor, taps, labels=None):
+    """One image ``[1, C, H, W]``: (z per tap ``[L_j]``, logits ``[D]``, {label d: g per tap}) with g for each
+    label in ``labels`` (every class when None), each from its own backward."""
+    logits, t = model(x)
+    acts = [t[name] for name in taps]
+    z = [pooled(a)[0].detach().double().numpy() for a in acts]
+    D = logits.shape[1]
+    g = {}
+    for d in (range(D) if labels is None else labels):
+        grads = torch.autograd.grad(F.cross_entropy(logits, torch.tensor([int(d)])), acts, retain_graph=True)
+        g[int(d)] = [pooled(gr)[0].double().numpy() for gr in grads]
+    return z, logits[0].detach().double().numpy(), g
+
+
+def centred(v: np.ndarray) -> np.ndarray:
+    """v minus its mean, over its norm: the Pearson correlation of two vectors is the dot product of these."""
+    c = v - v.mean()
+    return c / max(np.linalg.norm(c), 1e-12)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(centred(a) @ centred(b))
+
+
+def test_pearson_is_numpy_corrcoef():
+    g = np.random.default_rng(0)
+    a, b = g.normal(size=7), g.normal(size=7)
+    assert pearson(a, b) == pytest.approx(np.corrcoef(a, b)[0, 1])
+
+
+def kernel_value(kind: str, za, ga, zb, gb) -> float:
+    """Between two images (per-tap lists): R_z (eq. 6), R_zg (eq. 12) or R_z + R_g."""
+    rz = [pearson(a, b) for a, b in zip(za, zb)]
+    if kind == "pcc":
+        return sum(rz)
+    rg = [pearson(a, b) for a, b in zip(ga, gb)]
+    if kind == "pfk":
+        return sum(r * s for r, s in zip(rz, rg))
+    return sum(rz) + sum(rg)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pseudo-labels by definition
+# ----------------------------------------------------------------------------------------------------------------
+def mc_score(metric: str, zk: np.ndarray, gk: np.ndarray, ridge: float = 1e-3) -> float:
+    """zk ``[K, L]`` descriptors and gk ``[K, L]`` Fisher scores (one class) of the K copies of one image."""
+    K, L = zk.shape
+    if metric == "trC":                                                     # tr C_zg
+        return float(sum(np.cov(zk[:, l], gk[:, l])[0, 1] for l in range(L)))
+    if metric == "mi-diag":                                                 # -1/2 sum log(1 - rho_l^2)
+        total = 0.0
+        for l in range(L):
+            c = np.cov(zk[:, l], gk[:, l])
+            rho2 = min(c[0, 1] ** 2 / (c[0, 0] * c[1, 1] + 1e-12), 1 - 1e-6)
+            total += -0.5 * np.log1p(-rho2)
+        return total
+    joint = np.cov(np.concatenate([zk, gk], 1), rowvar=False)               # [2L, 2L]
+    joint = joint + ridge * np.diag(joint).mean() * np.eye(2 * L)
+    logdet = lambda m: np.linalg.slogdet(m)[1]
+    return 0.5 * (logdet(joint[:L, :L]) + logdet(joint[L:, L:]) - logdet(joint))
+
+
+class PerturbSpy:
+    """Wraps ``fkal.pseudo_labels.perturb`` and keeps every batch it perturbed and the copies it made."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, k, generator, *args, **kwargs):
+        out = REAL_PERTURB(x, k, generator, *args, **kwargs)
+        self.calls.append((x.detach().clone(), k, out.detach().clone()))
+        return out
+
+
+REAL_PERTURB = pseudo_labels.perturb
+
+
+def pseudo_label_by_definition(name, model, taps, x, z, logits, val, copies=None):
+    """The pseudo-label of one pool image under estimator ``name`` (val: per validation image (z, g, label))."""
+    if name == "yhat":
+        return int(np.argmax(logits))
+    if name == "phat":                                                      # nearest validation image under R_z
+        return val[int(np.argmax([kernel_value("pcc", z, None, vz, None) for vz, _, _ in val]))][2]
+    if name == "phat-g":                                                    # the same under R_zg, per class
+        _, _, g_all = per_image(model, x, taps)
+        best = [max((kernel_value("pfk", z, g_all[d], vz, vg) for vz, vg, vy in val if vy == d), default=-np.inf)
+                for d in range(len(logits))]
+        return int(np.argmax(best))
+    # Monte Carlo: copies [K, 1, C, H, W] of this image
+    stats = [per_image(model, c, taps) for c in copies]
+    zk = np.stack([np.concatenate(s[0]) for s in stats])                   # [K, L]
+    scores = [mc_score(name, zk, np.stack([np.concatenate(s[2][d]) for s in stats])) for d in range(len(logits))]
+    return int(np.argmax(scores))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Algorithm 1 by brute force
+# ----------------------------------------------------------------------------------------------------------------
+def kcenter_by_brute_force(sim: np.ndarray, k: int, first: int) -> list[int]:
+    chosen = [first]
+    while len(chosen) < k:
+        rest = [i for i in range(len(sim)) if i not in chosen]
+        chosen.append(min(rest, key=lambda i: max(sim[i, c] for c in chosen)))
+    return chosen
+
+
+def merge_by_brute_force(sim: np.ndarray, budget: int) -> list[int]:
+    """Rank 0 of every center, then rank 1, ...; within a rank, the higher similarity first (ties: the earlier
+    center); each item once. sim ``[C, N]``, full rankings (ties in a ranking: the lower index first)."""
+    order = [sorted(range(sim.shape[1]), key=lambda n: (-sim[c, n], n)) for c in range(len(sim))]
+    picked: list[int] = []
+    for r in range(sim.shape[1]):
+        for c in sorted(range(len(sim)), key=lambda c: (-sim[c, order[c][r]], c)):
+            if order[c][r] not in picked:
+                picked.append(order[c][r])
+            if len(picked) == budget:
+                return picked
+    return picked
+
+
+def brute_force_query(ctx, spy: PerturbSpy | None):
+    """(picks as pool positions in order, each pick's best similarity, pseudo-label accuracy or None)."""
+    cfg, model, data = ctx.config, ctx.models[0], ctx.data
+    kind, pseudo = cfg.acquisition, cfg.pseudo_label
+    taps = taps_for(model, cfg.L)
+    model.eval()
+    val = []                                                                # (z, g under the true label, label)
+    wrong = []
+    for i, v in enumerate(data.split.val):
+        y = int(data.val_labels[i])
+        z, logits, g = per_image(model, data.val_source.get(np.array([v])), taps, labels=[y])
+        val.append((z, g[y], y))
+        if int(np.argmax(logits)) != y:
+            wrong.append(i)
+    if not wrong:
+        wrong = list(range(len(val)))
+    center_rows = wrong
+    gen = torch.Generator().manual_seed(0)                                  # the context's seed
+    if len(wrong) > ctx.budget:
+        first = int(torch.randint(len(wrong), (1,), generator=gen))
+        sim_v = np.array([[kernel_value(kind, val[a][0], val[a][1], val[b][0], val[b][1]) for b in wrong]
+                          for a in wrong])
+        center_rows = [wrong[c] for c in kcenter_by_brute_force(sim_v, ctx.budget, first)]
+    copies = None
+    if pseudo in ("trC", "mi", "mi-diag"):                                  # the copies the query perturbed
+        xs = torch.cat([x for x, _, _ in spy.calls])
+        K = spy.calls[0][1]
+        copies = []
+        for x, k, out in spy.calls:
+            B = len(x)
+            copies += [out.view(k, B, *x.shape[1:])[:, b:b + 1] for b in range(B)]   # [K, 1, C, H, W] each
+        assert len(copies) == len(ctx.unlabeled) and K == cfg.K
+        expected_x = data.pool_source.get(data.split.pool[ctx.unlabeled])
+        torch.testing.assert_close(xs, expected_x)                          # the pool, in query order
+    pool, used = [], []
+    for n, p in enumerate(ctx.unlabeled):
+        x = data.pool_source.get(data.split.pool[[p]])
+        z, logits, _ = per_image(model, x, taps, labels=[])
+        label = None
+        if pseudo == "y":
+            label = int(data.split.pool_labels[p])
+        elif pseudo is not None:
+            label = pseudo_label_by_definition(pseudo, model, taps, x, z, logits, val,
+                                               None if copies is None else copies[n])
+        g = per_image(model, x, taps, labels=[label])[2][label] if label is not None else None
+        pool.append((z, g))
+        used.append(label)
+    sim = np.array([[kernel_value(kind, val[c][0], val[c][1], z, g) for z, g in pool] for c in center_rows])
+    picks = merge_by_brute_force(sim, ctx.budget)
+    best = sim[:, picks].max(0)
+    accuracy = None
+    if pseudo is not None:
+        true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
+        accuracy = 100.0 * float(np.mean(np.array(used) == true))
+    return ctx.unlabeled[picks], best, accuracy
+
+
+@pytest.mark.parametrize("config", ["pcc-L20", "pcc-L80", "pfk-y-L20", "pfk-yhat-L30", "pfk-phat-L80",
+                                    "pfk-phat-g-L20", "pfk-sum-yhat-L20", "pfk-sum-phat-L80"])
+def test_fisher_kernel_picks_equal_algorithm_1_by_brute_force(tiny_mnist, config):
+    ctx = trained_context(tiny_mnist, config, budget=6)
+    ctx.unlabeled = ctx.unlabeled[::4]                                       # 70 pool images
+    result = ACQUISITIONS[ctx.config.acquisition](ctx)
+    picked = check_contract(ctx, result)
+    want, best, accuracy = brute_force_query(ctx, None)
+    np.testing.assert_array_equal(picked, want)
+    np.testing.assert_allclose(result.scores, best, rtol=1e-4, atol=1e-5)
+    if accuracy is None:
+        assert result.pseudo_label_accuracy is None
+    else:
+        assert result.pseudo_label_accuracy == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize("config", ["pfk-trC-L20-K4", "pfk-mi-diag-L20-K4", "pfk-mi-L10-K6"])
+def test_monte_carlo_pseudo_labels_by_brute_force_on_the_same_perturbations(tiny_mnist, config, monkeypatch):
+    """trC, mi and mi-diag from per-image autograd on the K copies the query perturbed (copy k of image b is
+    row k * B + b of the perturbed batch): their pseudo-labels, hence the Fisher scores and the picks."""
+    ctx = trained_context(tiny_mnist, config, budget=4)
+    ctx.unlabeled = ctx.unlabeled[::14]                                      # 20 pool images
+    spy = PerturbSpy()
+    monkeypatch.setattr(pseudo_labels, "perturb", spy)
+    result = ACQUISITIONS["pfk"](ctx)
+    picked = check_contract(ctx, result)
+    for x, k, out in spy.calls:                                              # copy k of image b is near image b
+        copies = out.view(k, len(x), -1)
+        d = torch.cdist(copies.reshape(-1, copies.shape[-1]), x.flatten(1)).view(k, len(x), len(x))
+        assert (d.argmin(2) == torch.arange(len(x))).all()
+    want, best, accuracy = brute_force_query(ctx, spy)
+    assert result.pseudo_label_accuracy == pytest.approx(accuracy)
+    np.testing.assert_array_equal(picked, want)
+    np.testing.assert_allclose(result.scores, best, rtol=1e-4, atol=1e-5)
+
+
+def test_fewer_misclassified_than_p_makes_every_one_a_center(tiny_mnist):
+    """Relabel D_v so that the model misses exactly three images, fewer than P: all three are the centers."""
+    ctx = trained_context(tiny_mnist, "pfk-y-L80", budget=6)
+    ctx.unlabeled = ctx.unlabeled[::4]
+    data = ctx.data
+    with torch.no_grad():
+        pred = ctx.models[0](data.val_source.get(data.split.val))[0].argmax(1).numpy()
+    labels = pred.copy()
+    labels[[3, 40, 77]] = (pred[[3, 40, 77]] + 1) % 10
+    data.val_source.labels[data.split.val] = labels
+    result = ACQUISITIONS["pfk"](ctx)
+    want, best, _ = brute_force_query(ctx, None)
+    np.testing.assert_array_equal(check_contract(ctx, result), want)
+    np.testing.assert_allclose(result.scores, best, rtol=1e-4, atol=1e-5)
