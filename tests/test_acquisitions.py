@@ -120,3 +120,18 @@ def test_config_names_roundtrip():
         assert parse_config(name, ["random", "pcc", "pfk", "pfk-sum"]).name == name
     c = parse_config("pfk-mi-diag-L80-K32", ["pfk", "pfk-sum"])
     assert (c.acquisition, c.pseudo_label, c.L, c.K) == ("pfk", "mi-diag", 80, 32)
+
+
+@pytest.mark.parametrize("name", sorted(ACQUISITIONS))
+def test_picks_ignore_the_labels_of_unlabeled_images(tiny_mnist, name):
+    """Unless it declares ``reveals_labels``, an acquisition picks the same images when every unlabeled image
+    carries another label: it reads no annotation it has not paid for."""
+    if case_of(name).reveals_labels:
+        pytest.skip(f"{name} reveals labels while picking")
+    honest = ACQUISITIONS[name](case_context(tiny_mnist, name))
+    ctx = case_context(tiny_mnist, name)
+    positions = ctx.unlabeled
+    ctx.data.split.pool_labels[positions] = (ctx.data.split.pool_labels[positions] + 3) % 10
+    source = ctx.data.pool_source
+    source.labels[ctx.data.split.pool[positions]] = (source.labels[ctx.data.split.pool[positions]] + 3) % 10
+    np.testing.assert_array_equal(ACQUISITIONS[name](ctx).indices, honest.indices)

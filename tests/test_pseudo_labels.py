@@ -124,3 +124,61 @@ def test_mc_estimator_runs_on_a_model_and_perturbs():
 def test_unknown_estimator():
     with pytest.raises(ValueError, match="choose one of"):
         build_estimator("zz", None, None, 10, (), 1, torch.Generator())
+
+
+def test_perturb_by_its_definition():
+    """Copy-major K copies, each rotated by an angle uniform in +-5 degrees drawn from the generator first, then
+    Gaussian noise of std 0.05 drawn from it next."""
+    from kornia.geometry.transform import rotate
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    got = perturb(x, 4, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    angles = torch.rand(12, generator=g) * 10 - 5
+    expected = rotate(torch.cat([x] * 4), angles) + 0.05 * torch.randn(12, 1, 8, 8, generator=g)
+    torch.testing.assert_close(got, expected)
+    assert angles.abs().max() <= 5 and angles.abs().max() > 3
+    noise_only = perturb(torch.zeros(50, 1, 8, 8), 2, torch.Generator().manual_seed(3))   # rotating 0 gives 0
+    assert abs(noise_only.std().item() - 0.05) < 0.005 and abs(noise_only.mean().item()) < 0.005
+
+
+def test_phat_g_with_a_class_absent_and_a_class_of_one_in_the_validation_set():
+    """Class 0 has no validation image (never chosen), class 1 exactly one; classes after the absent one still
+    compete."""
+    torch.manual_seed(0)
+    model = Linear2()
+    xv, xu = torch.randn(5, 5), torch.randn(6, 5)
+    yv = torch.tensor([1, 2, 2, 2, 2])
+    lv, tv = model(xv)
+    gv = torch.autograd.grad(F.cross_entropy(lv, yv, reduction="sum"), tv["a"])[0]
+    val = Features([tv["a"].detach()], [gv]).standardized()
+    lu, tu = model(xu)
+    labels, _ = NearestValidation(val, yv, num_classes=3, fisher=True)(model, xu, lu, [tu["a"]], [tu["a"].detach()])
+    expected = []
+    for i in range(6):
+        best = []
+        for d in (1, 2):
+            li, ti = model(xu[i:i + 1])
+            gi = torch.autograd.grad(F.cross_entropy(li, torch.tensor([d])), ti["a"])[0]
+            rz = val.z[0][yv == d] @ standardize(ti["a"].detach())[0]
+            rg = val.g[0][yv == d] @ standardize(gi)[0]
+            best.append(float((rz * rg).max()))
+        expected.append(1 + int(np.argmax(best)))
+    assert labels.tolist() == expected and 1 in expected and 2 in expected
+
+
+def test_phat_ties_go_to_the_first_validation_image_across_chunks():
+    """Two identical validation images with different labels in different chunks: the first one's label."""
+    base = torch.randn(1, 6, generator=torch.Generator().manual_seed(4))
+    other = torch.randn(3, 6, generator=torch.Generator().manual_seed(5))
+    val_z = torch.cat([other[:1], base, other[1:], base])                   # image 1 and image 4 are equal
+    est = NearestValidation(Features([val_z]).standardized(), torch.tensor([0, 1, 0, 0, 2]), 3, chunk=2)
+    labels, _ = est(None, None, torch.zeros(1, 3), None, [2.0 * base + 1.0])
+    assert labels.tolist() == [1]
+
+
+def test_mutual_information_diag_of_perfectly_correlated_samples_is_finite():
+    """rho = 1 is clipped to 1 - 1e-6: -0.5 log(1e-6) per dimension, not infinity."""
+    z = torch.arange(5.0).view(5, 1, 1).expand(5, 1, 2)                    # [K, B, L=2]
+    gk = (3.0 * z + 1.0).unsqueeze(0)                                       # [D=1, K, B, L]
+    score = MonteCarlo("mi-diag", ("a",), 5, torch.Generator()).score(z, gk)
+    torch.testing.assert_close(score, torch.full((1, 1), -np.log(1e-6)), rtol=1e-3, atol=0)
