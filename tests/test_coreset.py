@@ -79,3 +79,25 @@ def test_first_iteration_without_labels_is_seeded(query_ctx):
     b = ACQUISITIONS["coreset"](query_ctx("coreset", n_labeled=0, budget=10, seed=1))
     np.testing.assert_array_equal(a.indices, b.indices)
     assert len(np.unique(a.indices)) == 10
+
+
+def test_budgets_of_zero_and_one():
+    picked, radius = coreset_select(line(0.0), line(1, 5, 2), 0)
+    assert picked.dtype == np.int64 and picked.shape == (0,) and radius.shape == (0,)
+    picked, radius = coreset_select(line(0.0), line(1, 5, 2), 1)
+    assert picked.tolist() == [1] and radius.tolist() == [5.0]
+
+
+def test_no_labeled_points_and_no_first_center_is_a_clear_error():
+    import pytest
+    with pytest.raises(ValueError, match="with no labeled points the first center must be given"):
+        coreset_select(torch.empty(0, 2), line(0, 1), 1)
+
+
+def test_distances_are_exact_far_from_the_origin():
+    """Points 1e-2 apart at 1e3 from the origin: the matrix-product shortcut of cdist would lose them."""
+    base = torch.full((1, 8), 1e3)
+    points = base + torch.tensor([[1e-2] + [0.0] * 7])
+    exact = (points - base).norm(dim=1)                                     # about 1e-2
+    assert torch.cdist(points, base, compute_mode="use_mm_for_euclid_dist").item() != exact.item()
+    torch.testing.assert_close(nearest_distance(points, base), exact)

@@ -135,3 +135,13 @@ def test_lloss_picks_the_highest_predicted_losses_within_its_random_subset(tiny_
     assert_extreme_p(picked, result.scores, subset, brute, lowest=False)
     everywhere = ACQUISITIONS["lloss"](trained_context(tiny_mnist, "lloss", options={"lloss_subset": 10_000}))
     assert not np.array_equal(np.sort(everywhere.indices), np.sort(picked))   # the subset matters
+
+
+def test_lloss_with_a_single_labeled_image_already_ranks(tiny_mnist):
+    ctx = trained_context(tiny_mnist, "lloss", options={"lloss_subset": 10_000}, n_labeled=1)
+    result = ACQUISITIONS["lloss"](ctx)
+    model = ctx.models[0]
+    with torch.no_grad():
+        brute = np.array([predicted_loss_by_hand(model, ctx.data.pool_source.get(ctx.data.split.pool[[p]]))
+                          for p in ctx.unlabeled])
+    assert_extreme_p(check_contract(ctx, result), result.scores, ctx.unlabeled, brute, lowest=False)

@@ -182,3 +182,27 @@ def test_mutual_information_diag_of_perfectly_correlated_samples_is_finite():
     gk = (3.0 * z + 1.0).unsqueeze(0)                                       # [D=1, K, B, L]
     score = MonteCarlo("mi-diag", ("a",), 5, torch.Generator()).score(z, gk)
     torch.testing.assert_close(score, torch.full((1, 1), -np.log(1e-6)), rtol=1e-3, atol=0)
+
+
+def _mi_by_numpy(zk: np.ndarray, gk: np.ndarray, ridge: float) -> float:
+    """One image, one class: zk, gk ``[K, L]``; ridge relative to the mean variance of this joint covariance."""
+    L = zk.shape[1]
+    c = np.cov(np.concatenate([zk, gk], 1), rowvar=False)
+    c = c + ridge * np.diag(c).mean() * np.eye(2 * L)
+    ld = lambda m: np.linalg.slogdet(m)[1]
+    return 0.5 * (ld(c[:L, :L]) + ld(c[L:, L:]) - ld(c))
+
+
+@pytest.mark.parametrize("K", [2, 3, 7])
+def test_mutual_information_full_equals_numpy_per_image_and_class(K):
+    """Images of very different scales (1, 1e-2, 1e-4): the ridge follows each covariance's own scale."""
+    gen = torch.Generator().manual_seed(K)
+    scales = torch.tensor([1.0, 1e-2, 1e-4]).view(1, 3, 1)
+    zk = torch.randn(K, 3, 2, generator=gen, dtype=torch.float64) * scales             # [K, B, L]
+    gk = (torch.randn(2, K, 3, 2, generator=gen, dtype=torch.float64) + zk.flip(2)) * scales   # [D, K, B, L]
+    got = MonteCarlo("mi", ("a",), K, gen, ridge=1e-2).score(zk.float(), gk.float())    # [D, B]
+    assert torch.isfinite(got).all()
+    for d in range(2):
+        for b in range(3):
+            want = _mi_by_numpy(zk[:, b].numpy(), gk[d, :, b].numpy(), 1e-2)
+            assert got[d, b].item() == pytest.approx(want, rel=2e-3, abs=2e-3), (d, b)

@@ -5,6 +5,8 @@
     nohup python tools/mutation_score.py --run > mutation.log 2>&1 &     # hours on two cores; resumable
     python tools/mutation_score.py                                       # the table from what has run so far
     python tools/mutation_score.py --survivors                           # and every surviving mutant's name
+    python tools/mutation_score.py --survivors --diffs                   # with the lines each one changes
+    python tools/mutation_score.py --run --recheck                       # after adding tests: survivors again
 
 mutmut reads its settings from ``setup.cfg`` ([mutmut]: the modules to mutate and the tests to run, the fast unit
 tests only: ``-m "not e2e and not real_data"``). It copies the code into ``mutants/``, runs the tests once to
@@ -97,7 +99,19 @@ def module_row(name: str, source: str, mutants_dir: Path, equivalent: dict[str, 
     return row
 
 
-def print_table(rows: list[dict], survivors: bool = False) -> None:
+def changed_lines(mutant: str, source: str, root: Path) -> list[str]:
+    """The removed and added lines of a mutant (mutmut's own diff), read from ``root/mutants``."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        diff = get_diff_for_mutant(mutant, path=source)
+    finally:
+        os.chdir(cwd)
+    return [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
+
+def print_table(rows: list[dict], survivors: bool = False, diffs_root: Path | None = None) -> None:
     cols = ["module", "mutants", "killed", "survived", "no tests", "timeout", "equivalent", "unchecked", "score"]
     print(f"{cols[0]:<28}" + "".join(f"{c:>11}" for c in cols[1:]))
     for r in rows:
@@ -112,6 +126,24 @@ def print_table(rows: list[dict], survivors: bool = False) -> None:
         for r in rows:
             for m in r["survivors"]:
                 print(f"survived  {r['module']:<26} {m}")
+                if diffs_root is not None:
+                    for line in changed_lines(m, MODULES[r["module"]], diffs_root):
+                        print("    " + line.strip()[:150])
+
+
+def forget_survivors(source: str, mutants_dir: Path) -> int:
+    """Clear the verdicts of the survivors (and "no tests") of one source file, so that --run checks them again
+    with the tests as they are now. Returns how many."""
+    meta = mutants_dir / (source + ".meta")
+    if not meta.exists():
+        return 0
+    data = json.loads(meta.read_text())
+    codes = data["exit_code_by_key"]
+    again = [m for m, code in codes.items() if code is not None and code not in KILLED | TIMEOUT]
+    for m in again:
+        codes[m] = None
+    meta.write_text(json.dumps(data))
+    return len(again)
 
 
 def run_mutmut(names: list[str], cwd: Path) -> int:
@@ -124,13 +156,19 @@ def run_mutmut(names: list[str], cwd: Path) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="store_true", help="run mutmut on the mutants without a verdict first")
+    parser.add_argument("--recheck", action="store_true",
+                        help="with --run: check the surviving mutants again (after adding tests)")
     parser.add_argument("--modules", nargs="+", choices=list(MODULES), default=list(MODULES),
                         help="the modules to run and report (default: all, in this order)")
     parser.add_argument("--survivors", action="store_true", help="list every surviving mutant")
+    parser.add_argument("--diffs", action="store_true", help="with --survivors: the lines each survivor changes")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout holding setup.cfg and mutants/")
     args = parser.parse_args(argv)
     mutants_dir = args.root / "mutants"
     if args.run:
+        if args.recheck:
+            for name in args.modules:
+                print(f"== {name}: {forget_survivors(MODULES[name], mutants_dir)} survivors to check again")
         for name in args.modules:
             if not verdicts(MODULES[name], mutants_dir):        # first run: mutmut generates every mutant
                 print(f"== {name}: every mutant", flush=True)
@@ -141,7 +179,8 @@ def main(argv=None) -> int:
                 print(f"== {name}: {len(pending)} mutants to run", flush=True)
                 run_mutmut(pending, args.root)
     equivalent = equivalent_mutants()
-    print_table([module_row(n, MODULES[n], mutants_dir, equivalent) for n in args.modules], args.survivors)
+    print_table([module_row(n, MODULES[n], mutants_dir, equivalent) for n in args.modules], args.survivors,
+                args.root if args.diffs else None)
     return 0
 
 
