@@ -86,6 +86,9 @@ def trained_context(root: Path, cfg, *, options: Optional[dict] = None, n_labele
                   progress=False)
     for m in ctx.models:
         m.eval()
+    # the global RNG in a state unlike the query's generator (make_query_context seeds both with ``seed``), so
+    # that a query drawing from the global RNG instead of ctx.generator cannot match a brute-force recomputation
+    torch.manual_seed(2 ** 31 - 1 - seed)
     return ctx
 
 

@@ -47,12 +47,16 @@ def test_every_acquisition_keeps_the_strict_contract(tiny_mnist, name):
 @pytest.mark.parametrize("name", sorted(ACQUISITIONS))
 def test_every_acquisition_copes_with_no_labeled_images(tiny_mnist, name):
     ctx = case_context(tiny_mnist, name, n_labeled=0, iteration=1)
+    before = _rng_states()
     try:
         result = ACQUISITIONS[name](ctx)
     except (UserError, ValueError) as e:                                    # allowed: one clear error
         assert str(e) and len(str(e).splitlines()) == 1
         return
+    assert _same_rng_states(before, _rng_states()), f"{name} changed a global random state"
     check_contract(ctx, result)
+    again = ACQUISITIONS[name](case_context(tiny_mnist, name, n_labeled=0, iteration=1))
+    np.testing.assert_array_equal(np.asarray(again.indices), np.asarray(result.indices))
 
 
 @pytest.mark.parametrize("name", sorted(ACQUISITIONS))

@@ -90,14 +90,16 @@ def test_budgets_of_zero_and_one():
 
 def test_no_labeled_points_and_no_first_center_is_a_clear_error():
     import pytest
-    with pytest.raises(ValueError, match="with no labeled points the first center must be given"):
+    with pytest.raises(ValueError, match="^with no labeled points the first center must be given$"):
         coreset_select(torch.empty(0, 2), line(0, 1), 1)
 
 
 def test_distances_are_exact_far_from_the_origin():
-    """Points 1e-2 apart at 1e3 from the origin: the matrix-product shortcut of cdist would lose them."""
-    base = torch.full((1, 8), 1e3)
-    points = base + torch.tensor([[1e-2] + [0.0] * 7])
-    exact = (points - base).norm(dim=1)                                     # about 1e-2
-    assert torch.cdist(points, base, compute_mode="use_mm_for_euclid_dist").item() != exact.item()
-    torch.testing.assert_close(nearest_distance(points, base), exact)
+    """30 points 1e-2 to 0.3 away from 30 centers at 1e3 from the origin: the matrix-product shortcut that cdist
+    takes by default for more than 25 rows would lose them."""
+    centers = torch.full((30, 8), 1e3)
+    points = centers.clone()
+    points[:, 0] += torch.arange(1, 31) * 1e-2
+    exact = (points - centers).norm(dim=1)                                  # 0.01, 0.02, ..., 0.3
+    assert not torch.allclose(torch.cdist(points, centers).min(1).values, exact)
+    torch.testing.assert_close(nearest_distance(points, centers), exact)

@@ -55,3 +55,49 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny_mnist, tmp_path, name):
     assert not torch.equal(one["fc2.weight" if "fc2.weight" in one else "backbone.fc2.weight"],
                            three["fc2.weight" if "fc2.weight" in three else "backbone.fc2.weight"])
     assert np.isfinite([r["test_accuracy"] for r in resumed]).all()
+
+
+def test_run_paths_name_every_file(tmp_path):
+    p = RunPaths.of(tmp_path, DATASETS["mnist"], 3)
+    assert p.root == tmp_path / "MNIST" / "run3" and p.results == p.root / "results.jsonl"
+    assert p.ir(4.0) == p.root / "ir4" and p.ir(1.5) == p.root / "ir1.5"
+    assert p.split(4.0) == p.root / "ir4" / "split.npz" and p.initial_info(4.0) == p.root / "ir4" / "initial.json"
+    assert p.initial(4.0, 0) == p.root / "ir4" / "init_random.pt"
+    assert p.initial(4.0, 1) == p.root / "ir4" / "init_rotation.pt"
+    assert p.initial(4.0, 1, 2) == p.root / "ir4" / "init_rotation_e2.pt"
+    assert p.state(4.0, 1, "pfk-phat-L80", 3) == p.root / "ir4" / "rotation" / "pfk-phat-L80" / "state_b03.pt"
+    assert p.state(4.0, 0, "random", 12) == p.root / "ir4" / "random" / "random" / "state_b12.pt"
+
+
+def test_seeds_by_their_definition():
+    import zlib
+    from fkal.loop import derive_seed, generator
+    want = int(np.random.SeedSequence([5, zlib.crc32(b"query"), 2]).generate_state(2, dtype=np.uint64)[0]) // 2
+    assert derive_seed(5, "query", 2) == want and 0 <= want < 2 ** 63
+    first = torch.randint(2 ** 62, (3,), generator=generator(5, "query", 2))
+    assert torch.equal(first, torch.randint(2 ** 62, (3,), generator=torch.Generator().manual_seed(want)))
+    assert not torch.equal(first, torch.randint(2 ** 62, (3,), generator=generator(5, "train", 2)))
+    assert not torch.equal(first, torch.randint(2 ** 62, (3,), generator=generator(5, "query", 3)))
+
+
+def test_initial_models_and_full_train_record(tiny_mnist, tmp_path):
+    from fkal.io import read_jsonl
+    from fkal.loop import run_full_train
+    raw = load_mnist(str(tiny_mnist), download=False)
+    s = settings(tmp_path, 1)
+    run_initial(s, raw, 0, 4.0)
+    paths = RunPaths.of(tmp_path, s.spec, 0)
+    assert {f.name for f in paths.ir(4.0).iterdir()} == {"split.npz", "init_random.pt", "init_rotation.pt",
+                                                          "initial.json"}
+    rnd, rot = (torch.load(paths.initial(4.0, u), map_location="cpu")["model"] for u in (0, 1))
+    assert torch.equal(rnd["fc2.weight"], rot["fc2.weight"]) and not torch.equal(rnd["conv1.weight"],
+                                                                                   rot["conv1.weight"])
+    record = run_full_train(s, raw, 0, 4.0, 0)
+    split = np.load(paths.split(4.0))
+    pool = split["pool"]
+    assert record["iteration"] == 0 and record["config"] == "full-train" and record["query_size"] == 0
+    assert record["labeled"] == record["pool_size"] == len(pool)
+    assert record["selected_class_counts"] == np.bincount(raw.train.labels[pool], minlength=10).tolist()
+    assert 0 <= record["test_accuracy"] <= 100 and len(record["per_class_accuracy"]) == 10
+    assert run_full_train(s, raw, 0, 4.0, 0) == record                     # done: read back, not trained again
+    assert len(read_jsonl(paths.results)[0]) == 1

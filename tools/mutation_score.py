@@ -80,6 +80,9 @@ def module_row(name: str, source: str, mutants_dir: Path, equivalent: dict[str, 
     row = {"module": name, "mutants": len(codes), "killed": 0, "survived": 0, "no tests": 0, "timeout": 0,
            "equivalent": 0, "unchecked": 0, "survivors": []}
     for mutant, code in codes.items():
+        if mutant in equivalent and code in KILLED | TIMEOUT:
+            print(f"warning: {mutant} is listed as equivalent but a test kills it: remove it from "
+                  f"{EQUIVALENT.name}", file=sys.stderr)
         if mutant in equivalent:
             row["equivalent"] += 1
         elif code is None:
