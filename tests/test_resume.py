@@ -89,9 +89,15 @@ def test_initial_models_and_full_train_record(tiny_mnist, tmp_path):
     paths = RunPaths.of(tmp_path, s.spec, 0)
     assert {f.name for f in paths.ir(4.0).iterdir()} == {"split.npz", "init_random.pt", "init_rotation.pt",
                                                           "initial.json"}
-    rnd, rot = (torch.load(paths.initial(4.0, u), map_location="cpu")["model"] for u in (0, 1))
+    saved0, saved1 = (torch.load(paths.initial(4.0, u), map_location="cpu") for u in (0, 1))
+    assert (saved0["unsupervised"], saved1["unsupervised"], saved0["member"]) == (0, 1, 0)
+    rnd, rot = saved0["model"], saved1["model"]
     assert torch.equal(rnd["fc2.weight"], rot["fc2.weight"]) and not torch.equal(rnd["conv1.weight"],
                                                                                    rot["conv1.weight"])
+    run_initial(s, raw, 0, 4.0, members=2)                                 # a second member, its own weights
+    second = torch.load(paths.initial(4.0, 0, 1), map_location="cpu")
+    assert second["member"] == 1 and not torch.equal(second["model"]["fc2.weight"], rnd["fc2.weight"])
+    assert paths.initial(4.0, 1, 1).exists()
     record = run_full_train(s, raw, 0, 4.0, 0)
     split = np.load(paths.split(4.0))
     pool = split["pool"]
