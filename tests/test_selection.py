@@ -47,3 +47,15 @@ def test_kcenter_distance_without_initial_starts_from_point_zero():
     assert got.tolist()[:3] == [0, 1, 3] and got[3] in (2, 4)
     assert kcenter_greedy_distance(dist, len(pts), 1).tolist() == [0]
     assert sorted(kcenter_greedy_distance(dist, len(pts), 9).tolist()) == [0, 1, 2, 3, 4]   # k capped at n
+
+
+def test_kcenter_starts_at_point_zero_and_never_repeats_a_center():
+    """A similarity under which a point is not its own most similar point (diagonal -10): the first center
+    must still never be chosen again."""
+    g = torch.Generator().manual_seed(0)
+    sim = torch.rand(12, 12, generator=g)
+    sim = (sim + sim.T) / 2                                                  # symmetric, as every kernel
+    sim.fill_diagonal_(-10.0)
+    got = kcenter_greedy(lambda i: sim[i], 12, 6)
+    assert got[0] == 0 and len(set(got.tolist())) == 6
+    np.testing.assert_array_equal(got, naive_kcenter(sim.numpy(), 6, 0))
