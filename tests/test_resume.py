@@ -107,3 +107,13 @@ def test_initial_models_and_full_train_record(tiny_mnist, tmp_path):
     assert 0 <= record["test_accuracy"] <= 100 and len(record["per_class_accuracy"]) == 10
     assert run_full_train(s, raw, 0, 4.0, 0) == record                     # done: read back, not trained again
     assert len(read_jsonl(paths.results)[0]) == 1
+
+
+def test_full_train_on_a_fresh_run_folder_makes_its_split_and_initial_model(tiny_mnist, tmp_path):
+    from fkal.loop import run_full_train
+    raw = load_mnist(str(tiny_mnist), download=False)
+    s = settings(tmp_path, 1)
+    record = run_full_train(s, raw, 0, 4.0, 0)
+    paths = RunPaths.of(tmp_path, s.spec, 0)
+    assert paths.split(4.0).exists() and paths.initial(4.0, 0).exists()
+    assert record["labeled"] == len(np.load(paths.split(4.0))["pool"])
