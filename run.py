@@ -2,7 +2,7 @@
 """Orchestrator: ``python run.py --initial``, then ``python run.py --unsupervised 1`` (see README.md)."""
 import sys
 
-from fkal.cli import main
+from fkal.launch import run_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main())

@@ -41,6 +41,7 @@ from fkal.config import Config, parse_config  # noqa: E402
 from fkal.data import DATASETS, ALData, make_split  # noqa: E402
 from fkal.data.mnist import load_mnist  # noqa: E402
 from fkal.errors import UserError  # noqa: E402
+from fkal.io import load_torch  # noqa: E402
 from fkal.models import build_model  # noqa: E402
 from fkal.training import predict  # noqa: E402
 
@@ -80,7 +81,7 @@ def load_models(state: Optional[str], E: int, device: torch.device, seed: int) -
     if state is None:
         torch.manual_seed(seed)
         return [build_model(SPEC.model, SPEC.num_classes).to(device).eval() for _ in range(E)]
-    saved = torch.load(state, map_location="cpu")
+    saved = load_torch(state, "pass a state_bNN.pt or init_*.pt that run.py wrote")
     states = saved["models"] if "models" in saved else [saved["model"]]
     models = []
     for e in range(E):

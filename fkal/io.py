@@ -65,15 +65,58 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
     save_text(json.dumps(obj, indent=1, sort_keys=True), path)
 
 
-def append_jsonl(record: dict, path: str | os.PathLike) -> None:
-    """Append one record as one line with a single ``write`` (O_APPEND), then fsync."""
+def append_jsonl(record: dict, path: str | os.PathLike) -> bool:
+    """Append one record as one line with a single ``write`` (O_APPEND), then fsync.
+
+    A file whose last line was cut short (a crash mid-append) gets a newline first, so the torn fragment stays a
+    line of its own (skipped, with a warning, when read) and the new record is whole. Returns True when it found
+    such a fragment.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        os.write(fd, (b"\n" if torn else b"") + line)
         os.fsync(fd)
+    finally:
+        os.close(fd)
+    return torn
+
+
+def load_torch(path: str | os.PathLike, fix: str) -> Any:
+    """``torch.load`` of a file this toolkit wrote, with ``weights_only=True`` (tensors, numbers, strings and
+    containers; never arbitrary code). A damaged or foreign file is a ``UserError`` naming it and ``fix``."""
+    from .errors import UserError
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: {fix}") from None
+    except Exception as e:      # zipfile, pickle, EOF, unpickling-policy and storage errors all mean a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"cannot read {path}: the file is damaged or not one this toolkit wrote "
+                        f"({type(e).__name__}{': ' + first[:120] if first else ''}); {fix}") from None
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike, what: str, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) while the block runs: a second process that asks
+    for the same lock waits (``wait``) or ends with one ``UserError`` naming ``what``. The operating system
+    releases the lock when the process dies, so a killed run never leaves a stale lock behind."""
+    import fcntl
+    from .errors import UserError
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise UserError(f"{what} is being run by another process right now (lock {path}); wait for it to "
+                            "finish, or run other configurations or runs side by side") from None
+        yield
     finally:
         os.close(fd)
 

@@ -6,16 +6,16 @@ external tools, as float32 ``.npy`` files that ``np.load(..., mmap_mode="r")`` m
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from .acquisitions.fisher_kernel import pool_descriptors
+from .acquisitions.fisher_kernel import pool_descriptors, selection_options
 from .config import Config
 from .data import ALData, RawData
 from .descriptors import extract
 from .io import save_json, save_npy
 from .kernels import NEEDS_FISHER
-from .loop import RunPaths, Settings, ensure_initial, ensure_split, generator, load_models
-from .models import taps_for
+from .io import load_torch
+from .loop import RunPaths, Settings, ensure_split, generator, load_initial, load_models
+from .models import taps_at, taps_for
 from .errors import UserError
 
 
@@ -28,25 +28,28 @@ def gen_descr(s: Settings, raw: RawData, configs: list[Config], runs, irs, unsup
                 if cfg.L is None:
                     continue
                 if iteration == 0:
-                    state = torch.load(ensure_initial(s, data, run, unsupervised), map_location="cpu")
-                    model, labeled_at = load_models(s, [state["model"]])[0], np.full(len(data.split.pool), -1)
+                    state = load_initial(s, data, run, unsupervised)
+                    model, labeled_at = load_models(s, [state])[0], np.full(len(data.split.pool), -1)
                 else:
                     path = paths.state(ir, unsupervised, cfg.name, iteration)
                     if not path.exists():
                         raise UserError(f"{path} does not exist: run the configuration through iteration {iteration} "
                                         "first (python run.py --only NAME), or pass --iteration 0")
-                    state = torch.load(path, map_location="cpu")
+                    state = load_torch(path, "run the configuration again to rewrite it")
                     model, labeled_at = load_models(s, state["models"][:1])[0], state["labeled_at"].numpy()
                 taps = taps_for(model, cfg.L)
                 fisher = NEEDS_FISHER.get(cfg.acquisition, True)
                 unlabeled = np.flatnonzero(labeled_at < 0)
                 pseudo = cfg.pseudo_label or "yhat"
-                val, _, _ = extract(model, data.val_source, data.split.val, taps, s.device, s.eval_batch,
-                                    labels=data.val_labels, fisher=fisher or pseudo == "phat-g",
-                                    desc="validation descriptors")
-                pool, used = pool_descriptors(model, data, unlabeled, taps, pseudo, val.standardized(), fisher,
-                                              s.device, s.eval_batch, cfg.K or 32,
-                                              generator(s.seed_of(run), "gen_descr"), desc="pool descriptors")
+                tap_point, how = selection_options(dict(s.options))        # --taps, --standardize
+                with taps_at(model, tap_point):
+                    val, _, _ = extract(model, data.val_source, data.split.val, taps, s.device, s.eval_batch,
+                                        labels=data.val_labels, fisher=fisher or pseudo == "phat-g",
+                                        desc="validation descriptors")
+                    pool, used = pool_descriptors(model, data, unlabeled, taps, pseudo, val.standardized(how),
+                                                  fisher, s.device, s.eval_batch, cfg.K or 32,
+                                                  generator(s.seed_of(run), "gen_descr"), desc="pool descriptors",
+                                                  standardization=how)
                 folder = paths.state(ir, unsupervised, cfg.name, iteration).parent / f"descr_b{iteration:02d}"
                 for name, feats in (("val", val), ("pool", pool)):
                     for j, tap in enumerate(taps):

@@ -53,11 +53,12 @@ def case_of(name: str) -> Case:
 
 
 def trained_context(root: Path, cfg, *, options: Optional[dict] = None, n_labeled: int = 20, budget: int = 12,
-                    seed: int = 0, iteration: int = 2, epochs: int = 3):
+                    seed: int = 0, iteration: int = 2, epochs: int = 3, device: torch.device = torch.device("cpu")):
     """A ``QueryContext`` on the MNIST-format data at ``root`` (a 300-image pool, 100 validation images; see
     ``conftest.make_query_context``) whose ``cfg.E`` models are built and wrapped as ``fkal.loop.load_models``
     wraps the initial models (the acquisition's task hooks: the ranker of lloss and TA-VAAL), then trained
-    ``epochs`` epochs on the labeled images with the acquisition's extra loss, as the loop trains them."""
+    ``epochs`` epochs on the labeled images with the acquisition's extra loss, as the loop trains them, on
+    ``device``."""
     from conftest import make_query_context
     from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS
     from fkal.config import Config, parse_config
@@ -69,13 +70,13 @@ def trained_context(root: Path, cfg, *, options: Optional[dict] = None, n_labele
     spec = DATASETS["mnist"]
     cfg = cfg if isinstance(cfg, Config) else parse_config(cfg, ACQUISITIONS)
     settings = Settings(out=root, spec=spec, train=spec.train, unsup=spec.unsup, query_size=budget, iterations=1,
-                        device=torch.device("cpu"), progress=False)
+                        device=device, progress=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1000 + seed)
         states = [lenet().state_dict() for _ in range(cfg.E)]
     models = load_models(settings, states, cfg.acquisition)
     ctx = make_query_context(root, cfg, n_labeled=n_labeled, budget=budget, models=models, iteration=iteration,
-                             options=options, seed=seed)
+                             options=options, seed=seed, device=device)
     hooks = TASK_HOOKS.get(cfg.acquisition)
     extra = hooks.extra_loss(dict(ctx.options), spec) if hooks is not None else None
     if len(ctx.labeled) > 0 and epochs > 0:

@@ -29,8 +29,8 @@ def _same_rng_states(a, b) -> bool:
 
 
 @pytest.mark.parametrize("name", sorted(ACQUISITIONS))
-def test_every_acquisition_keeps_the_strict_contract(tiny_mnist, name):
-    ctx = case_context(tiny_mnist, name)
+def test_every_acquisition_keeps_the_strict_contract(tiny_mnist, name, devices):
+    ctx = case_context(tiny_mnist, name, device=devices)
     torch.manual_seed(7)
     np.random.seed(7)
     random.seed(7)
@@ -38,7 +38,7 @@ def test_every_acquisition_keeps_the_strict_contract(tiny_mnist, name):
     first = ACQUISITIONS[name](ctx)
     assert _same_rng_states(before, _rng_states()), f"{name} changed a global random state"
     picked = check_contract(ctx, first)
-    again = ACQUISITIONS[name](case_context(tiny_mnist, name))                # a fresh context, the same seed
+    again = ACQUISITIONS[name](case_context(tiny_mnist, name, device=devices))   # a fresh context, the same seed
     np.testing.assert_array_equal(np.asarray(again.indices), picked)
     if first.scores is not None:
         np.testing.assert_array_equal(np.asarray(again.scores), np.asarray(first.scores))
@@ -88,8 +88,8 @@ def test_subset_methods_select_within_a_subset_smaller_than_the_pool(tiny_mnist,
 
 
 @pytest.mark.parametrize("cfg", ["pfk-y-L20", "pfk-phat-g-L30", "pfk-trC-L20-K4", "pcc-L80", "pfk-sum-phat-L20"])
-def test_fisher_kernel_variants_keep_the_contract(query_ctx, cfg):
-    ctx = query_ctx(parse_config(cfg, ACQUISITIONS), budget=7)
+def test_fisher_kernel_variants_keep_the_contract(query_ctx, cfg, devices):
+    ctx = query_ctx(parse_config(cfg, ACQUISITIONS), budget=7, device=devices)
     result = fisher_kernel_query(ctx)
     assert len(set(result.indices.tolist())) == 7 and np.isin(result.indices, ctx.unlabeled).all()
 

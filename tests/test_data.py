@@ -56,7 +56,7 @@ def test_split_save_load_roundtrip(tiny_mnist, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--imbalance-ratios", "0.5"], "imbalance ratio 0.5 is below 1"),
+    (["--imbalance-ratios", "0.5"], "--imbalance-ratios: must be at least 1 (got 0.5)"),
     (["--train-size", "590", "--val-size", "100"], "but only 600 exist"),
     (["--dataset", "cifar100"], "unknown dataset 'cifar100'"),
 ])

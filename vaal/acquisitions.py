@@ -20,7 +20,8 @@ the pool is scored with batch statistics; ``--vaal-joint-bn 1`` shares the stati
 
 Everything is deterministic given ``ctx.generator``: a seed drawn from it seeds the model initialisation, the
 reparameterization noise (inside ``torch.random.fork_rng``, so the caller's RNG state is left as it was) and
-the data order.
+the data order. On CUDA that needs the run's determinism settings (``fkal.device``, on unless
+``--nondeterministic``): the VAE's transposed convolutions have nondeterministic CUDA kernels otherwise.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import torch
 
 from fkal.acquisitions.contract import QueryContext, QueryResult, TaskHooks
 from fkal.acquisitions.random_sampling import random_query
+from fkal.arguments import integer, number
 from fkal.errors import UserError
 from fkal.training import ExtraLoss
 
@@ -119,6 +121,26 @@ DESTS = {"vaal_iterations": "vaal_iterations", "tavaal_iterations": "tavaal_iter
          "ranker_cutoff": "lloss_cutoff", "joint_batch_norm": "vaal_joint_bn"}
 
 
+# The options (argparse dests) that shape each acquisition's picks and training: part of every record's settings.
+_SHARED = ("batch_size", "latent", "width", "disc_hidden", "disc_layers", "image_size", "lr", "beta", "adversary",
+           "joint_batch_norm")
+OPTIONS = {
+    "vaal": tuple(DESTS[f] for f in ("vaal_iterations", *_SHARED, "vae_steps", "disc_steps")),
+    "tavaal": tuple(DESTS[f] for f in ("tavaal_iterations", *_SHARED, "tavaal_eta", "tavaal_subset_factor",
+                                       "ranker_cutoff")),
+    "lloss": tuple(DESTS[f] for f in ("lloss_subset", "lloss_weight", "lloss_margin", "ranker_cutoff")),
+}
+
+
+def image_side(text: str) -> int:
+    """``--vaal-image-size``: a multiple of 16 (the VAE halves its input four times)."""
+    value = integer(16)(text)
+    if value % 16:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 16, the VAE halves it four times (got {value}; "
+                                         "use 32 for MNIST, SVHN and CIFAR)")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Options()
     g = parser.add_argument_group(
@@ -130,51 +152,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "1 s and one TA-VAAL iteration 0.5-0.8 s on one busy core, scoring the pool 20 s, so a query takes "
         "about 3 min (vaal), 3-4 min (tavaal) or seconds (lloss). The references train far longer: e.g. --vaal-iterations "
         "10000 (the FK paper's MNIST adaptation) and --tavaal-iterations 2000, on a GPU.")
-    g.add_argument("--vaal-iterations", type=int, default=d.vaal_iterations,
+    g.add_argument("--vaal-iterations", type=integer(0), default=d.vaal_iterations,
                    help="VAAL: training iterations of the VAE and discriminator per query (each: --vaal-vae-steps "
                         "VAE steps and --vaal-disc-steps discriminator steps); reference: 100 epochs over the pool, "
                         "10,000 at batch 25 in the FK paper's MNIST adaptation")
-    g.add_argument("--tavaal-iterations", type=int, default=d.tavaal_iterations,
+    g.add_argument("--tavaal-iterations", type=integer(0), default=d.tavaal_iterations,
                    help="TA-VAAL: training iterations (1 VAE and 1 discriminator step each) per query; reference: "
                         "100 epochs over labeled + subset at batch 128 (about 1,000-2,000 for MNIST's budgets)")
-    g.add_argument("--vaal-batch", type=int, default=None,
+    g.add_argument("--vaal-batch", type=integer(1), default=None,
                    help="VAE / discriminator batch (labeled and unlabeled batches of this size); None (unset): 25 for "
                         "MNIST (the FK paper's adaptation), else 64 (VAAL reference)")
-    g.add_argument("--vaal-latent", type=int, default=d.latent, help="latent size z")
-    g.add_argument("--vaal-width", type=int, default=None,
+    g.add_argument("--vaal-latent", type=integer(1), default=d.latent, help="latent size z")
+    g.add_argument("--vaal-width", type=integer(1), default=None,
                    help="first VAE width w (encoder w, 2w, 4w, 8w); None (unset): 64 for MNIST (every width halved, "
                         "as the FK paper's MNIST adaptation), else 128 (VAAL reference)")
-    g.add_argument("--vaal-disc-hidden", type=int, default=None,
+    g.add_argument("--vaal-disc-hidden", type=integer(1), default=None,
                    help="discriminator hidden width; None (unset): 256 for MNIST, else 512")
-    g.add_argument("--vaal-disc-layers", type=int, default=None,
+    g.add_argument("--vaal-disc-layers", type=integer(0), default=None,
                    help="discriminator hidden layers; None (unset): 4 for MNIST, else 2")
-    g.add_argument("--vaal-image-size", type=int, default=d.image_size,
+    g.add_argument("--vaal-image-size", type=image_side, default=d.image_size,
                    help="VAE input side S (a multiple of 16): smaller images are zero-padded (MNIST 28 -> 32), "
                         "larger ones resized (e.g. 32 or 64 for ImageNet)")
-    g.add_argument("--vaal-lr", type=float, default=d.lr, help="Adam learning rate of VAE and discriminator")
-    g.add_argument("--vaal-beta", type=float, default=d.beta, help="weight beta of the KL term")
-    g.add_argument("--vaal-lambda", type=float, default=d.adversary,
+    g.add_argument("--vaal-lr", type=number(0, above=True), default=d.lr, help="Adam learning rate of VAE and discriminator")
+    g.add_argument("--vaal-beta", type=number(0), default=d.beta, help="weight beta of the KL term")
+    g.add_argument("--vaal-lambda", type=number(0), default=d.adversary,
                    help="weight lambda of the VAE's adversarial term")
-    g.add_argument("--vaal-vae-steps", type=int, default=d.vae_steps,
+    g.add_argument("--vaal-vae-steps", type=integer(1), default=d.vae_steps,
                    help="VAAL: VAE steps per iteration (TA-VAAL: 1)")
-    g.add_argument("--vaal-disc-steps", type=int, default=d.disc_steps,
+    g.add_argument("--vaal-disc-steps", type=integer(1), default=d.disc_steps,
                    help="VAAL: discriminator steps per iteration (TA-VAAL: 1)")
     g.add_argument("--vaal-joint-bn", type=int, choices=(0, 1), default=d.joint_batch_norm,
                    help="VAAL and TA-VAAL: 0 passes the labeled and the unlabeled batch through the VAE separately "
                         "and scores with batch statistics, as the reference codes do (each batch's batch norm then "
                         "hides what sets it apart on average); 1 passes them together (shared statistics) and "
                         "scores with the running statistics")
-    g.add_argument("--tavaal-eta", type=float, default=d.tavaal_eta,
+    g.add_argument("--tavaal-eta", type=number(0), default=d.tavaal_eta,
                    help="TA-VAAL: weight eta of the ranker's RankNet loss in the task loss (eq. 2)")
-    g.add_argument("--tavaal-subset-factor", type=int, default=d.tavaal_subset_factor,
+    g.add_argument("--tavaal-subset-factor", type=integer(1), default=d.tavaal_subset_factor,
                    help="TA-VAAL: the random unlabeled subset it trains on and selects from is this times P")
-    g.add_argument("--lloss-subset", type=int, default=d.lloss_subset,
+    g.add_argument("--lloss-subset", type=integer(1), default=d.lloss_subset,
                    help="learning loss: size of the random unlabeled subset it selects from")
-    g.add_argument("--lloss-weight", type=float, default=d.lloss_weight,
+    g.add_argument("--lloss-weight", type=number(0), default=d.lloss_weight,
                    help="learning loss: weight lambda of the margin ranking loss in the task loss")
-    g.add_argument("--lloss-margin", type=float, default=d.lloss_margin,
+    g.add_argument("--lloss-margin", type=number(0), default=d.lloss_margin,
                    help="learning loss: margin of the ranking loss")
-    g.add_argument("--lloss-cutoff", type=float, default=d.ranker_cutoff,
+    g.add_argument("--lloss-cutoff", type=number(0, 1), default=d.ranker_cutoff,
                    help="learning loss and TA-VAAL: share of the training epochs after which the loss module's "
                         "gradient into the task model is cut (120 of 200 epochs in the references)")
 

@@ -3,7 +3,8 @@
 A configuration name ``{acquisition}[-{S}][-L{L}][-E{E}][-K{K}]`` (``fkal.config``) starts with one of the keys
 of ``ACQUISITIONS``; the loop calls that function with a ``QueryContext``. ``TASK_HOOKS`` names the acquisitions
 that change the task model and its training, ``ARGUMENT_GROUPS`` the functions that add an acquisition's own
-options to the command line (their values reach it as ``ctx.options[dest]``).
+options to the command line (their values reach it as ``ctx.options[dest]``), ``ACQUISITION_OPTIONS`` which of
+those shape each acquisition's results (recorded with them, compared on resume).
 
 To add an acquisition: write ``fkal/acquisitions/<name>.py`` with a ``query(ctx) -> QueryResult`` (see
 ``contract.py``) and add one line below.
@@ -41,6 +42,14 @@ TASK_HOOKS: dict[str, TaskHooks] = {
 }
 
 ARGUMENT_GROUPS: tuple[Callable, ...] = (
+    fisher_kernel.add_arguments,
     uncertainty.add_arguments,
     vaal.add_arguments,
 )
+
+# The options (argparse dests) that shape each acquisition's picks: recorded with its results and compared when a
+# run is resumed. An acquisition without options is absent.
+ACQUISITION_OPTIONS: dict[str, tuple[str, ...]] = {
+    **{name: uncertainty.OPTIONS for name in ("varR", "entropy", "bald", "std")},
+    **vaal.OPTIONS,
+}

@@ -6,6 +6,7 @@ loop, training and descriptors do not know where the pixels come from.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -33,6 +34,17 @@ class TensorSource:
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
 
+    def fingerprint(self) -> str:
+        """A short digest of what this source holds: its shape, every label and every (N // 1000)-th image. Equal
+        for the same files; a different or damaged copy of a dataset gives another one. Computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            step = max(1, len(self.images) // 1000)
+            h = hashlib.sha256(repr(tuple(self.images.shape)).encode())
+            h.update(self.labels.tobytes())
+            h.update(self.images[::step].contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
     def get(self, idx: np.ndarray) -> torch.Tensor:
         """Normalized images ``[len(idx), C, H, W]``."""
         x = self.images[torch.as_tensor(np.asarray(idx), dtype=torch.long)].float().div_(255.0)
@@ -47,8 +59,15 @@ class TensorSource:
         """
         idx = np.asarray(idx)
         order = torch.randperm(len(idx), generator=generator).numpy() if shuffle else np.arange(len(idx))
-        for start in range(0, len(idx), batch_size):
-            pos = order[start:start + batch_size]
+        yield from self.batches_of(idx, [order[s:s + batch_size] for s in range(0, len(idx), batch_size)], augment)
+
+    def batches_of(self, idx: np.ndarray, groups: list[np.ndarray], augment: bool = False,
+                   generator: Optional[torch.Generator] = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yield ``(positions, images)`` for explicit batches: ``groups`` are arrays of positions into ``idx``
+        (a rank's shares of global training batches, ``fkal.training.epoch_batches``). The augmentation draws from
+        the global torch generator, which the loop seeds; ``generator`` is for sources that draw from it."""
+        idx = np.asarray(idx)
+        for pos in groups:
             x = self.get(idx[pos])
             yield pos, (self.augment(x) if augment and self.augment is not None else x)
 
@@ -64,6 +83,11 @@ class RawData:
     train: TensorSource
     test: TensorSource
     val: Optional[TensorSource] = None
+
+    def fingerprint(self) -> dict[str, str]:
+        """The sources' digests (``TensorSource.fingerprint``): part of the settings every record carries."""
+        parts = {"train": self.train, "test": self.test, **({} if self.val is None else {"val": self.val})}
+        return {name: source.fingerprint() for name, source in parts.items()}
 
 
 class RandomCropFlip:

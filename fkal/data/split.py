@@ -22,9 +22,12 @@ from .sources import RawData, TensorSource
 class Split:
     """Index arrays of one run: the biased pool D and the validation set D_v.
 
-    pool:        [N] indices into ``RawData.train``
-    pool_labels: [N] the labels an annotator returns for them (after label noise, if any)
-    val:         [M] indices into the validation source (``RawData.val`` or ``RawData.train``)
+    pool:         [N] indices into ``RawData.train``
+    pool_labels:  [N] the labels an annotator returns for them (after label noise, if any)
+    val:          [M] indices into the validation source (``RawData.val`` or ``RawData.train``)
+    rare_classes: the classes the imbalance decimated (the protocol's fixed ones, or those the split's seed drew);
+                  None where they are not known (random rare classes at IR = 1)
+    settings:     what made the split (``fkal.settings``), compared when a run folder is reused
     """
 
     pool: np.ndarray
@@ -33,17 +36,28 @@ class Split:
     seed: int
     imbalance_ratio: float
     noise_ratio: float = 0.0
+    rare_classes: Optional[tuple[int, ...]] = None
+    settings: Optional[dict] = None
 
     def save(self, path: Path) -> None:
         meta = json.dumps({"seed": self.seed, "imbalance_ratio": self.imbalance_ratio,
-                           "noise_ratio": self.noise_ratio})
+                           "noise_ratio": self.noise_ratio, "rare_classes": self.rare_classes,
+                           "settings": self.settings})
         save_npz(path, pool=self.pool, pool_labels=self.pool_labels, val=self.val, meta=np.array(meta))
 
     @classmethod
     def load(cls, path: Path) -> "Split":
-        with np.load(path) as f:
-            meta = json.loads(str(f["meta"]))
-            return cls(pool=f["pool"], pool_labels=f["pool_labels"], val=f["val"], **meta)
+        """The split saved at ``path``; a damaged file is a ``UserError`` that names it and the fix."""
+        try:
+            with np.load(path) as f:
+                meta = json.loads(str(f["meta"]))
+                pool, pool_labels, val = f["pool"], f["pool_labels"], f["val"]
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise UserError(f"cannot read {path}: the file is damaged ({type(e).__name__}: {e}); delete it and run "
+                            "the same command again to make it anew (it is drawn from the run's seed)") from None
+        rare = meta.pop("rare_classes", None)
+        return cls(pool=pool, pool_labels=pool_labels, val=val, rare_classes=None if rare is None else tuple(rare),
+                   **meta)
 
 
 def check_request(spec: DatasetSpec, imbalance_ratio: float, noise_ratio: float = 0.0) -> None:
@@ -72,42 +86,44 @@ def make_split(spec: DatasetSpec, raw: RawData, seed: int, imbalance_ratio: floa
     if raw.val is None:
         if pool_size + val_size > n_train:
             raise UserError(f"a pool of {pool_size} and a validation set of {val_size} need {pool_size + val_size} "
-                            f"{spec.name} train images, but only {n_train} exist: lower --pool-size or --val-size")
+                            f"{spec.name} train images, but only {n_train} exist: lower --train-size or --val-size")
         perm = rng.permutation(n_train)
         val, pool = np.sort(perm[:val_size]), perm[val_size:val_size + pool_size]
     else:
         if pool_size > n_train or val_size > len(raw.val):
             raise UserError(f"the request (pool {pool_size}, validation {val_size}) exceeds the {spec.name} data "
-                            f"({n_train} train, {len(raw.val)} val images): lower --pool-size or --val-size")
+                            f"({n_train} train, {len(raw.val)} val images): lower --train-size or --val-size")
         pool = rng.permutation(n_train)[:pool_size]
         val = np.sort(rng.permutation(len(raw.val))[:val_size])
     labels = raw.train.labels[pool]
+    rare_classes = tuple(int(c) for c in spec.rare_classes) or None
     if imbalance_ratio > 1:
-        pool = _decimate(pool, labels, spec, imbalance_ratio, rng)
+        pool, rare_classes = _decimate(pool, labels, spec, imbalance_ratio, rng)
     pool = np.sort(pool)
     pool_labels = raw.train.labels[pool].copy()
     if noise_ratio > 0:
         noisy = rng.choice(len(pool), size=int(round(noise_ratio * len(pool))), replace=False)
         shift = rng.integers(1, spec.num_classes, size=len(noisy))
         pool_labels[noisy] = (pool_labels[noisy] + shift) % spec.num_classes
-    return Split(pool=pool, pool_labels=pool_labels, val=val, seed=seed,
-                 imbalance_ratio=float(imbalance_ratio), noise_ratio=float(noise_ratio))
+    return Split(pool=pool, pool_labels=pool_labels, val=val, seed=seed, imbalance_ratio=float(imbalance_ratio),
+                 noise_ratio=float(noise_ratio), rare_classes=rare_classes)
 
 
 def _decimate(pool: np.ndarray, labels: np.ndarray, spec: DatasetSpec, ir: float,
-              rng: np.random.Generator) -> np.ndarray:
+              rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The pool after the imbalance, and the rare classes it decimated."""
     rare = np.isin(labels, spec.rare_classes)
     if spec.imbalance == "grouped":
         keep = int((~rare).sum() / ir)
         kept_rare = rng.choice(np.flatnonzero(rare), size=keep, replace=False)
-        return np.concatenate([pool[~rare], pool[kept_rare]])
+        return np.concatenate([pool[~rare], pool[kept_rare]]), tuple(int(c) for c in spec.rare_classes)
     if spec.imbalance == "per_class":
         rare_classes = rare_classes_of(spec, labels, rng)
         kept = [pool[~np.isin(labels, rare_classes)]]
         for c in rare_classes:
             members = np.flatnonzero(labels == c)
             kept.append(pool[rng.choice(members, size=int(len(members) / ir), replace=False)])
-        return np.concatenate(kept)
+        return np.concatenate(kept), tuple(int(c) for c in rare_classes)
     raise ValueError(f"unknown imbalance kind {spec.imbalance!r}")
 
 

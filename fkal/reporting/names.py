@@ -74,13 +74,15 @@ def paper_notation(config: str) -> str:
     return ", ".join(parts)
 
 
-def legend_name(config: str, unsupervised: int) -> str:
-    """``pfk-phat-L80  (R_zg, S=p^(y,z), L=80)``; ``random``; ``random  (θ_rnd)`` for random-init models."""
+def legend_name(config: str, unsupervised: int, variant: str = "") -> str:
+    """``pfk-phat-L80  (R_zg, S=p^(y,z), L=80)``; ``random``; ``random  (θ_rnd)`` for random-init models;
+    ``random [--epochs 10]`` for one of several settings of a configuration."""
     notation = paper_notation(config)
     parts = [notation] if notation != config else []
     if not unsupervised:
         parts.append(RANDOM_INIT_MARK)
-    return f"{config}  ({', '.join(parts)})" if parts else config
+    name = f"{config} [{variant}]" if variant else config
+    return f"{name}  ({', '.join(parts)})" if parts else name
 
 
 def format_ratio(ratio: float) -> str:

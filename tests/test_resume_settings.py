@@ -1,0 +1,227 @@
+"""Resume reuses only what was made with the same settings; records carry them; epoch selection on D_v; one
+process per configuration; appends after a torn line; damaged files are one clear error."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fkal.cli import main
+from fkal.io import append_jsonl, exclusive, read_jsonl
+from fkal.errors import UserError
+
+
+def common(root, out, *extra):
+    return ["--data-root", str(root), "--out", str(out), "--run-stop", "1", "--imbalance-ratios", "4",
+            "--train-size", "400", "--val-size", "100", "--unsup-epochs", "1", "--epochs", "2", "--iterations", "2",
+            "--pool-size", "10", "--no-progress", "--eval-batch", "128", *extra]
+
+
+def results_of(out):
+    return read_jsonl(out / "MNIST" / "run0" / "results.jsonl")
+
+
+def test_records_carry_settings_metrics_and_epoch_selection(tiny_mnist, tmp_path):
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out, "--only", "random", "--epoch-selection", "val")) == 0
+    records, warnings = results_of(out)
+    assert not warnings and len(records) == 2
+    for r in records:
+        s = r["settings"]
+        assert (s["query_size"], s["train"]["epochs"], s["train_size"], s["val_size"], s["seed"]) == (10, 2, 400, 100, 0)
+        assert s["epoch_selection"] == "val" and set(s["data"]) == {"train", "test"} and s["unsupervised"] == 1
+        assert r["epoch_selection"] == "val" and len(r["chosen_epochs"]) == 1 and 1 <= r["chosen_epochs"][0] <= 2
+        assert 0 <= r["final_test_accuracy"] <= 100 and 0 <= r["val_accuracy"] <= 100
+        assert r["balanced_accuracy"] == pytest.approx(np.mean(r["per_class_accuracy"]))
+        assert r["worst_class_accuracy"] == pytest.approx(min(r["per_class_accuracy"]))
+        assert r["rare_classes"] == [5, 6, 7, 8, 9] and r["labeled_min_class_count"] <= r["labeled_max_class_count"]
+    folder = out / "MNIST" / "run0" / "ir4" / "rotation" / "random"
+    assert json.loads((folder / "settings.json").read_text())["settings_id"] == records[0]["settings_id"]
+
+
+def test_val_selection_keeps_the_best_epoch_on_the_validation_set(tiny_mnist, tmp_path, monkeypatch):
+    """The kept model is the epoch with the best D_v accuracy, and the next iteration starts from it."""
+    import fkal.loop as loop
+    scores = iter([30.0, 70.0, 50.0, 20.0, 60.0, 60.0])      # iteration 1: epochs 1-3; iteration 2: epochs 1-3
+    monkeypatch.setattr(loop, "_accuracy", lambda s, model, source, idx, labels: next(scores))
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out, "--only", "random", "--epoch-selection", "val", "--epochs", "3")) == 0
+    records, _ = results_of(out)
+    assert [r["chosen_epochs"] for r in records] == [[2], [2]]        # ties keep the earlier epoch
+    assert [r["val_accuracy"] for r in records] == [70.0, 60.0]
+
+
+def test_resume_with_other_settings_is_one_clear_error_and_fresh_starts_afresh(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out, "--only", "random")) == 0
+    before = (out / "MNIST" / "run0" / "results.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(common(tiny_mnist, out, "--only", "random", "--epochs", "3")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--epochs: 2 there, 3 now" in err and "--fresh random" in err
+    assert (out / "MNIST" / "run0" / "results.jsonl").read_bytes() == before          # nothing written
+    # the split serves every configuration: another --train-size is refused for any of them
+    assert main(common(tiny_mnist, out, "--only", "pcc-L20", "--train-size", "300")) == 2
+    assert "--train-size: 400 there, 300 now" in capsys.readouterr().err
+    # --fresh moves the old folder aside and keeps both sets of records apart
+    assert main(common(tiny_mnist, out, "--only", "random", "--epochs", "3", "--fresh", "random")) == 0
+    records, _ = results_of(out)
+    assert len(records) == 4 and len({r["settings_id"] for r in records}) == 2
+    kinds = out / "MNIST" / "run0" / "ir4" / "rotation"
+    assert sorted(p.name.split("-")[0] for p in kinds.iterdir() if not p.name.startswith(".")) == ["random", "random.replaced"]
+
+
+def test_more_iterations_extend_a_run_with_the_same_settings(tiny_mnist, tmp_path):
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out, "--only", "random")) == 0
+    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "3")) == 0
+    records, _ = results_of(out)
+    assert [r["iteration"] for r in records] == [1, 2, 3] and len({r["settings_id"] for r in records}) == 1
+
+
+def test_a_budget_larger_than_the_pool_is_refused_before_anything_is_written(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out, "--only", "random", "--pool-size", "1000")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "2000 pool images" in err and "--pool-size" in err
+    assert not out.exists()
+
+
+def test_a_second_process_on_the_same_configuration_stops(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    lock = out / "MNIST" / "run0" / "ir4" / "rotation" / ".random.lock"
+    with exclusive(lock, "held by the test"):              # as if another process ran random on run0 IR=4
+        assert main(common(tiny_mnist, out, "--only", "random")) == 2
+        err = capsys.readouterr().err
+        assert "being run by another process" in err and len(err.strip().splitlines()) == 1
+        assert main(common(tiny_mnist, out, "--only", "pcc-L20")) == 0      # another configuration runs
+
+
+def test_append_after_a_torn_line_keeps_the_new_record_whole(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_jsonl({"a": 1}, path)
+    with open(path, "ab") as f:
+        f.write(b'{"b": 2, "cut sho')                   # a crash in the middle of an append
+    assert append_jsonl({"c": 3}, path) is True
+    records, warnings = read_jsonl(path)
+    assert records == [{"a": 1}, {"c": 3}] and len(warnings) == 1 and ":2:" in warnings[0]
+    assert append_jsonl({"d": 4}, path) is False
+
+
+def test_a_damaged_state_is_one_error_and_deleting_it_resumes_from_the_one_before(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "2")) == 0
+    folder = out / "MNIST" / "run0" / "ir4" / "rotation" / "random"
+    state = folder / "state_b02.pt"
+    state.write_bytes(state.read_bytes()[:100])                           # truncated
+    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "3")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "state_b02.pt" in err and "delete it" in err
+    state.unlink()
+    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "3")) == 0
+    records, _ = results_of(out)
+    by_iteration = {}
+    for r in records:
+        by_iteration.setdefault(r["iteration"], []).append(r)
+    assert sorted(by_iteration) == [1, 2, 3] and len(by_iteration[2]) == 2       # iteration 2 redone
+    a, b = by_iteration[2]
+    assert a["selected_class_counts"] == b["selected_class_counts"] and a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_a_damaged_initial_model_is_one_error(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--initial"] + common(tiny_mnist, out)) == 0
+    (out / "MNIST" / "run0" / "ir4" / "init_rotation.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert main(common(tiny_mnist, out, "--only", "random")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "init_rotation.pt" in err and "made anew" in err
+
+
+def test_checkpoints_load_with_weights_only(tiny_mnist, tmp_path):
+    """A checkpoint that would run code when unpickled is refused, not executed."""
+    out = tmp_path / "out"
+    assert main(["--initial"] + common(tiny_mnist, out)) == 0
+    path = out / "MNIST" / "run0" / "ir4" / "init_rotation.pt"
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("import pathlib; pathlib.Path('%s').write_text('ran')" % (tmp_path / "pwned"),))
+    torch.save({"model": Evil()}, path)
+    from fkal.io import load_torch
+    with pytest.raises(UserError, match="init_rotation.pt"):
+        load_torch(path, "fix")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--iterations", "0"], "--iterations: must be at least 1 (got 0)"),
+    (["--iterations", "-1"], "--iterations: must be at least 1 (got -1)"),
+    (["--epochs", "-3"], "--epochs: must be at least 1 (got -3)"),
+    (["--noise-ratio", "1"], "--noise-ratio: must be below 1"),
+    (["--imbalance-ratios", "nan"], "--imbalance-ratios: must be a finite number"),
+    (["--lloss-cutoff", "2"], "--lloss-cutoff: must be at most 1"),
+    (["--run-start", "2", "--run-stop", "1"], "--run-stop 1 must be above --run-start 2"),
+    (["--fresh", "random", "--only", "pcc-L20"], "--fresh random: not among the configurations"),
+])
+def test_out_of_range_numbers_are_refused_at_parse_time(tiny_mnist, tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out) + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not out.exists()
+
+
+def test_an_unwritable_out_is_one_clear_error(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "readonly"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        probe = out / "probe"
+        try:
+            probe.write_text("x")                # root ignores permissions: nothing to test then
+            pytest.skip("running as a user that writes into read-only folders")
+        except PermissionError:
+            pass
+        assert main(common(tiny_mnist, out / "sub", "--only", "random")) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--out" in err and "not writable" in err
+    finally:
+        out.chmod(0o755)
+
+
+def test_out_inside_a_file_is_one_clear_error(tiny_mnist, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert main(common(tiny_mnist, blocker / "out", "--only", "random")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err
+
+
+def test_disk_full_while_writing_a_state_is_one_line_and_loses_nothing(tiny_mnist, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+    import fkal.io as fio
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "1")) == 0
+    results = out / "MNIST" / "run0" / "results.jsonl"
+    before = results.read_bytes()
+    state1 = (out / "MNIST" / "run0" / "ir4" / "rotation" / "random" / "state_b01.pt").read_bytes()
+    real_replace = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith("state_b02.pt"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst)
+    monkeypatch.setattr(fio.os, "replace", full)
+    capsys.readouterr()
+    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "2")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "state_b02.pt" in err and "free some disk space" in err
+    assert results.read_bytes() == before
+    folder = out / "MNIST" / "run0" / "ir4" / "rotation" / "random"
+    assert (folder / "state_b01.pt").read_bytes() == state1 and not (folder / "state_b02.pt").exists()
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]          # no temporary file left
+    monkeypatch.setattr(fio.os, "replace", real_replace)
+    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "2")) == 0   # and it resumes
+    assert [r["iteration"] for r in read_jsonl(results)[0]] == [1, 2]
