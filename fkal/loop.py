@@ -388,6 +388,10 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
         models = load_models(s, [load_initial(s, data, run, unsupervised, e) for e in range(cfg.E)], cfg.acquisition)
         labeled_at = np.full(len(split.pool), -1, dtype=np.int64)
     acquire = ACQUISITIONS[cfg.acquisition]
+
+    def pretrained() -> torch.nn.Module:     # the run's rotation-pretrained initial model, for ctx.pretrained
+        return load_models(s, [load_initial(s, data, run, 1)])[0]
+
     hooks = TASK_HOOKS.get(cfg.acquisition)
     extra_loss = hooks.extra_loss(dict(s.options), s.spec) if hooks is not None else None
     records = [done[b] for b in range(1, last + 1)]
@@ -400,7 +404,8 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
         labeled, unlabeled = np.flatnonzero(labeled_at >= 0), np.flatnonzero(labeled_at < 0)
         ctx = QueryContext(models=models, data=data, labeled=labeled, unlabeled=unlabeled, budget=s.query_size,
                            generator=generator(seed, "query", b), device=s.device, config=cfg, iteration=b,
-                           batch_size=s.eval_batch, progress=s.progress, options=dict(s.options))
+                           batch_size=s.eval_batch, progress=s.progress, options=dict(s.options),
+                           pretrained=pretrained)
         _sync(s.device)
         t0 = time.perf_counter()
         result = acquire(ctx)

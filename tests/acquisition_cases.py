@@ -45,6 +45,8 @@ CASES: dict[str, Case] = {
     "vaal": Case("vaal", TINY_VAAL),
     "tavaal": Case("tavaal", {**TINY_VAAL, "tavaal_subset_factor": 3}, subset_option="tavaal_subset_factor"),
     "lloss": Case("lloss", {"lloss_subset": 60}, subset_option="lloss_subset"),
+    "similar": Case("similar-phat-L80"),
+    "typiclust": Case("typiclust"),
 }
 
 

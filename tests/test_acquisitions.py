@@ -139,3 +139,15 @@ def test_picks_ignore_the_labels_of_unlabeled_images(tiny_mnist, name):
     source = ctx.data.pool_source
     source.labels[ctx.data.split.pool[positions]] = (source.labels[ctx.data.split.pool[positions]] + 3) % 10
     np.testing.assert_array_equal(ACQUISITIONS[name](ctx).indices, honest.indices)
+
+
+def test_fisher_kernel_query_returns_the_pseudo_labels_it_used(query_ctx):
+    from fkal.training import predict
+
+    ctx = query_ctx(parse_config("pfk-yhat-L20", ACQUISITIONS), budget=6)
+    result = fisher_kernel_query(ctx)
+    data = ctx.data
+    yhat = predict(ctx.models[0], data.pool_source, data.split.pool[ctx.unlabeled], ctx.device).argmax(1).numpy()
+    assert result.pseudo_labels.tolist() == yhat.tolist()
+    true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
+    assert result.pseudo_label_accuracy == pytest.approx(100.0 * (yhat == true).mean())
