@@ -150,8 +150,17 @@ def merge_by_brute_force(sim: np.ndarray, budget: int) -> list[int]:
 
 def brute_force_query(ctx, spy: PerturbSpy | None):
     """(picks as pool positions in order, each pick's best similarity, pseudo-label accuracy or None)."""
+    sim, accuracy = brute_force_similarities(ctx, spy, ctx.config.acquisition)
+    picks = merge_by_brute_force(sim, ctx.budget)
+    return ctx.unlabeled[picks], sim[:, picks].max(0), accuracy
+
+
+def brute_force_similarities(ctx, spy: PerturbSpy | None, kind: str, all_misclassified: bool = False):
+    """Lines 1-9 of Algorithm 1 image by image: (kernel ``kind`` between the centers and the unlabeled pool
+    ``[C, N]``, pseudo-label accuracy or None). ``all_misclassified``: every misclassified validation image is a
+    center (no k-center greedy)."""
     cfg, model, data = ctx.config, ctx.models[0], ctx.data
-    kind, pseudo = cfg.acquisition, cfg.pseudo_label
+    pseudo = cfg.pseudo_label
     taps = taps_for(model, cfg.L)
     model.eval()
     val = []                                                                # (z, g under the true label, label)
@@ -166,7 +175,7 @@ def brute_force_query(ctx, spy: PerturbSpy | None):
         wrong = list(range(len(val)))
     center_rows = wrong
     gen = torch.Generator().manual_seed(0)                                  # the context's seed
-    if len(wrong) > ctx.budget:
+    if len(wrong) > ctx.budget and not all_misclassified:
         first = int(torch.randint(len(wrong), (1,), generator=gen))
         sim_v = np.array([[kernel_value(kind, val[a][0], val[a][1], val[b][0], val[b][1]) for b in wrong]
                           for a in wrong])
@@ -196,13 +205,11 @@ def brute_force_query(ctx, spy: PerturbSpy | None):
         pool.append((z, g))
         used.append(label)
     sim = np.array([[kernel_value(kind, val[c][0], val[c][1], z, g) for z, g in pool] for c in center_rows])
-    picks = merge_by_brute_force(sim, ctx.budget)
-    best = sim[:, picks].max(0)
     accuracy = None
     if pseudo is not None:
         true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
         accuracy = 100.0 * float(np.mean(np.array(used) == true))
-    return ctx.unlabeled[picks], best, accuracy
+    return sim, accuracy
 
 
 @pytest.mark.parametrize("config", ["pcc-L20", "pcc-L80", "pfk-y-L20", "pfk-yhat-L30", "pfk-phat-L80",
