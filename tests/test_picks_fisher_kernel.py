@@ -17,8 +17,10 @@ import torch.nn.functional as F
 
 import fkal.pseudo_labels as pseudo_labels
 from acquisition_cases import check_contract, trained_context
+from fkal.acquisitions.fisher_kernel import rare_classes
 from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.models import taps_for
+from fkal.pseudo_label_estimators import ESTIMATORS
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -123,6 +125,75 @@ def pseudo_label_by_definition(name, model, taps, x, z, logits, val, copies=None
     return int(np.argmax(scores))
 
 
+TAU_GRID = np.geomspace(0.002, 1.0, 9)                                   # the soft p^'s temperature grid
+
+
+def soft_phat_by_definition(rz: np.ndarray, val_labels: np.ndarray, num_classes: int, tau: float) -> np.ndarray:
+    """q(d|x) = sum_{v in d} exp(R_z(x, v) / tau) / sum_v exp(R_z(x, v) / tau): rz ``[N, M]`` -> ``[N, D]``."""
+    w = np.exp((rz - rz.max(1, keepdims=True)) / tau)
+    q = np.stack([w[:, val_labels == d].sum(1) for d in range(num_classes)], 1)
+    return q / q.sum(1, keepdims=True)
+
+
+def temperature_by_definition(rz_vv: np.ndarray, val_labels: np.ndarray, num_classes: int) -> float:
+    """The tau of largest mean leave-one-out log-likelihood of the validation labels (each log-likelihood floored
+    at -1e4), over the grid, then twice over 7 log-spaced values between the best one's neighbours."""
+    def ll(tau):
+        total = 0.0
+        for i in range(len(rz_vv)):
+            others = np.delete(np.arange(len(rz_vv)), i)
+            q = soft_phat_by_definition(rz_vv[i:i + 1, others], val_labels[others], num_classes, tau)[0]
+            total += max(np.log(q[val_labels[i]]) if q[val_labels[i]] > 0 else -np.inf, -1e4)
+        return total / len(rz_vv)
+    taus = list(TAU_GRID)
+    for _ in range(3):
+        values = [ll(t) for t in taus]
+        i = int(np.argmax(values))
+        best = taus[i]
+        taus = list(np.geomspace(taus[max(i - 1, 0)], taus[min(i + 1, len(taus) - 1)], 7))
+    return best
+
+
+def em_priors_by_definition(q: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Saerens et al.'s EM: priors p from the training priors; adjust every q to p, p = mean adjusted q; until no
+    prior moves by 1e-7 (2000 steps at most)."""
+    p = train.copy()
+    for _ in range(2000):
+        adj = q * (p / train)
+        adj /= adj.sum(1, keepdims=True)
+        new = adj.mean(0)
+        done = np.abs(new - p).max() < 1e-7
+        p = new
+        if done:
+            break
+    return p
+
+
+def corrected_labels_by_definition(name: str, val, pool_z, pool_logits, num_classes: int, rare,
+                                   tau: float | None = None) -> tuple:
+    """(labels ``[N]``, soft labels ``[N, D]`` or None) of phat-em, phat-agree, efs and efs-em for the pool
+    images (``pool_z``: per image its z per tap; ``val``: per validation image (z, g, label))."""
+    val_labels = np.array([y for _, _, y in val])
+    rz_pv = np.array([[kernel_value("pcc", z, None, vz, None) for vz, _, _ in val] for z in pool_z])   # [N, M]
+    if name == "phat-agree":
+        best = np.stack([rz_pv[:, val_labels == d].max(1) for d in range(num_classes)], 1)
+        labels = best.argmax(1)
+        for n, logits in enumerate(pool_logits):
+            if labels[n] in rare and int(np.argmax(logits)) != labels[n]:
+                common = [d for d in range(num_classes) if d not in rare]
+                labels[n] = common[int(np.argmax(best[n, common]))]
+        return labels, None
+    rz_vv = np.array([[kernel_value("pcc", a, None, b, None) for b, _, _ in val] for a, _, _ in val])
+    tau = temperature_by_definition(rz_vv, val_labels, num_classes) if tau is None else tau
+    q = soft_phat_by_definition(rz_pv, val_labels, num_classes, tau)
+    if name in ("phat-em", "efs-em"):
+        train = np.bincount(val_labels, minlength=num_classes) / len(val_labels)
+        p = em_priors_by_definition(q, train)
+        q = q * (p / train)
+        q /= q.sum(1, keepdims=True)
+    return q.argmax(1), (q if name.startswith("efs") else None)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Algorithm 1 by brute force
 # ----------------------------------------------------------------------------------------------------------------
@@ -148,14 +219,16 @@ def merge_by_brute_force(sim: np.ndarray, budget: int) -> list[int]:
     return picked
 
 
-def brute_force_query(ctx, spy: PerturbSpy | None):
-    """(picks as pool positions in order, each pick's best similarity, pseudo-label accuracy or None)."""
-    sim, accuracy = brute_force_similarities(ctx, spy, ctx.config.acquisition)
+def brute_force_query(ctx, spy: PerturbSpy | None, tau: float | None = None):
+    """(picks as pool positions in order, each pick's best similarity, pseudo-label accuracy or None); ``tau``:
+    the soft p^'s temperature where given, else its leave-one-out fit."""
+    sim, accuracy = brute_force_similarities(ctx, spy, ctx.config.acquisition, tau=tau)
     picks = merge_by_brute_force(sim, ctx.budget)
     return ctx.unlabeled[picks], sim[:, picks].max(0), accuracy
 
 
-def brute_force_similarities(ctx, spy: PerturbSpy | None, kind: str, all_misclassified: bool = False):
+def brute_force_similarities(ctx, spy: PerturbSpy | None, kind: str, all_misclassified: bool = False,
+                             tau: float | None = None):
     """Lines 1-9 of Algorithm 1 image by image: (kernel ``kind`` between the centers and the unlabeled pool
     ``[C, N]``, pseudo-label accuracy or None). ``all_misclassified``: every misclassified validation image is a
     center (no k-center greedy)."""
@@ -191,6 +264,13 @@ def brute_force_similarities(ctx, spy: PerturbSpy | None, kind: str, all_misclas
         assert len(copies) == len(ctx.unlabeled) and K == cfg.K
         expected_x = data.pool_source.get(data.split.pool[ctx.unlabeled])
         torch.testing.assert_close(xs, expected_x)                          # the pool, in query order
+    corrected = soft = None
+    if pseudo in ESTIMATORS:                                                # they need the whole pool first
+        firsts = [per_image(model, data.pool_source.get(data.split.pool[[p]]), taps, labels=[])
+                  for p in ctx.unlabeled]
+        corrected, soft = corrected_labels_by_definition(pseudo, val, [f[0] for f in firsts],
+                                                         [f[1] for f in firsts], data.spec.num_classes,
+                                                         rare_classes(data), tau)
     pool, used = [], []
     for n, p in enumerate(ctx.unlabeled):
         x = data.pool_source.get(data.split.pool[[p]])
@@ -198,10 +278,16 @@ def brute_force_similarities(ctx, spy: PerturbSpy | None, kind: str, all_misclas
         label = None
         if pseudo == "y":
             label = int(data.split.pool_labels[p])
+        elif corrected is not None:
+            label = int(corrected[n])
         elif pseudo is not None:
             label = pseudo_label_by_definition(pseudo, model, taps, x, z, logits, val,
                                                None if copies is None else copies[n])
-        g = per_image(model, x, taps, labels=[label])[2][label] if label is not None else None
+        if soft is not None:                                                # expected Fisher score under q
+            g_all = per_image(model, x, taps)[2]
+            g = [sum(soft[n, d] * g_all[d][j] for d in g_all) for j in range(len(taps))]
+        else:
+            g = per_image(model, x, taps, labels=[label])[2][label] if label is not None else None
         pool.append((z, g))
         used.append(label)
     sim = np.array([[kernel_value(kind, val[c][0], val[c][1], z, g) for z, g in pool] for c in center_rows])
@@ -313,3 +399,36 @@ def test_best_similarity_of_sharded_picks_is_the_max_over_all_centers(monkeypatc
     got = best_similarity(pfk, centers, pool.rows(shards[0]), shards[0], picked)
     np.testing.assert_allclose(got, want[:, picked].max(0), rtol=1e-6)
     assert not np.allclose(want[:, picked].max(0), want[0, picked])          # the best center differs per pick
+
+
+@pytest.mark.parametrize("config", ["pfk-phat-em-L80", "pfk-phat-agree-L30", "pfk-efs-L80", "pfk-efs-em-L20",
+                                    "pcc-phat-agree-L20"])
+def test_corrected_pseudo_labels_by_brute_force(tiny_mnist, config):
+    """The estimators that correct p^ (phat-em, phat-agree, efs, efs-em) as S, from their definitions: the soft
+    p^ with its leave-one-out temperature, Saerens et al.'s EM priors, the rare p^ labels that y^ contradicts
+    moved to the nearest common class (on a split whose classes 5-9 are rare), the expected Fisher score under
+    q; then Algorithm 1's picks and scores."""
+    ctx = trained_context(tiny_mnist, config, budget=6)
+    ctx.data.split.imbalance_ratio, ctx.data.split.rare_classes = 10.0, (5, 6, 7, 8, 9)
+    ctx.unlabeled = ctx.unlabeled[::7]                                       # 40 pool images
+    result = ACQUISITIONS[ctx.config.acquisition](ctx)
+    want, best, accuracy = brute_force_query(ctx, None)
+    np.testing.assert_array_equal(check_contract(ctx, result), want)
+    np.testing.assert_allclose(result.scores, best, rtol=1e-4, atol=1e-5)
+    assert result.pseudo_label_accuracy == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize("config", ["pfk-efs-L80", "pfk-efs-em-L30", "pfk-phat-em-L20"])
+def test_soft_pseudo_labels_at_a_warm_temperature_by_brute_force(tiny_mnist, config, monkeypatch):
+    """On this small validation set the fitted tau is the grid's smallest (q is all but one-hot, efs all but
+    p^'s hard Fisher score); with tau fixed at 0.3, q is soft and the expected Fisher score and the EM priors
+    decide the picks: both from their definitions."""
+    import fkal.pseudo_label_estimators as estimators
+    monkeypatch.setattr(estimators, "fit_temperature", lambda *args, **kwargs: (0.3, None))
+    ctx = trained_context(tiny_mnist, config, budget=6)
+    ctx.unlabeled = ctx.unlabeled[::7]                                       # 40 pool images
+    result = ACQUISITIONS["pfk"](ctx)
+    want, best, accuracy = brute_force_query(ctx, None, tau=0.3)
+    np.testing.assert_array_equal(check_contract(ctx, result), want)
+    np.testing.assert_allclose(result.scores, best, rtol=1e-4, atol=1e-5)
+    assert result.pseudo_label_accuracy == pytest.approx(accuracy)
