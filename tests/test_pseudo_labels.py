@@ -206,3 +206,13 @@ def test_mutual_information_full_equals_numpy_per_image_and_class(K):
         for b in range(3):
             want = _mi_by_numpy(zk[:, b].numpy(), gk[d, :, b].numpy(), 1e-2)
             assert got[d, b].item() == pytest.approx(want, rel=2e-3, abs=2e-3), (d, b)
+
+
+def test_monte_carlo_seeds_of_different_queries_do_not_overlap():
+    """Batch i of a query perturbs with the seed base + i, base drawn once from the query's generator over
+    [0, 2**62): the seed ranges of different queries (50 generators here, 10,000 batches each) never meet, so no
+    two queries perturb a batch alike. A base from a small range would make them collide."""
+    bases = sorted(MonteCarlo("trC", ("fc1",), 4, torch.Generator().manual_seed(s)).base for s in range(50))
+    assert all(b >= 0 for b in bases)
+    assert all(b - a > 10_000 for a, b in zip(bases, bases[1:]))
+    assert bases[-1] > 2 ** 40
