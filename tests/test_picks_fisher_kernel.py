@@ -432,3 +432,36 @@ def test_soft_pseudo_labels_at_a_warm_temperature_by_brute_force(tiny_mnist, con
     np.testing.assert_array_equal(check_contract(ctx, result), want)
     np.testing.assert_allclose(result.scores, best, rtol=1e-4, atol=1e-5)
     assert result.pseudo_label_accuracy == pytest.approx(accuracy)
+
+
+def pseudo_labels_by_definition(ctx, name: str) -> list[int]:
+    """p^ or p^_g of every unlabeled image (``pseudo_label_by_definition``), image by image."""
+    model, data = ctx.models[0], ctx.data
+    taps = taps_for(model, ctx.config.L)
+    val = []
+    for i, v in enumerate(data.split.val):
+        y = int(data.val_labels[i])
+        z, _, g = per_image(model, data.val_source.get(np.array([v])), taps, labels=[y])
+        val.append((z, g[y], y))
+    labels = []
+    for p in ctx.unlabeled:
+        x = data.pool_source.get(data.split.pool[[p]])
+        z, logits, _ = per_image(model, x, taps, labels=[])
+        labels.append(pseudo_label_by_definition(name, model, taps, x, z, logits, val))
+    return labels
+
+
+def test_phat_and_phat_g_give_their_own_pseudo_labels(tiny_mnist):
+    """The pseudo-labels the query used (``result.pseudo_labels``) are p^'s nearest validation image under R_z
+    for phat and under R_zg for phat-g. The two agree on nearly every image here: the images where the queries'
+    labels differ (there must be some), with a few others, are checked against both definitions, so that a
+    swap of the two kernels, or one kernel for both, cannot pass."""
+    ctxs = {name: trained_context(tiny_mnist, f"pfk-{name}-L20", budget=6) for name in ("phat", "phat-g")}
+    used = {name: ACQUISITIONS["pfk"](ctx).pseudo_labels for name, ctx in ctxs.items()}
+    differ = np.flatnonzero(used["phat"] != used["phat-g"])
+    assert len(differ) > 0, "phat and phat-g label every pool image alike"
+    rows = np.union1d(differ, np.arange(0, len(used["phat"]), 40))
+    for name, ctx in ctxs.items():
+        unlabeled = ctx.unlabeled
+        ctx.unlabeled = unlabeled[rows]
+        assert pseudo_labels_by_definition(ctx, name) == used[name][rows].tolist(), name

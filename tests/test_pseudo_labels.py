@@ -216,3 +216,14 @@ def test_monte_carlo_seeds_of_different_queries_do_not_overlap():
     assert all(b >= 0 for b in bases)
     assert all(b - a > 10_000 for a, b in zip(bases, bases[1:]))
     assert bases[-1] > 2 ** 40
+
+
+def test_build_estimator_defaults():
+    """``y`` needs no estimator (the true labels go to ``extract``); without ``standardization`` the pool rows are
+    standardized as the default validation features are: unit norm per scale (not the release's z-scores)."""
+    assert build_estimator("y", None, None, 10, ("fc1",), 4, torch.Generator()) is None
+    g = torch.Generator().manual_seed(0)
+    val = Features([torch.randn(6, 5, generator=g)], None).standardized("unit")
+    est = build_estimator("phat", val, torch.arange(6) % 3, 3, ("fc1",), 4, torch.Generator())
+    rows = torch.randn(4, 5, generator=g) * 3 + 1
+    torch.testing.assert_close(est.standardize(rows), standardize(rows))
