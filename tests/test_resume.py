@@ -88,7 +88,7 @@ def test_initial_models_and_full_train_record(tiny_mnist, tmp_path):
     run_initial(s, raw, 0, 4.0)
     paths = RunPaths.of(tmp_path, s.spec, 0)
     assert {f.name for f in paths.ir(4.0).iterdir()} == {"split.npz", "init_random.pt", "init_rotation.pt",
-                                                          "initial.json"}
+                                                          "initial.json", paths.initial_lock(4.0).name}
     saved0, saved1 = (torch.load(paths.initial(4.0, u), map_location="cpu") for u in (0, 1))
     assert (saved0["unsupervised"], saved1["unsupervised"], saved0["member"]) == (0, 1, 0)
     rnd, rot = saved0["model"], saved1["model"]
