@@ -465,3 +465,12 @@ def test_phat_and_phat_g_give_their_own_pseudo_labels(tiny_mnist):
         unlabeled = ctx.unlabeled
         ctx.unlabeled = unlabeled[rows]
         assert pseudo_labels_by_definition(ctx, name) == used[name][rows].tolist(), name
+
+
+@pytest.mark.parametrize("ratio,rare,want", [(1.0, (5, 6, 7, 8, 9), ()), (0.5, (5, 6), ()), (2.0, (5, 6), (5, 6)),
+                                             (100.0, None, ()), (100.0, (), ()), (10.0, (7,), (7,))])
+def test_rare_classes_are_those_the_bias_decimated(ratio, rare, want):
+    """phat-agree's rare classes: the split's, once its imbalance ratio is above 1; none on a balanced split."""
+    from types import SimpleNamespace
+    data = SimpleNamespace(split=SimpleNamespace(imbalance_ratio=ratio, rare_classes=rare))
+    assert rare_classes(data) == want

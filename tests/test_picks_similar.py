@@ -42,6 +42,7 @@ def greedy_by_definition(sim: np.ndarray, budget: int, eta: float) -> tuple[list
     ("similar-yhat-L30", {"similar_eta": 0.3}),
     ("similar-y-L20", {"similar_query": "all", "similar_eta": 2.0}),
     ("similar-phat-g-L20", {}),
+    ("similar-phat-em-L20", {"similar_eta": 0.5}),
 ])
 def test_similar_picks_equal_the_flqmi_greedy_by_brute_force(tiny_mnist, config, options):
     ctx = trained_context(tiny_mnist, config, budget=5, options=options)
