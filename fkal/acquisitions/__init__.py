@@ -6,6 +6,10 @@
   fisher_kernel.py    the paper's method: pcc, pfk, pfk-sum (Algorithm 1)
   uncertainty.py      MC-dropout uncertainty: varR, entropy, bald, std, and ensembles
   coreset.py          core-set (k-center greedy on penultimate features)
+  galaxy.py           GALAXY (bisection on one-vs-rest rankings; the rankings shared with DIRECT)
+  direct.py           DIRECT (per-class threshold search on the same rankings)
+  base.py             BASE (class-balanced distances to the decision boundaries)
+  badge.py            BADGE (k-means++ on gradient embeddings, never built)
 VAAL, TA-VAAL and learning loss live in ``vaal/``. This package imports nothing on its own: import the module you
 need (``from fkal.acquisitions.registry import ACQUISITIONS``).
 """

@@ -15,7 +15,7 @@ from typing import Callable
 
 from vaal import acquisitions as vaal
 
-from . import coreset, fisher_kernel, random_sampling, uncertainty
+from . import badge, base, coreset, direct, fisher_kernel, galaxy, random_sampling, uncertainty
 from .contract import Acquisition, TaskHooks
 
 ACQUISITIONS: dict[str, Acquisition] = {
@@ -30,6 +30,11 @@ ACQUISITIONS: dict[str, Acquisition] = {
     "bald": uncertainty.uncertainty_query,
     "std": uncertainty.uncertainty_query,
     "coreset": coreset.coreset_query,
+    # imbalance-aware successors (DESIGN section 10) and BADGE (section 8)
+    "galaxy": galaxy.galaxy_query,
+    "direct": direct.direct_query,
+    "base": base.base_query,
+    "badge": badge.badge_query,
     # vaal/: VAAL, TA-VAAL, learning loss
     "vaal": vaal.vaal_query,
     "tavaal": vaal.tavaal_query,
@@ -43,6 +48,8 @@ TASK_HOOKS: dict[str, TaskHooks] = {
 
 ARGUMENT_GROUPS: tuple[Callable, ...] = (
     uncertainty.add_arguments,
+    galaxy.add_arguments,
+    direct.add_arguments,
     vaal.add_arguments,
 )
 
@@ -50,5 +57,7 @@ ARGUMENT_GROUPS: tuple[Callable, ...] = (
 # run is resumed. An acquisition without options is absent.
 ACQUISITION_OPTIONS: dict[str, tuple[str, ...]] = {
     **{name: uncertainty.OPTIONS for name in ("varR", "entropy", "bald", "std")},
+    "galaxy": galaxy.OPTIONS,
+    "direct": direct.OPTIONS,
     **vaal.OPTIONS,
 }
