@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fkal.acquisitions.galaxy import OvrRankings, bisection_pick, galaxy_select, ovr_ranking, ovr_scores
+from fkal.acquisitions.galaxy import (OvrRankings, bisection_pick, galaxy_select, ovr_ranking, ovr_scores, pack_bits,
+                                      unpack_bits)
 
 
 # ------------------------------------------------------------------ naive references (explicit graphs, Python)
@@ -156,15 +157,27 @@ def test_ranking_is_descending_and_stable_on_ties():
         assert ovr_ranking(probs, k).tolist() == ref_ranking(probs, k)
 
 
+@pytest.mark.parametrize("nbits", [1, 3, 8, 13, 21, 31])
+def test_bit_packing_roundtrip(nbits):
+    """Values of any width packed back to back read back exactly, at any position (bits straddling bytes)."""
+    g = torch.Generator().manual_seed(nbits)
+    values = torch.randint(0, 2 ** nbits, (1000,), generator=g)
+    values[:2] = torch.tensor([0, 2 ** nbits - 1])
+    packed = pack_bits(values, nbits)
+    assert torch.equal(unpack_bits(packed, nbits, torch.arange(1000)), values)
+    pos = torch.randint(1000, (200,), generator=g)
+    assert torch.equal(unpack_bits(packed, nbits, pos), values[pos])
+
+
 @pytest.mark.parametrize("n", [200, 300, 70_000])
 def test_packed_rankings_order_lookup_and_inverse(n):
-    """1, 2 and 3 bytes an index: order() equals the plain sort, positions_of() inverts it (binary search with
+    """ceil(log2 N) bits an index: order() equals the plain sort, positions_of() inverts it (binary search with
     index tie-break; duplicated rows included), images_at() reads single entries."""
     g = torch.Generator().manual_seed(n)
     probs = torch.softmax(torch.randn(n, 4, generator=g), 1)
     probs[n // 2:n // 2 + 20] = probs[:20]                               # tied margins
     rk = OvrRankings(probs)
-    assert rk.nbytes == (1 if n <= 256 else 2 if n <= 65536 else 3)
+    assert rk.nbits == {200: 8, 300: 9, 70_000: 17}[n]
     for k in (0, 3):
         order = ovr_ranking(probs, k)
         assert torch.equal(rk.order(k), order)

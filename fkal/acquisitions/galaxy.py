@@ -10,7 +10,8 @@ Zhu). The picked image's label is revealed at once (``oracle``) and used by ever
 Where no such path exists the authors raise the graph's order r (image i is joined to every image within r places
 of it, except pairs of labeled images of opposite polarity), retry once, and otherwise pick an unlabeled image at
 random; the raised order stays for the rest of the batch. Cost: one stable sort of N margins per class (done when
-the class is first visited), then O(labeled) per pick.
+the class is first visited), then O(labeled) per pick. Memory: the rankings (``ceil(log2 N)`` bits per image and
+class) and the labeled positions (4 bytes per labeled image and class) besides the inputs.
 
 The one-vs-rest rankings are shared with DIRECT (``direct.py``): :func:`ovr_scores` and :class:`OvrRankings`.
 
@@ -79,26 +80,48 @@ def ovr_ranking(probs: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sort(ovr_scores(probs, k), descending=True, stable=True).indices
 
 
-def _pack(values: torch.Tensor, nbytes: int) -> torch.Tensor:
-    """Non-negative int64 ``[N]`` -> little-endian bytes ``[N, nbytes]`` uint8."""
-    out = torch.empty(len(values), nbytes, dtype=torch.uint8)
-    for j in range(nbytes):
-        out[:, j] = torch.bitwise_and(torch.bitwise_right_shift(values, 8 * j), 255)
+def _bit_layout(nbits: int, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Where value ``positions`` of a bit-packed array starts: (first byte, bit offset in it), and how many bytes
+    one value can touch."""
+    start = positions * nbits
+    return torch.bitwise_right_shift(start, 3), torch.bitwise_and(start, 7), (nbits + 7 + 7) // 8
+
+
+def packed_size(n: int, nbits: int) -> int:
+    """Bytes of :func:`pack_bits` for n values of nbits bits (8 spare bytes so any value reads 8 bytes)."""
+    return (n * nbits + 7) // 8 + 8
+
+
+def pack_bits(values: torch.Tensor, nbits: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Non-negative int64 ``[N]`` < 2^nbits -> bit-packed little-endian bytes ``[packed_size(N, nbits)]`` uint8
+    (into ``out`` if given): value i occupies bits ``i * nbits .. (i + 1) * nbits - 1``."""
+    n = len(values)
+    size = packed_size(n, nbits)
+    acc = torch.zeros(size, dtype=torch.int64)             # the bits of different values never overlap: sum = or
+    byte, off, span = _bit_layout(nbits, torch.arange(n))
+    shifted = torch.bitwise_left_shift(values, off)
+    for j in range(span):
+        acc.index_add_(0, byte + j, torch.bitwise_and(torch.bitwise_right_shift(shifted, 8 * j), 255))
+    if out is None:
+        out = torch.empty(size, dtype=torch.uint8)
+    out.copy_(acc)
     return out
 
 
-def _unpack(packed: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_pack`: ``[..., nbytes]`` uint8 -> int64 ``[...]``."""
-    out = packed[..., 0].long()
-    for j in range(1, packed.shape[-1]):
-        out |= torch.bitwise_left_shift(packed[..., j].long(), 8 * j)
-    return out
+def unpack_bits(packed: torch.Tensor, nbits: int, positions: torch.Tensor) -> torch.Tensor:
+    """Values at ``positions`` (int64, any shape) of :func:`pack_bits`'s output: int64, same shape."""
+    byte, off, span = _bit_layout(nbits, positions)
+    word = packed[byte].long()
+    for j in range(1, span):
+        word |= torch.bitwise_left_shift(packed[byte + j].long(), 8 * j)
+    return torch.bitwise_and(torch.bitwise_right_shift(word, off), (1 << nbits) - 1)
 
 
 class OvrRankings:
-    """The C one-vs-rest rankings of a pool, each sorted when first asked for and kept packed in
-    ``ceil(log2(N) / 8)`` bytes an image (3 bytes up to N = 16.7M): all C rankings of an ImageNet-size pool take
-    3/4 of the size of the float32 softmax outputs.
+    """The C one-vs-rest rankings of a pool, each sorted when first asked for and kept bit-packed in
+    ``ceil(log2 N)`` bits an image (21 bits for ImageNet's 1.28M): all C rankings of an ImageNet-size pool take
+    21/32 of the size of the float32 softmax outputs, in one block reserved at once (its pages are committed as
+    classes get sorted; no heap fragmentation from C separate buffers).
 
     ``positions_of`` finds where images sit in a ranking by binary search on the margins (recomputed for the
     probed rows), so no inverse permutation is stored.
@@ -110,46 +133,55 @@ class OvrRankings:
         self.probs = probs
         self.n, self.num_classes = probs.shape
         self.top = probs.max(dim=1).values                                   # [N]
-        self.nbytes = max(1, (max(self.n - 1, 1).bit_length() + 7) // 8)
-        self._packed: dict[int, torch.Tensor] = {}                          # class -> [N, nbytes] uint8
+        self.nbits = max(1, (self.n - 1).bit_length())
+        self._store = torch.empty(self.num_classes, packed_size(self.n, self.nbits), dtype=torch.uint8)
+        self._sorted = torch.zeros(self.num_classes, dtype=torch.bool)
 
     def _ranking(self, k: int) -> torch.Tensor:
-        if k not in self._packed:
+        if not self._sorted[k]:
             order = torch.sort(_margin(self.probs[:, k], self.top), descending=True, stable=True).indices
-            self._packed[k] = _pack(order, self.nbytes)
-        return self._packed[k]
+            pack_bits(order, self.nbits, out=self._store[k])
+            self._sorted[k] = True
+        return self._store[k]
 
     def order(self, k: int) -> torch.Tensor:
         """Ranking of class k: image indices ``[N]`` int64, most k-like first."""
-        return _unpack(self._ranking(k))
+        return unpack_bits(self._ranking(k), self.nbits, torch.arange(self.n))
 
     def images_at(self, k: int, positions: torch.Tensor) -> torch.Tensor:
         """Images at ranking ``positions`` ``[m]`` of class k: ``[m]`` int64."""
-        return _unpack(self._ranking(k)[positions])
+        return unpack_bits(self._ranking(k), self.nbits, torch.as_tensor(positions, dtype=torch.long))
 
     def positions_of(self, k: int, images: torch.Tensor) -> torch.Tensor:
         """Ranking positions ``[m]`` of ``images`` ``[m]`` in class k: a vectorised binary search (~log2(N) rounds)
         on the key (-s_k, index), in numpy (torch's per-call overhead dominates for a few keys). The margins are
         float32/float64 arithmetic of the same three operations as :func:`_margin`, hence the same values."""
-        packed = self._ranking(k).numpy()                                    # [N, nbytes] (shared memory)
+        packed = self._ranking(k).numpy()                                    # (shared memory)
         probs, top = self.probs.numpy(), self.top.numpy()
         scale = top.dtype.type(TIE_SCALE)
+        nbits, mask = self.nbits, (1 << self.nbits) - 1
+        span = (nbits + 14) // 8
+        shifts = 8 * np.arange(span, dtype=np.int64)
+
+        def image_at(pos: np.ndarray) -> np.ndarray:
+            start = pos * nbits
+            byte = (start >> 3)[:, None] + np.arange(span)
+            return ((packed[byte].astype(np.int64) << shifts).sum(1) >> (start & 7)) & mask
+
         imgs = torch.as_tensor(images, dtype=torch.long).reshape(-1).numpy()
         key = (probs[imgs, k] - top[imgs]) + scale * top[imgs]               # [m]
         lo = np.zeros(len(imgs), dtype=np.int64)
         hi = np.full(len(imgs), self.n, dtype=np.int64)
-        shifts = 8 * np.arange(packed.shape[1], dtype=np.int64)
         active = lo < hi
         while active.any():
             mid = np.minimum((lo + hi) // 2, self.n - 1)
-            other = (packed[mid].astype(np.int64) << shifts).sum(1)          # images at mid
+            other = image_at(mid)
             s = (probs[other, k] - top[other]) + scale * top[other]
             before = (s > key) | ((s == key) & (other < imgs))               # ranks strictly above the image
             lo = np.where(active & before, mid + 1, lo)
             hi = np.where(active & ~before, mid, hi)
             active = lo < hi
-        found = (packed[np.minimum(lo, self.n - 1)].astype(np.int64) << shifts).sum(1)
-        if len(imgs) and not (found == imgs).all():
+        if len(imgs) and not (image_at(np.minimum(lo, self.n - 1)) == imgs).all():
             raise RuntimeError("ranking lookup failed: margins are not reproducible (NaN in probs?)")
         return torch.from_numpy(lo)
 
@@ -250,30 +282,42 @@ def _ask(oracle: Oracle, image: int, num_classes: int) -> int:
     return y
 
 
-def _insert_sorted(pos: torch.Tensor, pol: torch.Tensor, new_pos: torch.Tensor,
-                   new_pol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge new distinct positions (with polarities) into the sorted ``pos`` (O(m), no sort of the whole)."""
-    order = torch.argsort(new_pos)
-    new_pos, new_pol = new_pos[order], new_pol[order]
-    slots = torch.searchsorted(pos, new_pos) + torch.arange(len(new_pos))
-    keep = torch.ones(len(pos) + len(new_pos), dtype=torch.bool)
-    keep[slots] = False
-    out_pos = torch.empty(len(keep), dtype=torch.long)
-    out_pol = torch.empty(len(keep), dtype=torch.bool)
-    out_pos[slots], out_pol[slots] = new_pos, new_pol
-    out_pos[keep], out_pol[keep] = pos, pol
-    return out_pos, out_pol
+class _LabeledPositions:
+    """Per class, the ranking positions of the labeled images with their polarity, sorted, encoded as
+    ``2 * position + positive`` in one block ``[C, capacity]`` reserved at once (int32 below 2^30 images; pages are
+    committed as classes fill up): 4 bytes per class and labeled image, no heap fragmentation. Brought up to date
+    lazily from the log of revealed images when the class is visited."""
 
+    def __init__(self, num_classes: int, n: int, capacity: int):
+        dtype = torch.int32 if 2 * n + 1 < 2 ** 31 else torch.int64
+        self.buf = torch.empty(num_classes, max(1, capacity), dtype=dtype)
+        self.count = [-1] * num_classes                                     # -1: class not visited yet
+        self.synced = [0] * num_classes                                     # log entries included
 
-class _ClassGraph:
-    """Labeled positions (sorted) and polarities of one class's ranking, brought up to date lazily."""
+    def get(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions [m] int64 increasing, positive [m] bool) of class k."""
+        v = self.buf[k, :self.count[k]].long()
+        return torch.bitwise_right_shift(v, 1), torch.bitwise_and(v, 1).bool()
 
-    def __init__(self, rankings: OvrRankings, k: int, revealed: torch.Tensor, synced: int):
-        order = rankings.order(k)                                           # [N]
-        lab = revealed[order]                                               # labels in ranking order
-        self.positions = torch.nonzero(lab >= 0).flatten()
-        self.positive = lab[self.positions] == k
-        self.synced = synced                                                # entries of the reveal log included
+    def init(self, k: int, rankings: OvrRankings, revealed: torch.Tensor, synced: int) -> None:
+        lab = revealed[rankings.order(k)]                                   # labels in ranking order
+        pos = torch.nonzero(lab >= 0).flatten()
+        self.buf[k, :len(pos)] = 2 * pos + (lab[pos] == k)
+        self.count[k], self.synced[k] = len(pos), synced
+
+    def insert(self, k: int, positions: torch.Tensor, positive: torch.Tensor) -> None:
+        """Merge new distinct positions into class k's sorted row (O(m), no sort of the whole)."""
+        m, q = self.count[k], len(positions)
+        new = torch.sort(2 * positions + positive.long()).values.to(self.buf.dtype)
+        cur = self.buf[k, :m]
+        slots = torch.searchsorted(cur, new) + torch.arange(q)
+        keep = torch.ones(m + q, dtype=torch.bool)
+        keep[slots] = False
+        merged = torch.empty(m + q, dtype=self.buf.dtype)
+        merged[slots] = new
+        merged[keep] = cur
+        self.buf[k, :m + q] = merged
+        self.count[k] = m + q
 
 
 def galaxy_select(probs: torch.Tensor, labels: torch.Tensor, budget: int, oracle: Oracle,
@@ -294,7 +338,7 @@ def galaxy_select(probs: torch.Tensor, labels: torch.Tensor, budget: int, oracle
     rankings = OvrRankings(probs)
     unlabeled = revealed < 0                                                # [N]
     log: list[int] = []                                                     # images revealed in this batch
-    graphs: dict[int, _ClassGraph] = {}
+    graphs = _LabeledPositions(c, n, n - int(unlabeled.sum()) + budget)
     order_r = 1
     picks: list[int] = []
     for t in range(budget):
@@ -302,20 +346,19 @@ def galaxy_select(probs: torch.Tensor, labels: torch.Tensor, budget: int, oracle
             k = classes[t % len(classes)]
         else:
             k = classes[int(torch.randint(len(classes), (1,), generator=generator))]
-        g = graphs.get(k)
-        if g is None:
-            g = graphs[k] = _ClassGraph(rankings, k, revealed, len(log))
-        elif g.synced < len(log):
-            new = torch.tensor(log[g.synced:], dtype=torch.long)
-            g.positions, g.positive = _insert_sorted(g.positions, g.positive, rankings.positions_of(k, new),
-                                                     revealed[new] == k)
-            g.synced = len(log)
+        if graphs.count[k] < 0:
+            graphs.init(k, rankings, revealed, len(log))
+        elif graphs.synced[k] < len(log):
+            new = torch.tensor(log[graphs.synced[k]:], dtype=torch.long)
+            graphs.insert(k, rankings.positions_of(k, new), revealed[new] == k)
+            graphs.synced[k] = len(log)
+        positions, positive = graphs.get(k)
         pos = None
-        if bool(g.positive.any()) and not bool(g.positive.all()):
-            pos = bisection_pick(g.positions, g.positive, n, order_r)
+        if bool(positive.any()) and not bool(positive.all()):
+            pos = bisection_pick(positions, positive, n, order_r)
             if pos is None and order_r < n:
                 order_r += 1                                                # authors: raise once, retry once
-                pos = bisection_pick(g.positions, g.positive, n, order_r)
+                pos = bisection_pick(positions, positive, n, order_r)
         if pos is None:
             free = torch.nonzero(unlabeled).flatten()
             image = int(free[int(torch.randint(len(free), (1,), generator=generator))])
