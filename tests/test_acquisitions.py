@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fkal.acquisitions.fisher_kernel import fisher_kernel_query
-from fkal.acquisitions.registry import ACQUISITIONS
+from fkal.acquisitions.registry import ACQUISITIONS, REVEALS_LABELS
 from fkal.config import Config, parse_config
 
 # one example configuration per acquisition (acquisitions registered later get a plain Config)
@@ -36,6 +36,26 @@ def test_every_acquisition_returns_budget_distinct_unlabeled(query_ctx, name):
     assert np.isin(picked, ctx.unlabeled).all() and not np.isin(picked, ctx.labeled).any()
     if result.scores is not None:
         assert len(result.scores) == ctx.budget
+
+
+@pytest.mark.parametrize("name", sorted(ACQUISITIONS))
+def test_only_the_acquisitions_marked_as_revealing_labels_ask_for_unlabeled_labels(query_ctx, name):
+    """With the labels of the unlabeled pool images hidden (-1, as on a user's own images), an acquisition in
+    REVEALS_LABELS fails (it asks the annotator inside the batch); every other one picks exactly as before."""
+    ctx = query_ctx(example(name))
+    hidden = query_ctx(example(name))
+    hidden.data.split.pool_labels = hidden.data.split.pool_labels.copy()
+    hidden.data.split.pool_labels[hidden.unlabeled] = -1
+    if name in REVEALS_LABELS:
+        with pytest.raises(ValueError, match="oracle returned -1"):
+            ACQUISITIONS[name](hidden)
+    else:
+        assert np.asarray(ACQUISITIONS[name](hidden).indices).tolist() == \
+            np.asarray(ACQUISITIONS[name](ctx).indices).tolist()
+
+
+def test_reveals_labels_names_registered_acquisitions():
+    assert REVEALS_LABELS == {"galaxy", "direct"} and REVEALS_LABELS <= set(ACQUISITIONS)
 
 
 @pytest.mark.parametrize("cfg", ["pfk-y-L20", "pfk-phat-g-L30", "pfk-trC-L20-K4", "pcc-L80", "pfk-sum-phat-L20"])

@@ -4,7 +4,8 @@ A configuration name ``{acquisition}[-{S}][-L{L}][-E{E}][-K{K}]`` (``fkal.config
 of ``ACQUISITIONS``; the loop calls that function with a ``QueryContext``. ``TASK_HOOKS`` names the acquisitions
 that change the task model and its training, ``ARGUMENT_GROUPS`` the functions that add an acquisition's own
 options to the command line (their values reach it as ``ctx.options[dest]``), ``ACQUISITION_OPTIONS`` which of
-those shape each acquisition's results (recorded with them, compared on resume).
+those shape each acquisition's results (recorded with them, compared on resume), ``REVEALS_LABELS`` the
+acquisitions that ask for each pick's label while they choose the rest of the batch.
 
 To add an acquisition: write ``fkal/acquisitions/<name>.py`` with a ``query(ctx) -> QueryResult`` (see
 ``contract.py``) and add one line below.
@@ -45,6 +46,11 @@ TASK_HOOKS: dict[str, TaskHooks] = {
     "lloss": vaal.LLOSS_HOOKS,
     "tavaal": vaal.TAVAAL_HOOKS,
 }
+
+# Acquisitions that reveal each pick's label and use it for the later picks of the same batch (an oracle inside
+# the batch, DESIGN section 10): fine in a benchmark, where every label is known, impossible in a one-shot
+# annotation round on unlabeled images, so label_next.py refuses them.
+REVEALS_LABELS: frozenset[str] = frozenset({"galaxy", "direct"})
 
 ARGUMENT_GROUPS: tuple[Callable, ...] = (
     uncertainty.add_arguments,
