@@ -6,6 +6,8 @@
   fisher_kernel.py    the paper's method: pcc, pfk, pfk-sum (Algorithm 1)
   uncertainty.py      MC-dropout uncertainty: varR, entropy, bald, std, and ensembles
   coreset.py          core-set (k-center greedy on penultimate features)
+  similar.py          SIMILAR: FLQMI with the misclassified validation images as the query set
+  typiclust.py        TypiClust: typical images of uncovered clusters of self-supervised features
   galaxy.py           GALAXY (bisection on one-vs-rest rankings; the rankings shared with DIRECT)
   direct.py           DIRECT (per-class threshold search on the same rankings)
   base.py             BASE (class-balanced distances to the decision boundaries)

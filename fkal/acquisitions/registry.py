@@ -16,7 +16,7 @@ from typing import Callable
 
 from vaal import acquisitions as vaal
 
-from . import badge, base, coreset, direct, fisher_kernel, galaxy, random_sampling, uncertainty
+from . import badge, base, coreset, direct, fisher_kernel, galaxy, random_sampling, similar, typiclust, uncertainty
 from .contract import Acquisition, TaskHooks
 
 ACQUISITIONS: dict[str, Acquisition] = {
@@ -31,6 +31,9 @@ ACQUISITIONS: dict[str, Acquisition] = {
     "bald": uncertainty.uncertainty_query,
     "std": uncertainty.uncertainty_query,
     "coreset": coreset.coreset_query,
+    # successors for rare classes: SIMILAR (FLQMI with Q = the misclassified validation images), TypiClust
+    "similar": similar.similar_query,
+    "typiclust": typiclust.typiclust_query,
     # imbalance-aware successors (DESIGN section 10) and BADGE (section 8)
     "galaxy": galaxy.galaxy_query,
     "direct": direct.direct_query,
@@ -53,7 +56,10 @@ TASK_HOOKS: dict[str, TaskHooks] = {
 REVEALS_LABELS: frozenset[str] = frozenset({"galaxy", "direct"})
 
 ARGUMENT_GROUPS: tuple[Callable, ...] = (
+    fisher_kernel.add_arguments,
     uncertainty.add_arguments,
+    similar.add_arguments,
+    typiclust.add_arguments,
     galaxy.add_arguments,
     direct.add_arguments,
     vaal.add_arguments,
@@ -63,6 +69,8 @@ ARGUMENT_GROUPS: tuple[Callable, ...] = (
 # run is resumed. An acquisition without options is absent.
 ACQUISITION_OPTIONS: dict[str, tuple[str, ...]] = {
     **{name: uncertainty.OPTIONS for name in ("varR", "entropy", "bald", "std")},
+    "similar": similar.OPTIONS,
+    "typiclust": typiclust.OPTIONS,
     "galaxy": galaxy.OPTIONS,
     "direct": direct.OPTIONS,
     **vaal.OPTIONS,
