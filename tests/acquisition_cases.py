@@ -47,6 +47,10 @@ CASES: dict[str, Case] = {
     "lloss": Case("lloss", {"lloss_subset": 60}, subset_option="lloss_subset"),
     "similar": Case("similar-phat-L80"),
     "typiclust": Case("typiclust"),
+    "badge": Case("badge"),
+    "base": Case("base"),
+    "galaxy": Case("galaxy", {"galaxy_class_order": "round-robin"}, reveals_labels=True),
+    "direct": Case("direct", reveals_labels=True),
 }
 
 

@@ -14,6 +14,7 @@ import torch
 
 from acquisition_cases import case_context, case_of, check_contract
 from fkal.acquisitions.fisher_kernel import fisher_kernel_query
+from fkal.acquisitions.contract import REVEALS_LABELS
 from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.config import parse_config
 from fkal.errors import UserError
@@ -85,6 +86,21 @@ def test_subset_methods_select_within_a_subset_smaller_than_the_pool(tiny_mnist,
         check_contract(ctx, r)
     np.testing.assert_array_equal(results[0].indices, results[1].indices)
     assert not np.array_equal(np.sort(results[0].indices), np.sort(results[2].indices))
+
+
+def test_reveals_labels_names_registered_acquisitions():
+    assert REVEALS_LABELS == {"galaxy", "direct"} and REVEALS_LABELS <= set(ACQUISITIONS)
+    assert {name for name in ACQUISITIONS if case_of(name).reveals_labels} == REVEALS_LABELS
+
+
+@pytest.mark.parametrize("name", sorted(REVEALS_LABELS))
+def test_acquisitions_that_reveal_labels_fail_where_none_is_known(tiny_mnist, name):
+    """With the unlabeled images' labels unknown (-1, as on a user's own images) an acquisition that asks the
+    annotator inside the batch cannot pick: it ends with an error instead of reading -1 as a class."""
+    ctx = case_context(tiny_mnist, name)
+    ctx.data.split.pool_labels[ctx.unlabeled] = -1
+    with pytest.raises(ValueError, match="oracle returned -1"):
+        ACQUISITIONS[name](ctx)
 
 
 @pytest.mark.parametrize("cfg", ["pfk-y-L20", "pfk-phat-g-L30", "pfk-trC-L20-K4", "pcc-L80", "pfk-sum-phat-L20"])

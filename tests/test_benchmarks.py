@@ -38,3 +38,30 @@ def test_query_cost_names_a_labeled_count_too_large(tiny_mnist):
     with pytest.raises(UserError, match="--labeled"):
         load_script().main(["--data-root", str(tiny_mnist), "--imbalance-ratio", "4", "--train-size", "400",
                             "--val-size", "100", "--labeled", "5000", "--no-progress"])
+
+
+SUCCESSORS = Path(__file__).resolve().parents[1] / "benchmarks" / "successors_scale.py"
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak-RSS counters")
+@pytest.mark.parametrize("method", ["galaxy", "direct", "base", "badge"])
+def test_successors_scale_measures_each_method_on_a_tiny_pool(method):
+    """benchmarks/successors_scale.py: one method's child run (in-process here) checks its picks and reports
+    times, peak memory and the softmax size; --max-picks cuts GALAXY and BADGE only, and the row says so."""
+    spec = importlib.util.spec_from_file_location("successors_scale", SUCCESSORS)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        args = bench.build_parser().parse_args(["--child", method, "--size", "tiny", "--max-picks", "20",
+                                                "--gen-threads", "1"])
+        r = bench.child(args)
+    finally:
+        torch.set_num_threads(threads)
+    assert (r["n"], r["c"], r["p"], r["softmax"]) == (3000, 6, 60, 3000 * 6 * 4)
+    assert r["picks"] == (20 if method in ("galaxy", "badge") else 60)
+    assert r["seconds"] > 0 and r["cpu"] >= 0 and r["peak"] >= r["resident"] > 0
+    line = bench.row(r)
+    assert line.startswith(f"| tiny | {method} | 3,000 | 6 | 60 |")
+    assert ("not measured" in line) == (method in ("galaxy", "badge"))

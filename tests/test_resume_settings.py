@@ -225,3 +225,22 @@ def test_disk_full_while_writing_a_state_is_one_line_and_loses_nothing(tiny_mnis
     monkeypatch.setattr(fio.os, "replace", real_replace)
     assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "2")) == 0   # and it resumes
     assert [r["iteration"] for r in read_jsonl(results)[0]] == [1, 2]
+
+
+@pytest.mark.parametrize("config,options,changed,message", [
+    ("galaxy", {"galaxy_class_order": "round-robin"}, ["--galaxy-class-order", "random"],
+     "--galaxy-class-order: round-robin there, random now"),
+    ("direct", {"direct_b1": 20, "direct_class_budget": None}, ["--direct-b1", "5"], "--direct-b1: 20 there, 5 now"),
+])
+def test_successor_options_are_recorded_and_compared_on_resume(tiny_mnist, tmp_path, capsys, config, options,
+                                                               changed, message):
+    """GALAXY's class order and DIRECT's B1 and phase-A budget shape their picks: each record carries them, and a
+    resume with another value is one error line naming the option."""
+    out = tmp_path / "out"
+    assert main(common(tiny_mnist, out, "--only", config, "--iterations", "1")) == 0
+    records, _ = results_of(out)
+    assert [r["settings"]["options"] for r in records] == [options]
+    capsys.readouterr()
+    assert main(common(tiny_mnist, out, "--only", config, "--iterations", "1", *changed)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err

@@ -8,6 +8,10 @@
   coreset.py          core-set (k-center greedy on penultimate features)
   similar.py          SIMILAR: FLQMI with the misclassified validation images as the query set
   typiclust.py        TypiClust: typical images of uncovered clusters of self-supervised features
+  galaxy.py           GALAXY (bisection on one-vs-rest rankings; the rankings shared with DIRECT)
+  direct.py           DIRECT (per-class threshold search on the same rankings)
+  base.py             BASE (class-balanced distances to the decision boundaries)
+  badge.py            BADGE (k-means++ on gradient embeddings, never built)
 VAAL, TA-VAAL and learning loss live in ``vaal/``. This package imports nothing on its own: import the module you
 need (``from fkal.acquisitions.registry import ACQUISITIONS``).
 """

@@ -57,6 +57,32 @@ def penultimate_shard(model: nn.Module, source: TensorSource, idx: np.ndarray, d
     return torch.cat(out), np.concatenate(where)
 
 
+@torch.no_grad()
+def penultimate_outputs(model: nn.Module, source: TensorSource, idx: np.ndarray, device: torch.device,
+                        batch_size: int = 1000, features: bool = True, desc: Optional[str] = None
+                        ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One pass over ``source[idx]`` (eval mode): the logits ``[N, C]`` and, with ``features``, relu(penultimate
+    tap) ``[N, D]`` (the classifier layer's input, as ``penultimate_features``), float32 on the CPU. For the
+    acquisitions that read the classifier layer (BASE, BADGE) or the pool's softmax (GALAXY, DIRECT)."""
+    name = getattr(type(model), "penultimate", None)
+    if features and name is None:
+        raise ValueError(f"{type(model).__name__} names no penultimate tap (class attribute 'penultimate')")
+    model.eval()
+    batches = source.batches(idx, batch_size)
+    if desc:
+        batches = tqdm(batches, total=-(-len(idx) // batch_size), desc=desc, leave=False)
+    logits, feats = [], []
+    for _, x in batches:
+        z, taps = model(x.to(device, non_blocking=True))
+        logits.append(z.float().cpu())                                        # [B, C]
+        if features:
+            h = F.relu(taps[name].float())                                    # [B, D] or [B, D, H, W]
+            feats.append((h.flatten(2).mean(2) if h.dim() > 2 else h).cpu())  # [B, D]
+    if not logits:
+        return torch.empty(0, 0), (torch.empty(0, 0) if features else None)
+    return torch.cat(logits), (torch.cat(feats) if features else None)
+
+
 def nearest_distance(points: torch.Tensor, centers: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
     """Euclidean distance of each point ``[N, D]`` to its nearest center ``[M, D]``: ``[N]``, in blocks of about
     ``chunk_elements`` distances (memory O(chunk_elements), not O(N*M))."""

@@ -4,7 +4,8 @@ A configuration name ``{acquisition}[-{S}][-L{L}][-E{E}][-K{K}]`` (``fkal.config
 of ``ACQUISITIONS``; the loop calls that function with a ``QueryContext``. ``TASK_HOOKS`` names the acquisitions
 that change the task model and its training, ``ARGUMENT_GROUPS`` the functions that add an acquisition's own
 options to the command line (their values reach it as ``ctx.options[dest]``), ``ACQUISITION_OPTIONS`` which of
-those shape each acquisition's results (recorded with them, compared on resume).
+those shape each acquisition's results (recorded with them, compared on resume), ``REVEALS_LABELS`` the
+acquisitions that ask for each pick's label while they choose the rest of the batch.
 
 To add an acquisition: write ``fkal/acquisitions/<name>.py`` with a ``query(ctx) -> QueryResult`` (see
 ``contract.py``) and add one line below.
@@ -15,8 +16,8 @@ from typing import Callable
 
 from vaal import acquisitions as vaal
 
-from . import coreset, fisher_kernel, random_sampling, similar, typiclust, uncertainty
-from .contract import Acquisition, TaskHooks
+from . import badge, base, coreset, direct, fisher_kernel, galaxy, random_sampling, similar, typiclust, uncertainty
+from .contract import REVEALS_LABELS, Acquisition, TaskHooks  # noqa: F401  (REVEALS_LABELS: listed here too)
 
 ACQUISITIONS: dict[str, Acquisition] = {
     "random": random_sampling.random_query,
@@ -33,6 +34,11 @@ ACQUISITIONS: dict[str, Acquisition] = {
     # successors for rare classes: SIMILAR (FLQMI with Q = the misclassified validation images), TypiClust
     "similar": similar.similar_query,
     "typiclust": typiclust.typiclust_query,
+    # imbalance-aware successors (DESIGN section 10) and BADGE (section 8)
+    "galaxy": galaxy.galaxy_query,
+    "direct": direct.direct_query,
+    "base": base.base_query,
+    "badge": badge.badge_query,
     # vaal/: VAAL, TA-VAAL, learning loss
     "vaal": vaal.vaal_query,
     "tavaal": vaal.tavaal_query,
@@ -49,6 +55,8 @@ ARGUMENT_GROUPS: tuple[Callable, ...] = (
     uncertainty.add_arguments,
     similar.add_arguments,
     typiclust.add_arguments,
+    galaxy.add_arguments,
+    direct.add_arguments,
     vaal.add_arguments,
 )
 
@@ -58,5 +66,7 @@ ACQUISITION_OPTIONS: dict[str, tuple[str, ...]] = {
     **{name: uncertainty.OPTIONS for name in ("varR", "entropy", "bald", "std")},
     "similar": similar.OPTIONS,
     "typiclust": typiclust.OPTIONS,
+    "galaxy": galaxy.OPTIONS,
+    "direct": direct.OPTIONS,
     **vaal.OPTIONS,
 }

@@ -1,0 +1,202 @@
+"""BADGE: the factorised gradient distance against explicit embeddings, the picks against a brute-force k-means++
+on the full embeddings with the same generator, the first center, duplicates, pruning and the D^2 law."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from fkal.acquisitions import badge
+from fkal.acquisitions.badge import GradientEmbeddings, badge_select, gradient_distances_sq, gradient_norms_sq
+
+
+def pool(seed: int, n: int = 60, c: int = 4, d: int = 5, clusters: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    if clusters:
+        centers = 4.0 * torch.randn(c, d, generator=g, dtype=torch.float64)
+        y = torch.randint(c, (n,), generator=g)
+        h = torch.relu(centers[y] + 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64))
+    else:
+        h = torch.relu(torch.randn(n, d, generator=g, dtype=torch.float64))
+    logits = 1.5 * torch.randn(n, c, generator=g, dtype=torch.float64)
+    return torch.softmax(logits, 1), h
+
+
+def embeddings(probs, h):
+    """Explicit g_x = (p(x) - e_y^(x)) (outer) h(x), flattened: [N, C * d]."""
+    a = probs.clone()
+    a[torch.arange(len(a)), probs.argmax(1)] -= 1.0
+    return (a[:, :, None] * h[:, None, :]).reshape(len(a), -1)
+
+
+def brute_force(probs, h, budget, generator, labeled=None):
+    """k-means++ on the explicit embeddings: first center the largest norm; then, per pick, one float64 uniform u
+    and the first index whose cumulative D^2 (over candidates) exceeds u * total; all-zero: uniform by u."""
+    g = embeddings(probs, h)
+    n = len(g)
+    cand = torch.ones(n, dtype=torch.bool) if labeled is None else ~labeled
+    norms = (g * g).sum(1)
+    first = int(torch.argmax(torch.where(cand, norms, torch.full_like(norms, -1.0))))
+    picks = [first]
+    cand[first] = False
+    for _ in range(1, budget):
+        cents = g[picks]
+        d2 = ((g[:, None, :] - cents[None, :, :]) ** 2).sum(2).min(1).values
+        w = torch.where(cand, d2, torch.zeros_like(d2))
+        u = float(torch.rand((), generator=generator, dtype=torch.float64))
+        total = float(w.sum())
+        if total > 0:
+            c = int(torch.nonzero(torch.cumsum(w, 0) > u * total)[0, 0])
+        else:
+            free = torch.nonzero(cand).flatten()
+            c = int(free[min(int(u * len(free)), len(free) - 1)])
+        picks.append(c)
+        cand[c] = False
+    return picks
+
+
+def test_factorised_distance_equals_explicit():
+    probs, h = pool(0, n=40, c=5, d=7)
+    g = embeddings(probs, h)
+    assert torch.allclose(gradient_norms_sq(probs, h), (g * g).sum(1), rtol=1e-12, atol=1e-12)
+    for center in (0, 7, 39):
+        explicit = ((g - g[center]) ** 2).sum(1)
+        assert torch.allclose(gradient_distances_sq(probs, h, center), explicit, rtol=1e-10, atol=1e-12)
+        rows = torch.tensor([3, 9, 21])
+        assert torch.allclose(gradient_distances_sq(probs, h, center, rows=rows), explicit[rows], atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("clusters", [False, True])
+def test_picks_equal_brute_force_kmeanspp(seed, clusters):
+    """Same generator, same picks, pruned and unpruned (a wrong bound, a stale nearest-center index or a
+    sampling off-by-one changes the sequence)."""
+    probs, h = pool(seed, n=70, clusters=clusters)
+    ref = brute_force(probs, h, 25, torch.Generator().manual_seed(seed))
+    for prune in (True, False):
+        got, d2 = badge_select(probs, h, 25, torch.Generator().manual_seed(seed), prune=prune)
+        assert got.tolist() == ref
+    labeled = torch.zeros(70, dtype=torch.bool)
+    labeled[::4] = True
+    got, _ = badge_select(probs, h, 20, torch.Generator().manual_seed(seed), labeled=labeled)
+    assert got.tolist() == brute_force(probs, h, 20, torch.Generator().manual_seed(seed), labeled.clone())
+
+
+@pytest.mark.parametrize("exact_a_classes,top_m", [(64, 4), (0, 1), (0, 2), (0, 6)])
+@pytest.mark.parametrize("signed", [False, True])
+def test_pruning_bound_never_exceeds_the_distance(monkeypatch, exact_a_classes, top_m, signed):
+    """The lower bound used to skip points, in each of its forms (exact <a_x, a_c>; top-M upper bound; features of
+    either sign), is below the true squared distance for every pair (a bound above it would drop a point that a
+    new center moves), and the picks still equal the brute force."""
+    monkeypatch.setattr(badge, "EXACT_A_CLASSES", exact_a_classes)
+    monkeypatch.setattr(badge, "TOP_M", top_m)
+    probs, h = pool(13, n=50, c=6, d=5, clusters=True)
+    if signed:
+        h = h - 1.0
+    emb = GradientEmbeddings(probs, h)
+    assert emb.exact_a == (6 <= exact_a_classes) and emb.nonneg == (not signed)
+    g = embeddings(probs, h)
+    for center in range(0, 50, 7):
+        exact = ((g - g[center]) ** 2).sum(1)
+        assert bool((emb.lower_bounds_sq(center) <= exact + 1e-9).all())
+        assert torch.allclose(emb.distances_sq(center), exact, atol=1e-10)
+    got, _ = badge_select(probs, h, 30, torch.Generator().manual_seed(1))
+    assert got.tolist() == brute_force(probs, h, 30, torch.Generator().manual_seed(1))
+
+
+def test_first_center_is_largest_gradient_norm_and_scores_are_d2():
+    probs, h = pool(7, n=50)
+    g = embeddings(probs, h)
+    idx, d2 = badge_select(probs, h, 6, torch.Generator().manual_seed(0))
+    assert int(idx[0]) == int(torch.argmax((g * g).sum(1)))
+    assert torch.isnan(d2[0])
+    for t in range(1, 6):
+        expect = ((g[idx[t]] - g[idx[:t]]) ** 2).sum(1).min()
+        assert float(d2[t]) == pytest.approx(float(expect), rel=1e-9, abs=1e-12)
+
+
+def test_duplicates_and_zero_gradients_never_picked_twice():
+    """Three copies of each of 4 points plus 6 confident points (one-hot p: zero gradient, all at the origin):
+    once every distinct point is a center all D^2 are 0 and picks go uniform over what is left; every image
+    once, budget = N."""
+    probs, h = pool(3, n=4, c=3, d=4)
+    probs = torch.cat([probs.repeat(3, 1), torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0, 1, 2]]])
+    h = torch.cat([h.repeat(3, 1), torch.rand(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)])
+    n = len(probs)
+    got, _ = badge_select(probs, h, n, torch.Generator().manual_seed(0))
+    assert sorted(got.tolist()) == list(range(n))
+    assert got.tolist() == brute_force(probs, h, n, torch.Generator().manual_seed(0))
+
+
+def test_second_pick_follows_d2_law():
+    """Three points on a line in gradient space at squared distances 0, 1 and 4 from the first center: the second
+    pick is point 1 with probability 1/5 and point 2 with 4/5 (800 draws, 4 sigma)."""
+    probs = torch.tensor([[0.5, 0.5]] * 3, dtype=torch.float64)        # a = (0.5, -0.5) for every point
+    h = torch.tensor([[3.0], [3.0 - 2 ** 0.5], [3.0 - 2 * 2 ** 0.5]], dtype=torch.float64)   # ||a|| = 1/sqrt2
+    g = embeddings(probs, h)
+    assert torch.allclose(((g - g[0]) ** 2).sum(1), torch.tensor([0.0, 1.0, 4.0], dtype=torch.float64))
+    gen = torch.Generator().manual_seed(0)
+    second = [int(badge_select(probs, h, 2, gen)[0][1]) for _ in range(800)]
+    share = second.count(2) / 800
+    assert abs(share - 0.8) < 4 * (0.8 * 0.2 / 800) ** 0.5             # D, not D^2: 2/3
+    assert set(second) == {1, 2}
+
+
+def test_float32_pool_with_pruning_matches_unpruned():
+    """At float32 the pruning margins must not drop a point whose distance would change: the D^2 of every pick
+    and the picks agree with the unpruned run on a clustered pool."""
+    probs, h = pool(11, n=600, c=6, d=16, clusters=True)
+    probs, h = probs.float(), h.float()
+    a, da = badge_select(probs, h, 80, torch.Generator().manual_seed(2), prune=True)
+    b, db = badge_select(probs, h, 80, torch.Generator().manual_seed(2), prune=False)
+    assert torch.equal(a, b)
+    assert torch.allclose(da[1:], db[1:], rtol=1e-5)
+
+
+def test_contract():
+    probs, h = pool(5, n=50)
+    labeled = torch.zeros(50, dtype=torch.bool)
+    labeled[10:30] = True
+    torch_state, np_state, py_state = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    a, _ = badge_select(probs, h, 30, torch.Generator().manual_seed(4), labeled=labeled)
+    b, _ = badge_select(probs, h, 30, torch.Generator().manual_seed(4), labeled=labeled)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.random.get_state()[1].tolist() == np_state[1].tolist() and random.getstate() == py_state
+    assert torch.equal(a, b)
+    assert sorted(a.tolist()) == list(range(10)) + list(range(30, 50))
+    assert len(badge_select(probs, h, 0, torch.Generator())[0]) == 0
+    with pytest.raises(ValueError, match="budget"):
+        badge_select(probs, h, 31, torch.Generator(), labeled=labeled)
+
+
+# ------------------------------------------------------------------ wiring (tiny MNIST, LeNet)
+
+def _pool_logits_and_features(ctx, positions):
+    """logits and relu(fc1) of pool ``positions``, batch by batch as the query computes them."""
+    logits, feats = [], []
+    with torch.no_grad():
+        for _, x in ctx.data.pool_source.batches(ctx.data.split.pool[positions], ctx.batch_size):
+            z, taps = ctx.models[0](x)
+            logits.append(z)
+            feats.append(torch.relu(taps["fc1"]))
+    return torch.cat(logits), torch.cat(feats)
+
+
+def _annotator_differs(ctx):
+    """Make the annotator's labels (split.pool_labels) differ from the source's, so that a query reading the
+    wrong one picks differently."""
+    pool_labels = ctx.data.split.pool_labels
+    pool_labels[:] = (np.asarray(pool_labels) * 7 + 3) % 10
+    return np.asarray(pool_labels)
+
+
+def test_query_uses_softmax_and_penultimate_features_of_the_unlabeled(query_ctx):
+    """badge_query = badge_select on the softmax and relu(fc1) of the unlabeled images, the context's generator;
+    positions map back through ctx.unlabeled."""
+    from fkal.acquisitions.badge import badge_query
+    ctx = query_ctx("badge", budget=11)
+    logits, feats = _pool_logits_and_features(ctx, ctx.unlabeled)
+    expect, _ = badge_select(torch.softmax(logits, 1), feats, 11, torch.Generator().manual_seed(0))
+    assert badge_query(ctx).indices.tolist() == ctx.unlabeled[expect.numpy()].tolist()

@@ -1,0 +1,377 @@
+"""GALAXY: the one-vs-rest rankings, the bisection step against an explicit-graph breadth-first search, the whole
+batch against a naive re-implementation of the authors' loop, and DESIGN's 1-D bisection sequence."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from fkal.acquisitions.galaxy import (OvrRankings, bisection_pick, galaxy_select, ovr_ranking, ovr_scores, pack_bits,
+                                      unpack_bits)
+
+
+# ------------------------------------------------------------------ naive references (explicit graphs, Python)
+
+def ref_ranking(probs: torch.Tensor, k: int) -> list[int]:
+    """Images by descending s_k = p_k - max + 1e-8 max (float64 Python arithmetic), ties by index."""
+    rows = probs.double().tolist()
+    s = [(r[k] - max(r)) + 1e-8 * max(r) for r in rows]
+    return sorted(range(len(rows)), key=lambda i: (-s[i], i))
+
+
+def ref_bfs(src: int, labeled: dict, n: int, r: int) -> dict:
+    """Hop distances from src through unlabeled nodes of the order-r path graph (src itself may be labeled)."""
+    dist, queue = {src: 0}, [src]
+    for node in queue:
+        for v in range(max(0, node - r), min(n, node + r + 1)):
+            if v != node and v not in labeled and v not in dist:
+                dist[v] = dist[node] + 1
+                queue.append(v)
+    return dist
+
+
+def ref_pick(labeled: dict, n: int, r: int):
+    """The documented rule by brute force: over adjacent labeled pairs of opposite polarity, shortest path between
+    the two through unlabeled nodes (explicit BFS from both ends), topmost pair; its halfway node nearest the
+    midpoint, ties toward the positive."""
+    pos = sorted(labeled)
+    best = None
+    for a, b in zip(pos[:-1], pos[1:]):
+        if labeled[a] == labeled[b]:
+            continue
+        da, db = ref_bfs(a, labeled, n, r), ref_bfs(b, labeled, n, r)
+        common = [u for u in da if u in db and u not in labeled]
+        if not common:
+            continue
+        d = min(da[u] + db[u] for u in common)
+        if best is None or d < best[0]:
+            best = (d, a, b, da, db)
+    if best is None:
+        return None
+    d, a, b, da, db = best
+    positive, negative = (a, b) if labeled[a] else (b, a)
+    dpos, dneg = (da, db) if labeled[a] else (db, da)
+    cands = [u for u in dpos if u in dneg and u not in labeled
+             and dneg[u] == (d + 1) // 2 and dpos[u] == d // 2]
+    return min(cands, key=lambda u: (abs(2 * u - a - b), abs(u - positive)))
+
+
+def ref_global_distance(labeled: dict, n: int, r: int):
+    """Multi-source BFS from every positive to any negative (direct positive-negative edges cut)."""
+    dist = {p: 0 for p, v in labeled.items() if v}
+    queue = list(dist)
+    for node in queue:
+        for v in range(max(0, node - r), min(n, node + r + 1)):
+            if v == node:
+                continue
+            if v in labeled and not labeled[v]:
+                if node not in labeled:
+                    return dist[node] + 1                 # an unlabeled node next to a negative
+                continue                                  # positive-negative edges are cut
+            if v not in labeled and v not in dist:
+                dist[v] = dist[node] + 1
+                queue.append(v)
+    return None
+
+
+def ref_galaxy(probs, labels, budget, truth, generator, class_order="round-robin"):
+    """GALAXY as the authors' loop, on explicit graphs: per pick a class, the bisection query at the current order,
+    else the order raised once and retried, else a uniform unlabeled image (index order); the label revealed."""
+    n, c = probs.shape
+    classes = [0] if c == 2 else list(range(c))
+    ranks = {k: ref_ranking(probs, k) for k in classes}
+    lab = labels.tolist()
+    order_r, picks = 1, []
+    for t in range(budget):
+        if class_order == "round-robin":
+            k = classes[t % len(classes)]
+        else:
+            k = classes[int(torch.randint(len(classes), (1,), generator=generator))]
+        ranking = ranks[k]
+        labeled = {p: lab[img] == k for p, img in enumerate(ranking) if lab[img] >= 0}
+        pos = None
+        if any(labeled.values()) and not all(labeled.values()):
+            pos = ref_pick(labeled, n, order_r)
+            if pos is None and order_r < n:
+                order_r += 1
+                pos = ref_pick(labeled, n, order_r)
+        if pos is None:
+            free = [i for i in range(n) if lab[i] < 0]
+            img = free[int(torch.randint(len(free), (1,), generator=generator))]
+        else:
+            img = ranking[pos]
+        lab[img] = int(truth[img])
+        picks.append(img)
+    return picks
+
+
+# ------------------------------------------------------------------ pools
+
+def line_pool(boundary_class_high: int = 0):
+    """DESIGN's 1-D pool: p_0 = linspace(0.01, 0.99, 101); images 0..70 are class 1 and 71..100 class 0 (so the
+    model's p_0 rises toward class 0; the boundary lies between 70 and 71); only 0 and 100 labeled."""
+    p0 = torch.linspace(0.01, 0.99, 101, dtype=torch.float64)
+    probs = torch.stack([p0, 1 - p0], 1)
+    truth = torch.where(torch.arange(101) <= 70, 1 - boundary_class_high, boundary_class_high)
+    labels = torch.full((101,), -1, dtype=torch.long)
+    labels[[0, 100]] = truth[[0, 100]]
+    return probs, labels, truth
+
+
+def random_pool(seed: int, n: int = 48, c: int = 4, n_labeled: int = 8, noise: float = 0.25, dup: int = 6):
+    """Softmax outputs with a few duplicated rows (tied margins), true labels = argmax flipped with prob. noise."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(2.0 * torch.randn(n, c, generator=g, dtype=torch.float64), 1)
+    probs[n - dup:] = probs[:dup]                                       # exact duplicates -> exact ties
+    truth = probs.argmax(1)
+    flip = torch.rand(n, generator=g) < noise
+    truth[flip] = torch.randint(c, (int(flip.sum()),), generator=g)
+    labels = torch.full((n,), -1, dtype=torch.long)
+    lab = torch.randperm(n, generator=g)[:n_labeled]
+    labels[lab] = truth[lab]
+    return probs, labels, truth
+
+
+def oracle_of(truth):
+    return lambda i: int(truth[i])
+
+
+# ------------------------------------------------------------------ rankings
+
+def test_ovr_scores_formula_and_c2_tie_break():
+    """s_k = p_k - max + 1e-8 max for every class, C = 2 included: among images predicted as class 1, the ranking
+    of class 1 puts the larger p_1 first. LabelBench's C = 2 variant (1e-8 p_0) would put them backwards."""
+    probs = torch.tensor([[0.2, 0.8], [0.4, 0.6], [0.1, 0.9], [0.7, 0.3]], dtype=torch.float64)
+    top = probs.max(1).values
+    assert torch.equal(ovr_scores(probs, 1), (probs[:, 1] - top) + 1e-8 * top)
+    assert ovr_ranking(probs, 1).tolist() == [2, 0, 1, 3]
+    assert ovr_ranking(probs, 0).tolist() == [3, 1, 0, 2]
+
+
+def test_ranking_is_descending_and_stable_on_ties():
+    """Exact duplicates tie; they must keep index order (a reverse or unstable sort would differ)."""
+    probs, _, _ = random_pool(3, n=60, c=5, dup=10)
+    for k in range(5):
+        assert ovr_ranking(probs, k).tolist() == ref_ranking(probs, k)
+
+
+@pytest.mark.parametrize("nbits", [1, 3, 8, 13, 21, 31])
+def test_bit_packing_roundtrip(nbits):
+    """Values of any width packed back to back read back exactly, at any position (bits straddling bytes)."""
+    g = torch.Generator().manual_seed(nbits)
+    values = torch.randint(0, 2 ** nbits, (1000,), generator=g)
+    values[:2] = torch.tensor([0, 2 ** nbits - 1])
+    packed = pack_bits(values, nbits)
+    assert torch.equal(unpack_bits(packed, nbits, torch.arange(1000)), values)
+    pos = torch.randint(1000, (200,), generator=g)
+    assert torch.equal(unpack_bits(packed, nbits, pos), values[pos])
+
+
+@pytest.mark.parametrize("n", [200, 300, 70_000])
+def test_packed_rankings_order_lookup_and_inverse(n):
+    """ceil(log2 N) bits an index: order() equals the plain sort, positions_of() inverts it (binary search with
+    index tie-break; duplicated rows included), images_at() reads single entries."""
+    g = torch.Generator().manual_seed(n)
+    probs = torch.softmax(torch.randn(n, 4, generator=g), 1)
+    probs[n // 2:n // 2 + 20] = probs[:20]                               # tied margins
+    rk = OvrRankings(probs)
+    assert rk.nbits == {200: 8, 300: 9, 70_000: 17}[n]
+    for k in (0, 3):
+        order = ovr_ranking(probs, k)
+        assert torch.equal(rk.order(k), order)
+        pos = torch.randint(n, (50,), generator=g)
+        assert torch.equal(rk.images_at(k, pos), order[pos])
+        imgs = torch.cat([torch.arange(20), torch.arange(n // 2, n // 2 + 20), torch.randint(n, (30,), generator=g)])
+        inv = torch.empty(n, dtype=torch.long)
+        inv[order] = torch.arange(n)
+        assert torch.equal(rk.positions_of(k, imgs), inv[imgs])
+
+
+# ------------------------------------------------------------------ the bisection step
+
+def test_bisection_pick_matches_explicit_graph_bfs():
+    """Closed-form shortest paths and halfway node vs breadth-first search on explicit order-r graphs, many
+    random labelings (catches a wrong step count, a missed no-gap detour, a wrong rounding of the middle)."""
+    rng = random.Random(0)
+    checked = 0
+    for trial in range(600):
+        n = rng.randint(2, 28)
+        m = rng.randint(0, n)
+        where = sorted(rng.sample(range(n), m))
+        labeled = {p: rng.random() < 0.5 for p in where}
+        r = rng.randint(1, 5)
+        pos = torch.tensor(where, dtype=torch.long)
+        pol = torch.tensor([labeled[p] for p in where], dtype=torch.bool)
+        got = bisection_pick(pos, pol, n, r)
+        assert got == ref_pick(labeled, n, r), (n, labeled, r)
+        checked += got is not None
+    assert checked > 200
+
+
+def test_shortest_path_joins_adjacent_labeled_pair():
+    """The reduction behind bisection_pick: the global multi-source shortest path between the positives and the
+    negatives has the length of the best adjacent pair."""
+    rng = random.Random(1)
+    for _ in range(300):
+        n = rng.randint(2, 24)
+        where = sorted(rng.sample(range(n), rng.randint(2, n)))
+        labeled = {p: rng.random() < 0.5 for p in where}
+        r = rng.randint(1, 4)
+        pos = sorted(labeled)
+        pair_d = []
+        for a, b in zip(pos[:-1], pos[1:]):
+            if labeled[a] != labeled[b]:
+                da, db = ref_bfs(a, labeled, n, r), ref_bfs(b, labeled, n, r)
+                ds = [da[u] + db[u] for u in da if u in db and u not in labeled]
+                pair_d += ds
+        assert ref_global_distance(labeled, n, r) == (min(pair_d) if pair_d else None)
+
+
+def test_order_one_picks_middle_of_shortest_run_toward_positive():
+    """Runs of 5 and 4 unlabeled images: the shorter (4) wins; its middle is rounded toward the positive end."""
+    # positions: 0 (+), 6 (-), 11 (+): runs 1..5 (5 images) and 7..10 (4 images)
+    pos = torch.tensor([0, 6, 11])
+    assert bisection_pick(pos, torch.tensor([True, False, True]), 20, 1) == 9     # 7..10, toward 11
+    assert bisection_pick(pos, torch.tensor([False, True, False]), 20, 1) == 8    # toward 6
+    assert bisection_pick(pos, torch.tensor([True, True, True]), 20, 1) is None
+
+
+# ------------------------------------------------------------------ the batch
+
+def test_design_line_bisection_sequence():
+    """DESIGN section 10: it bisects 50, 75, 63, 69, 72, 71, 70, each label revealed before the next pick."""
+    probs, labels, truth = line_pool()
+    g = torch.Generator().manual_seed(0)
+    assert galaxy_select(probs, labels, 7, oracle_of(truth), g).tolist() == [50, 75, 63, 69, 72, 71, 70]
+    assert galaxy_select(probs.float(), labels, 7, oracle_of(truth), g).tolist() == [50, 75, 63, 69, 72, 71, 70]
+
+
+def test_line_with_the_model_backwards_rounds_toward_its_positives():
+    """The same pool with the labels swapped (class 0 where p_0 is small): even runs round toward the positives of
+    class 0, now the low indices (the authors' rule; LabelBench's top-of-ranking rounding would give 63)."""
+    probs, labels, truth = line_pool(boundary_class_high=1)
+    g = torch.Generator().manual_seed(0)
+    got = galaxy_select(probs, labels, 7, oracle_of(truth), g).tolist()
+    assert got == [50, 75, 62, 68, 71, 69, 70]
+    assert got == ref_galaxy(probs, labels, 7, truth, torch.Generator().manual_seed(0))
+
+
+def test_line_raises_the_order_once_the_boundary_is_closed():
+    """After 70 and 71 are both labeled no run is left: order 2 finds no path either (the labeled block 69..72 is
+    too wide), so pick 8 is random; then order 3 reaches 73 (tie with 68, toward the positives), 68, and order 4
+    reaches 74 and 67."""
+    probs, labels, truth = line_pool()
+    g = torch.Generator().manual_seed(5)
+    got = galaxy_select(probs, labels, 12, oracle_of(truth), g).tolist()
+    assert got[:7] == [50, 75, 63, 69, 72, 71, 70]
+    free = [i for i in range(101) if i not in (0, 100, 50, 75, 63, 69, 72, 71, 70)]
+    expect8 = free[int(torch.randint(len(free), (1,), generator=torch.Generator().manual_seed(5)))]
+    assert got[7] == expect8
+    assert got[8:] == [73, 68, 74, 67]
+
+
+@pytest.mark.parametrize("class_order", ["round-robin", "random"])
+@pytest.mark.parametrize("seed", range(6))
+def test_batch_matches_naive_authors_loop(seed, class_order):
+    """Whole batches (with order raises and random fallbacks on a small pool) against the explicit-graph loop:
+    catches stale labeled sets between visits, wrong merges, a wrong class schedule or fallback draw."""
+    c = [2, 3, 4][seed % 3]
+    probs, labels, truth = random_pool(seed, n=40, c=c, n_labeled=6)
+    budget = 28
+    got = galaxy_select(probs, labels, budget, oracle_of(truth), torch.Generator().manual_seed(seed), class_order)
+    ref = ref_galaxy(probs, labels, budget, truth, torch.Generator().manual_seed(seed), class_order)
+    assert got.tolist() == ref
+
+
+def test_class_without_labeled_image_is_random_and_keeps_the_order():
+    """Class 2 has no labeled image: its pick is the generator's uniform draw and the graph order is NOT raised
+    (the authors raise it), so class 0's next pick is still the middle of its shortest run (10, in the run of 4);
+    at order 2 the closed pair 1 | 2 would get a two-step detour through 3."""
+    n = 40
+    p0 = torch.linspace(0.9, 0.05, n, dtype=torch.float64)           # class-0 ranking: index order
+    probs = torch.stack([p0, 0.98 * (1 - p0), 0.02 * (1 - p0)], 1)  # class-1 ranking: reverse index order
+    truth = torch.zeros(n, dtype=torch.long)
+    truth[[2, 13, 20]] = 1
+    truth[14:20] = 1
+    labels = torch.full((n,), -1, dtype=torch.long)
+    for i in (0, 2, 8, 13, 20, 22):
+        labels[i] = truth[i]
+    # class 0: 0(+) [1] 2(-) [3..7] 8(+) [9..12] 13(-) ... 20(-) [21] 22(+)
+    seed = next(s for s in range(100) if not 3 <= _third_draw(s, labels) <= 12)
+    picks = galaxy_select(probs, labels, 4, oracle_of(truth), torch.Generator().manual_seed(seed)).tolist()
+    assert picks[:2] == [1, 21]                                      # class 0, then class 1: the runs of one
+    assert picks[2] == _third_draw(seed, labels)                      # class 2: uniform among the unlabeled
+    assert picks[3] == 10
+    state = {p: bool(truth[p] == 0) for p in (0, 1, 2, 8, 13, 20, 21, 22, picks[2])}
+    assert ref_pick(state, n, 1) == 10 and ref_pick(state, n, 2) == 3
+
+
+def _third_draw(seed: int, labels: torch.Tensor) -> int:
+    """The image GALAXY's third pick draws: uniform among the unlabeled after images 1 and 21 were picked."""
+    free = [i for i in range(len(labels)) if labels[i] < 0 and i not in (1, 21)]
+    return free[int(torch.randint(len(free), (1,), generator=torch.Generator().manual_seed(seed)))]
+
+
+# ------------------------------------------------------------------ contract
+
+@pytest.mark.parametrize("class_order", ["round-robin", "random"])
+def test_contract(class_order):
+    probs, labels, truth = random_pool(11, n=60, c=5, n_labeled=10)
+    unl = int((labels < 0).sum())
+    torch_state, np_state, py_state = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    a = galaxy_select(probs, labels, unl, oracle_of(truth), torch.Generator().manual_seed(1), class_order)
+    b = galaxy_select(probs, labels, unl, oracle_of(truth), torch.Generator().manual_seed(1), class_order)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.random.get_state()[1].tolist() == np_state[1].tolist() and random.getstate() == py_state
+    assert torch.equal(a, b)                                           # deterministic
+    assert len(a) == unl and len(set(a.tolist())) == unl               # every unlabeled image, once
+    assert bool((labels[a] < 0).all())
+    assert len(galaxy_select(probs, labels, 0, oracle_of(truth), torch.Generator())) == 0
+    with pytest.raises(ValueError, match="budget"):
+        galaxy_select(probs, labels, unl + 1, oracle_of(truth), torch.Generator())
+    with pytest.raises(ValueError, match="class_order"):
+        galaxy_select(probs, labels, 1, oracle_of(truth), torch.Generator(), "alphabetical")
+    with pytest.raises(ValueError, match="oracle"):
+        galaxy_select(probs, labels, 1, lambda i: 7, torch.Generator())
+
+
+# ------------------------------------------------------------------ wiring (tiny MNIST, LeNet)
+
+def _pool_logits_and_features(ctx, positions):
+    """logits and relu(fc1) of pool ``positions``, batch by batch as the query computes them."""
+    logits, feats = [], []
+    with torch.no_grad():
+        for _, x in ctx.data.pool_source.batches(ctx.data.split.pool[positions], ctx.batch_size):
+            z, taps = ctx.models[0](x)
+            logits.append(z)
+            feats.append(torch.relu(taps["fc1"]))
+    return torch.cat(logits), torch.cat(feats)
+
+
+def _annotator_differs(ctx):
+    """Make the annotator's labels (split.pool_labels) differ from the source's, so that a query reading the
+    wrong one picks differently."""
+    pool_labels = ctx.data.split.pool_labels
+    pool_labels[:] = (np.asarray(pool_labels) * 7 + 3) % 10
+    return np.asarray(pool_labels)
+
+
+@pytest.mark.parametrize("order", ["round-robin", "random"])
+def test_query_uses_pool_softmax_annotator_labels_and_option(query_ctx, order):
+    """galaxy_query = galaxy_select on models[0]'s softmax over the whole pool, labels and oracle from
+    split.pool_labels, --galaxy-class-order."""
+    from fkal.acquisitions.galaxy import galaxy_query
+    from fkal.cli import build_parser
+    ctx = query_ctx("galaxy", budget=15, options={"galaxy_class_order": order})
+    labels_all = _annotator_differs(ctx)
+    logits, _ = _pool_logits_and_features(ctx, np.arange(len(ctx.data.split.pool)))
+    labels = torch.full((len(logits),), -1, dtype=torch.long)
+    labels[ctx.labeled] = torch.as_tensor(labels_all[ctx.labeled], dtype=torch.long)
+    expect = galaxy_select(torch.softmax(logits, 1), labels, 15, lambda i: int(labels_all[i]),
+                           torch.Generator().manual_seed(0), order)
+    got = galaxy_query(ctx)
+    assert got.indices.tolist() == expect.tolist()
+    assert build_parser().parse_args(["--galaxy-class-order", "random"]).galaxy_class_order == "random"
+    assert build_parser().parse_args([]).galaxy_class_order == "round-robin"
