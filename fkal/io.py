@@ -39,6 +39,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writes interrupted by a crash or a kill left directly in ``folder`` (the
+    ``.{name}.*.tmp`` of ``atomic_path``); returns them. Call it only while holding the lock that every writer
+    into ``folder`` holds, so that no write is in flight there."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

@@ -32,7 +32,7 @@ from .acquisitions.registry import ACQUISITION_OPTIONS, ACQUISITIONS, TASK_HOOKS
 from .config import Config
 from .data import ALData, DatasetSpec, RawData, Schedule, Split, make_split
 from .errors import UserError
-from .io import append_jsonl, exclusive, load_torch, read_jsonl, save_json, save_torch
+from .io import append_jsonl, exclusive, load_torch, read_jsonl, remove_temporaries, save_json, save_torch
 from .metrics import class_scores, imbalance_metrics, pseudo_label_rare_scores
 from .models import build_model, copy_all_but_classifier
 from .training import KeepBestEpoch, accuracy, predict, rotation_accuracy, train, train_rotation
@@ -179,6 +179,7 @@ def ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: O
 def _ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: Optional[int]) -> Split:
     paths = RunPaths.of(s.out, s.spec, run)
     path = paths.split(ir)
+    _remove_temporaries(paths, ir)
     current = split_settings(s, raw, run, ir)
     if path.exists():
         split = Split.load(path)
@@ -196,6 +197,19 @@ def _ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: 
                 return _ensure_split(s, raw, run, ir, query_budget)
             split.save(path)
     return split
+
+
+def _remove_temporaries(paths: RunPaths, ir: float) -> None:
+    """Remove the temporary files that a process killed while writing the split or an initial model left in the
+    IR folder, when no other process is writing there (it holds the lock of the initial models)."""
+    folder = paths.ir(ir)
+    if not any(folder.glob(".*.tmp")):
+        return
+    try:
+        with exclusive(paths.initial_lock(ir), "the initial models"):
+            remove_temporaries(folder)
+    except UserError:                                      # being written right now: left for a later run
+        pass
 
 
 def new_model(s: Settings, num_classes: Optional[int] = None) -> torch.nn.Module:
@@ -322,6 +336,7 @@ def _config_folder_ready(s: Settings, paths: RunPaths, cfg: Config, ir: float, u
     settings is moved aside (``{config}.replaced-{its settings id}``, nothing deleted) and the configuration starts
     afresh. Writes ``settings.json`` for a new folder."""
     folder = paths.config(ir, unsupervised, cfg.name)
+    remove_temporaries(folder)                             # left by a process killed while writing here
     settings_path = paths.config_settings(ir, unsupervised, cfg.name)
     stored = read_json(settings_path).get("settings") if settings_path.exists() else None
     if stored is None and any(folder.glob("state_b*.pt")):
