@@ -21,6 +21,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import default_loader
 
 from ..errors import UserError
+from .files import _check_root
 from .sources import RawData
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -89,6 +90,7 @@ def load_image_folder(root: str, cfg: ImageFolderLoader) -> RawData:
     Class indices are the sorted class folder names of ``train``; ``val`` uses the same mapping (a class may be
     absent from ``val``, a class unknown to ``train`` is an error).
     """
+    _check_root(root, f"{cfg.folder}/train and {cfg.folder}/val")
     base = Path(root) / cfg.folder
     layout = (f"put the images in {base}/train/<class>/*.JPEG and {base}/val/<class>/*.JPEG (the val images sorted "
               "into class folders), or pass --data-root with the folder that holds " + cfg.folder)
@@ -140,7 +142,21 @@ class _Files(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(default_loader(os.path.join(self.root, self.paths[i].decode())))
+        path = os.path.join(self.root, self.paths[i].decode())
+        try:
+            image = default_loader(path)
+        except Exception as e:              # PIL: truncated, not an image, unreadable
+            raise UserError(f"cannot decode {path}: {' '.join(str(e).split()) or type(e).__name__}; replace the "
+                            "file with a whole image, or move it out of the class folder") from None
+        return self.transform(image)
+
+
+def _worker_error(e: UserError) -> UserError:
+    """A ``UserError`` raised in a DataLoader worker arrives with the worker's traceback in its message; keep its
+    own line."""
+    lines = str(e).strip().splitlines()
+    own = [line.split("UserError: ", 1)[1] for line in lines if "UserError: " in line]
+    return UserError(own[-1] if own else lines[-1] if lines else str(e))
 
 
 class FolderSource:
@@ -193,8 +209,11 @@ class FolderSource:
         files = _Files(self.root, self.paths[idx[order]], self.train_transform if augment else self.eval_transform)
         loader = DataLoader(files, batch_size=batch_size, num_workers=self.num_workers, generator=generator,
                             pin_memory=torch.cuda.is_available())
-        for start, x in zip(range(0, len(idx), batch_size), loader):
-            yield order[start:start + batch_size], x
+        try:
+            for start, x in zip(range(0, len(idx), batch_size), loader):
+                yield order[start:start + batch_size], x
+        except UserError as e:
+            raise _worker_error(e) from None
 
     def batches_of(self, idx: np.ndarray, groups: list[np.ndarray],
                    augment: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
@@ -203,8 +222,11 @@ class FolderSource:
         files = _Files(self.root, self.paths[idx], self.train_transform if augment else self.eval_transform)
         loader = DataLoader(files, batch_sampler=[np.asarray(g).tolist() for g in groups],
                             num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
-        for pos, x in zip(groups, loader):
-            yield np.asarray(pos), x
+        try:
+            for pos, x in zip(groups, loader):
+                yield np.asarray(pos), x
+        except UserError as e:
+            raise _worker_error(e) from None
 
 
 class DaliFolderSource(FolderSource):
