@@ -24,15 +24,16 @@ def tool():
     del sys.modules[spec.name]
 
 
-def test_three_kill_points_of_every_kind_are_survived(tool, tmp_path, capsys):
-    """A write, an append and a timed kill (trials 0, 1, 2 cycle through the kinds) on the tiny data."""
-    assert tool.main(["--tiny", "--trials", "3", "--seed", "0", "--work", str(tmp_path / "work")]) == 0, \
+def test_four_kill_points_one_of_each_kind_are_survived(tool, tmp_path, capsys):
+    """A write, an append, a timed kill and one inside a step (trials 0-3 cycle through the kinds), tiny data."""
+    assert tool.main(["--tiny", "--trials", "4", "--seed", "0", "--work", str(tmp_path / "work")]) == 0, \
         capsys.readouterr().out
     out = capsys.readouterr().out
     trials = [line for line in out.splitlines() if line.startswith("trial")]
-    assert len(trials) >= 3 and re.search(r"^survived 3/3", out, re.MULTILINE), out
+    assert len(trials) >= 4 and re.search(r"^survived 4/4", out, re.MULTILINE), out
     landed = [line for line in trials if "landed" in line]
     assert "killed: write" in landed[0] and "killed: append" in landed[1] and "landed during" in landed[2], out
+    assert re.search(r"killed: [\d.]+ s into (query|train|pretraining)", landed[3]), out
 
 
 def make_folder(root: Path) -> Path:

@@ -14,7 +14,7 @@ survives when the resumed folder holds what the reference holds:
   - the same files (no leftover temporary file), and ``settings.json`` / ``initial.json`` alike (but timings);
   - the resuming commands exit 0 without a traceback.
 
-Kill points, one per trial, cycle through three kinds so that any three trials cover them all:
+Kill points, one per trial, cycle through four kinds so that any four trials cover them all:
 
   write   the process kills itself at the k-th atomic file write (split, initial model, settings, state) of a
           command: before the write, after the temporary file is complete but before its rename, or right after
@@ -23,12 +23,15 @@ Kill points, one per trial, cycle through three kinds so that any three trials c
           machine leaves it; SIGKILL alone cannot tear one write), or right after it.
   time    SIGKILL from outside after a random delay into one of the commands (drawn from the reference's
           durations): imports, data loading, rotation pretraining, training, queries, anything.
+  inside  SIGKILL from a timer a random moment into the k-th call of one step (rotation pretraining, a query,
+          a training), the step and the call drawn from those the reference made and the moment from the
+          reference's time until its next note: a kill inside each kind of step, whatever the machine's load.
 
 The killed command runs through this script (``--child``), which adds the kill point and notes what the process
 was doing (the trial's line says where the kill landed); every resuming command is the plain ``run.py``.
 
     python tools/fault_injection.py --data-root ../shared/datasets --trials 24 --seed 0
-    python tools/fault_injection.py --tiny --trials 3                     # tiny MNIST-format data, about a minute
+    python tools/fault_injection.py --tiny --trials 4                     # tiny MNIST-format data, a few minutes
     python tools/fault_injection.py --data-root ../shared/datasets --seed 0 --trial 7 --keep-failed   # replay one
 
 Prints one line per trial and a final ``survived K/N``; exit code 0 when all survived, 1 otherwise. With
@@ -46,6 +49,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,7 +67,8 @@ TINY_SETTINGS = ["--run-stop", "1", "--imbalance-ratios", "4", "--unsup-epochs",
                  "--iterations", "3", "--pool-size", "10", "--train-size", "400", "--val-size", "100",
                  "--eval-batch", "128"]
 CONFIGS = ["random", "pfk-phat-L80", "lloss"]      # no query, the paper's method, a subset-based baseline
-KINDS = ("write", "append", "time")
+KINDS = ("write", "append", "time", "inside")
+STEPS = ("pretraining", "query", "train")           # the calls an "inside" kill point lands in
 IGNORED_FIELDS = {"code_version"}                  # and every field ending in "_seconds"
 
 
@@ -94,12 +99,16 @@ def write_tiny_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: in
 # The child: run.py with a kill point and notes of what it is doing
 # ----------------------------------------------------------------------------------------------------------------
 def child(kill: str, log: str, argv: list[str]) -> int:
-    """Run ``run.py argv`` in this process. ``kill`` is ``none``, ``write:K:PHASE`` or ``append:K:PHASE`` (the
-    K-th, 1-based); every step is noted in ``log`` as ``{seconds since start} {what}``."""
+    """Run ``run.py argv`` in this process. ``kill`` is ``none``, ``write:K:PHASE``, ``append:K:PHASE`` or
+    ``inside:K:STEP@SECONDS`` (the K-th, 1-based); every step is noted in ``log`` as ``{seconds since start}
+    {what}``."""
     start = time.monotonic()
     notes = open(log, "a", buffering=1)
 
+    last = [""]
+
     def note(what: str) -> None:
+        last[0] = what
         notes.write(f"{time.monotonic() - start:.3f} {what}\n")
 
     note("import")
@@ -159,22 +168,32 @@ def child(kill: str, log: str, argv: list[str]) -> int:
     fio.atomic_path = atomic_path
     fio.append_jsonl = loop.append_jsonl = append_jsonl
 
-    # Notes only (the kill points above do not depend on these; a renamed function just gives vaguer notes).
-    def noted(fn, what):
+    # Steps: each call is noted; an "inside:K:STEP@SECONDS" kill point fires SECONDS into the K-th call of STEP.
+    # (A step whose function was renamed is neither noted nor a kill point: the reference then counts none.)
+    def noted(fn, step, what):
         def wrapper(*args, **kwargs):
-            note(what(*args, **kwargs))
+            counts[step] = counts.get(step, 0) + 1
+            description = what(*args, **kwargs)
+            note(f"{step} {counts[step]} {description}")
+            if kind == "inside" and step == phase.split("@")[0] and counts[step] == k:
+                delay = float(phase.split("@")[1])
+                here = f"{step} {counts[step]} {description}"
+                timer = threading.Timer(delay, lambda: die(f"{delay:.2f} s into {here}" + (
+                    "" if last[0] == here else f", during '{last[0]}'")))
+                timer.daemon = True
+                timer.start()
             return fn(*args, **kwargs)
         return wrapper
 
     def query_note(ctx):
         current[0] = f"{ctx.config.name} b={ctx.iteration}"
-        return f"query {current[0]}"
+        return current[0]
     for name, fn in list(ACQUISITIONS.items()):
-        ACQUISITIONS[name] = noted(fn, query_note)
+        ACQUISITIONS[name] = noted(fn, "query", query_note)
     if hasattr(loop, "train"):
-        loop.train = noted(loop.train, lambda *a, **kw: f"train {current[0]}")
+        loop.train = noted(loop.train, "train", lambda *a, **kw: current[0])
     if hasattr(loop, "train_rotation"):
-        loop.train_rotation = noted(loop.train_rotation, lambda *a, **kw: "rotation pretraining")
+        loop.train_rotation = noted(loop.train_rotation, "pretraining", lambda *a, **kw: "rotation")
 
     from fkal.launch import run_main
     sys.argv = [str(RUN_PY), *argv]
@@ -328,6 +347,7 @@ class Reference:
     writes: list[int]                                      # atomic writes per command
     appends: list[int]                                     # results appends per command
     snapshots: list[Path]                                  # the output folder before each command
+    steps: list[list[tuple[str, int, float]]]              # per command: (step, its call number, seconds)
 
 
 @dataclass
@@ -397,7 +417,7 @@ def _note_time(notes: list[str], what: str) -> float:
 def make_reference(cmds: list[Command], out: Path, folder: Path) -> Reference:
     """Run the commands uninterrupted into ``out``; keep a copy of ``out`` before each command but the first
     (a trial that kills a later command starts from it)."""
-    seconds, writes, appends, snapshots = [], [], [], []
+    seconds, writes, appends, snapshots, steps = [], [], [], [], []
     for i, cmd in enumerate(cmds):
         snapshot = folder / f"before-{i}"
         if out.exists():
@@ -410,7 +430,9 @@ def make_reference(cmds: list[Command], out: Path, folder: Path) -> Reference:
         seconds.append(_note_time(notes, "exit") - _note_time(notes, STARTED))
         writes.append(sum(1 for n in notes if n.split(" ", 2)[1] == "write"))
         appends.append(sum(1 for n in notes if n.split(" ", 2)[1] == "append"))
-    return Reference(seconds=seconds, writes=writes, appends=appends, snapshots=snapshots)
+        steps.append([(n.split(" ")[1], int(n.split(" ")[2]), float(after.split(" ", 1)[0]) - float(n.split(" ", 1)[0]))
+                      for n, after in zip(notes, notes[1:]) if n.split(" ")[1] in STEPS])
+    return Reference(seconds=seconds, writes=writes, appends=appends, snapshots=snapshots, steps=steps)
 
 
 def draw_trial(index: int, seed: int, ref: Reference) -> Trial:
@@ -426,12 +448,16 @@ def draw_trial(index: int, seed: int, ref: Reference) -> Trial:
             t -= ref.seconds[command]
             command += 1
         return Trial(index, kind, command, f"SIGKILL {t:.1f} s after the imports of", delay=t)
-    weights = [c for c in counts]
-    pick = rng.randrange(sum(weights))
-    command = 0
-    while pick >= weights[command]:
-        pick -= weights[command]
-        command += 1
+    if kind == "inside":                           # a step kind, one of its calls, a moment inside it
+        calls = [(c, call) for c, cmd in enumerate(ref.steps) for call in cmd]
+        step = rng.choice(sorted({call[0] for _, call in calls}))
+        command, (step, number, seconds) = rng.choice([(c, call) for c, call in calls if call[0] == step])
+        delay = rng.uniform(0.0, 0.9 * seconds)
+        total = sum(1 for call in ref.steps[command] if call[0] == step)
+        return Trial(index, kind, command, f"inside {step} {number}/{total} ({delay:.1f} s into it) of",
+                     spec=f"inside:{number}:{step}@{delay:.3f}")
+    command = rng.choice([c for c, n in enumerate(counts) if n > 0])   # each command alike, then one of its
+    pick = rng.randrange(counts[command])
     phases = ("before", "unrenamed", "after") if kind == "write" else ("before", "torn", "after")
     phase = rng.choice(phases)
     return Trial(index, kind, command, f"{kind} {pick + 1}/{counts[command]} ({phase}) of",
