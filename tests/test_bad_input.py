@@ -539,6 +539,24 @@ def _(c):
     return c.args("--only", "random", out=c.tmp / "new")
 
 
+@case("MNIST's IDX files directly in --data-root (another layout)",
+      error("not where they are read from", "train-images-idx3-ubyte", "MNIST/raw", "move"))
+def _(c):
+    for f in list(c.raw("").iterdir()):
+        f.rename(c.data / f.name)
+    c.watch.append(c.data)
+    return c.args("--only", "random", out=c.tmp / "new")
+
+
+@case("MNIST's IDX files under Kaggle's names", error("not where they are read from", "t10k-labels.idx1-ubyte",
+                                                      "rename"))
+def _(c):
+    for f in list(c.raw("").glob("t10k-*")):
+        f.rename(f.with_name(f.name.replace("-idx", ".idx")))
+    c.watch.append(c.data)
+    return c.args("--only", "random", out=c.tmp / "new")
+
+
 @case("--data-root pointing at a file", error("--data-root", "is a file"))
 def _(c):
     (c.tmp / "afile").write_text("x")

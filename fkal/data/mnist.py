@@ -16,34 +16,61 @@ _REPLACE = "replace it with the original file (or delete {raw} to download MNIST
 
 
 def load_mnist(root: str, download: bool = True) -> RawData:
-    """MNIST through ``torchvision.datasets.MNIST``; ``root`` holds ``MNIST/raw``. Files that are present are
-    checked first (``check_mnist_files``) and never downloaded over; missing ones are downloaded when allowed."""
+    """MNIST through ``torchvision.datasets.MNIST``; ``root`` holds ``MNIST/raw``. When one of the four files is
+    missing, they are looked for in other layouts (``_misplaced``: an error naming them) and else downloaded when
+    allowed (torchvision downloads only the missing ones). The files are checked (``check_mnist_files``) before
+    torchvision reads them."""
     from torchvision.datasets import MNIST
 
     _check_root(root, "MNIST/raw")
     raw = Path(root) / "MNIST" / "raw"
     what = "MNIST/raw/train-images-idx3-ubyte (and the other three idx files)"
+    names = FILES[True] + FILES[False]             # torchvision reads either set only when all four are there
+    if not all((raw / name).is_file() for name in names):
+        misplaced = _misplaced(Path(root), names)
+        if misplaced:
+            raise UserError(f"MNIST's files are not where they are read from: found {', '.join(misplaced)}, read "
+                            f"as {raw}/{{{','.join(names)}}}; move (and rename) them there, or pass --data-root "
+                            "with the folder that holds MNIST/raw")
+        if not download:
+            raise _missing("MNIST", root, what)
+        with _undo_new_folders(Path(root) / "MNIST"):
+            try:
+                MNIST(root, train=True, download=True)
+            except Exception:
+                raise _missing("MNIST", root, what) from None
     sets = []
     for train in (True, False):
-        if all((raw / name).exists() for name in FILES[train]):
-            check_mnist_files(raw / FILES[train][0], raw / FILES[train][1])
-            try:
-                ds = MNIST(root, train=train, download=False)
-            except Exception as e:          # checked above; anything left is a file torchvision cannot parse
-                raise UserError(f"cannot read {raw / FILES[train][0]}: {type(e).__name__} {e}; "
-                                f"{_REPLACE.format(raw=raw)}") from None
-        else:
-            if not download:
-                raise _missing("MNIST", root, what)
-            with _undo_new_folders(Path(root) / "MNIST"):
-                try:
-                    ds = MNIST(root, train=train, download=True)
-                except Exception:
-                    raise _missing("MNIST", root, what) from None
+        check_mnist_files(raw / FILES[train][0], raw / FILES[train][1])
+        try:
+            ds = MNIST(root, train=train, download=False)
+        except Exception as e:              # checked above; anything left is a file torchvision cannot parse
+            raise UserError(f"cannot read {raw / FILES[train][0]}: {type(e).__name__} {e}; "
+                            f"{_REPLACE.format(raw=raw)}") from None
         if int(ds.targets.max()) > 9 or int(ds.targets.min()) < 0:
             raise UserError(f"{raw / FILES[train][1]} holds labels outside 0-9: {_REPLACE.format(raw=raw)}")
         sets.append(TensorSource(ds.data, ds.targets.numpy(), MNIST_MEAN, MNIST_STD))
     return RawData(train=sets[0], test=sets[1])
+
+
+# Where MNIST's IDX files are put by hand in layouts other than torchvision's, and the names other copies use
+# (Kaggle's "train-images.idx3-ubyte"); looked at only when a file is missing from MNIST/raw, never walked.
+_ELSEWHERE = (".", "MNIST", "mnist", "raw", "mnist/raw", "MNIST/MNIST/raw")
+
+
+def _other_names(name: str) -> tuple[str, ...]:
+    return (name, name.replace("-idx", ".idx"))
+
+
+def _misplaced(root: Path, names: tuple[str, ...]) -> list[str]:
+    """Files of ``names`` (or their other common names) found in another layout under ``root``, or under
+    another name in ``MNIST/raw``; [] when none."""
+    found = []
+    for folder in ("MNIST/raw", *_ELSEWHERE):
+        for name in names:
+            found += [str(root / folder / other) for other in _other_names(name)
+                      if (root / folder / other).is_file() and not (folder == "MNIST/raw" and other == name)]
+    return [str(Path(f)) for f in found]
 
 
 def idx_dimensions(path: Path, ndim: int, fix: str) -> tuple[int, ...]:
