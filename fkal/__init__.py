@@ -9,12 +9,14 @@ Where things live:
   reporting/       results records, curves and label saving, tables, figures (``run_plot.py``)
   kernels.py       per-scale standardization, R_z (eq. 6), R_zg (eq. 12), chunked top-K
   descriptors.py   pooled descriptors z and Fisher scores g (one forward + one backward per batch)
-  pseudo_labels.py estimators S: y, yhat, phat, phat-g, trC, mi, mi-diag
+  pseudo_labels.py estimators S: y, yhat, phat, phat-g, trC, mi, mi-diag (and, from
+                   pseudo_label_estimators.py, phat-em, phat-agree, efs, efs-em: p^ corrected for class imbalance)
   selection.py     k-center greedy and the merge of per-center rankings (Algorithm 1)
   training.py      SGD training with step schedule, evaluation, rotation pretraining
   config.py        configuration names
   loop.py          initial models and the active-learning iterations, results records, resume
   cli.py           the command line shared by run.py and the dataset stage scripts
+  device.py        the run's device, chosen once (--gpu), and CUDA determinism (set and recorded)
   stages.py        the gen_descr stage on its own (descriptors written as .npy)
   diagnostics.py   confusion matrices and t-SNE (visualize_tsne.py)
   io.py            atomic writes and the results file

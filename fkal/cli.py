@@ -6,7 +6,6 @@ import errno
 import os
 import sys
 import tempfile
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
@@ -16,7 +15,8 @@ import torch
 from .acquisitions.registry import ACQUISITIONS, ARGUMENT_GROUPS
 from .arguments import OneLineErrors, integer, number
 from .config import Config, parse_config
-from .data import DATASETS, check_request, get_spec
+from .data import DATASETS, check_request, get_spec, load_raw
+from .device import add_device_arguments, configure_cuda, device_from_args, select_device
 from . import distributed as D
 from .errors import SharedUserError, UserError
 from .loop import Settings, run_config, run_full_train, run_initial
@@ -66,7 +66,7 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
                    help="class imbalance ratios IR (>= 1)")
     p.add_argument("--noise-ratio", type=number(0, 1, below=True), default=0.0,
                    help="share of pool labels replaced by a wrong class, in [0, 1)")
-    p.add_argument("--gpu", type=integer(0), default=None, help="CUDA device index; falls back to the CPU with a warning")
+    add_device_arguments(p)
     p.add_argument("--epochs", type=integer(1), default=None, help="training epochs per iteration (default: protocol)")
     p.add_argument("--unsup-epochs", type=integer(1), default=None,
                    help="rotation pretraining epochs (default: protocol)")
@@ -119,19 +119,15 @@ def settings_from(args: argparse.Namespace, spec, device: Optional[torch.device]
     return Settings(out=Path(args.out), spec=spec, train=train, unsup=unsup,
                     query_size=spec.query_size if args.pool_size is None else args.pool_size,
                     iterations=spec.iterations if args.iterations is None else args.iterations,
-                    device=device or pick_device(args.gpu), seed=args.seed, noise_ratio=args.noise_ratio,
+                    device=device or device_from_args(args), seed=args.seed, noise_ratio=args.noise_ratio,
                     pool_size=args.train_size, val_size=args.val_size, eval_batch=args.eval_batch,
                     progress=not args.no_progress and D.is_main(), options=tuple(sorted(vars(args).items())),
                     epoch_selection=args.epoch_selection, fresh=tuple(getattr(args, "fresh", ()) or ()))
 
 
 def pick_device(gpu: Optional[int]) -> torch.device:
-    if gpu is None:
-        return torch.device("cpu")
-    if torch.cuda.is_available() and gpu < torch.cuda.device_count():
-        return torch.device("cuda", gpu)
-    warnings.warn(f"--gpu {gpu}: no such CUDA device here, running on the CPU")
-    return torch.device("cpu")
+    """The device of ``--gpu`` for the helper scripts (``fkal.device.select_device``, determinism on)."""
+    return select_device(gpu)
 
 
 def selected_configs(args: argparse.Namespace, spec) -> list[Config]:
@@ -152,6 +148,8 @@ def main(argv: Optional[Sequence[str]] = None, dataset: Optional[str] = None, st
     except SystemExit as e:                 # --help, or a usage error already printed as one line
         return int(e.code or 0)
     try:
+        if D.launched() and torch.cuda.is_available():      # before the first CUDA operation (fkal.device)
+            configure_cuda(deterministic=not getattr(args, "nondeterministic", False))
         return _main(args, dataset or args.dataset, stage, D.init())
     except SharedUserError as e:            # every process raised it: rank 0 says it
         D.print_once(f"error: {e}")
@@ -217,7 +215,7 @@ def _prepare(args: argparse.Namespace, dataset: str, stage: Optional[str], gpu: 
         raise UserError(f"--run-stop {args.run_stop} must be above --run-start {args.run_start}")
     check_writable(Path(args.out))
     s = settings_from(args, spec, gpu)
-    raw = spec.load(args.data_root or args.out, D.is_main())     # only rank 0 may download
+    raw = load_raw(spec, args.data_root or args.out, D.is_main(), s.device)     # only rank 0 may download
     runs = range(args.run_start, spec.runs if args.run_stop is None else args.run_stop)
     members = args.members or max([c.E for c in configs] + [1])
     return s, raw, configs, runs, members

@@ -31,6 +31,7 @@ from .acquisitions.contract import QueryContext
 from .acquisitions.registry import ACQUISITION_OPTIONS, ACQUISITIONS, TASK_HOOKS
 from .config import Config
 from .data import ALData, DatasetSpec, RawData, Schedule, Split, make_split
+from .device import cuda_settings
 from .errors import UserError
 from .io import append_jsonl, exclusive, load_torch, remove_temporaries, save_json, save_torch
 from .metrics import class_scores, imbalance_metrics, pseudo_label_rare_scores
@@ -145,7 +146,8 @@ def config_settings(s: Settings, raw: RawData, cfg: Config, run: int, ir: float,
         initial_settings(s, raw, run, ir, unsupervised), cfg.name, unsupervised, s.train, s.query_size,
         s.epoch_selection, {d: options.get(d) for d in ACQUISITION_OPTIONS.get(cfg.acquisition, ())},
         s.device.type, taps=options.get("taps", "pre"), standardize=options.get("standardize", "unit"),
-        world_size=D.world(), **({"eval_batch": s.eval_batch} if _batch_seeded(cfg) else {}))
+        world_size=D.world(), cuda=cuda_settings(s.device),
+        **({"eval_batch": s.eval_batch} if _batch_seeded(cfg) else {}))
 
 
 def _batch_seeded(cfg: Config) -> bool:
@@ -484,6 +486,10 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
                                       fix=_REMAKE_INITIAL)
         labeled_at = np.full(len(split.pool), -1, dtype=np.int64)
     acquire = ACQUISITIONS[cfg.acquisition]
+
+    def pretrained() -> torch.nn.Module:     # the run's rotation-pretrained initial model, for ctx.pretrained
+        return load_models(s, [load_initial(s, data, run, 1)])[0]
+
     hooks = TASK_HOOKS.get(cfg.acquisition)
     extra_loss = hooks.extra_loss(dict(s.options), s.spec) if hooks is not None else None
     records = [done[b] for b in range(1, last + 1)]
@@ -496,7 +502,8 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
         labeled, unlabeled = np.flatnonzero(labeled_at >= 0), np.flatnonzero(labeled_at < 0)
         ctx = QueryContext(models=models, data=data, labeled=labeled, unlabeled=unlabeled, budget=s.query_size,
                            generator=generator(seed, "query", b), device=s.device, config=cfg, iteration=b,
-                           batch_size=s.eval_batch, progress=s.progress, options=dict(s.options))
+                           batch_size=s.eval_batch, progress=s.progress, options=dict(s.options),
+                           pretrained=pretrained)
         _sync(s.device)
         t0 = time.perf_counter()
         result = acquire(ctx)

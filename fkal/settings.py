@@ -7,7 +7,8 @@ Three levels, each a flat-ish JSON dict that contains the one before it:
             sizes                                                    -> ``ir{IR}/split.npz``
   initial   + the model and the rotation-pretraining schedule        -> each ``init_*.pt``
   config    + the configuration, the initial model kind, the training schedule, P, the epoch selection, the
-            acquisition's own options and the device type           -> ``{config}/settings.json``, every record
+            acquisition's own options, the device type and, on CUDA, the determinism and TF32 switches
+                                                                     -> ``{config}/settings.json``, every record
 
 The number of iterations B is not among them: iteration b's numbers do not depend on how many follow, so a run
 may be extended with a larger ``--iterations``. ``settings_id`` is a short digest of a config-level dict without
@@ -29,7 +30,7 @@ FLAGS = {
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "unsup.epochs": "--unsup-epochs",
     "query_size": "--pool-size", "epoch_selection": "--epoch-selection", "taps": "--taps", "device": "--gpu",
     "unsupervised": "--unsupervised", "config": "--only", "world_size": "torchrun --nproc_per_node",
-    "eval_batch": "--eval-batch", "standardize": "--standardize",
+    "eval_batch": "--eval-batch", "standardize": "--standardize", "cuda": "--gpu/--nondeterministic",
 }
 
 
@@ -40,6 +41,8 @@ ADDED_LATER: dict[str, Any] = {
     "world_size": 1,            # processes under torchrun (training is DistributedDataParallel)
     "eval_batch": 1000,         # --eval-batch, for the configurations whose random draws are seeded per batch
     "standardize": "unit",      # --standardize: every scale of unit norm (release: scale j weighs L_j - 1)
+    "cuda": None,               # CUDA determinism and TF32 switches (fkal.device.cuda_settings); None on the CPU,
+    #                             where every earlier run was made
 }
 
 

@@ -91,7 +91,7 @@ def epoch_batches(source: TensorSource, idx: np.ndarray, batch_size: int, genera
         return
     order = torch.randperm(len(idx), generator=generator).numpy()
     groups = [D.split_batch(order[s:s + batch_size]) for s in range(0, len(idx), batch_size)]
-    yield from source.batches_of(idx, groups, augment=augment)
+    yield from source.batches_of(idx, groups, augment=augment, generator=generator)
 
 
 class KeepBestEpoch:

@@ -111,6 +111,14 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+def load_raw(spec: DatasetSpec, root: str, download: bool = True, device=None) -> RawData:
+    """The dataset's sources for a run on ``device`` (None: the CPU). Sources held in memory do not depend on the
+    device; an image-folder source decodes for it (DALI on a CUDA device only, ``fkal.data.folder``)."""
+    if isinstance(spec.load, ImageFolderLoader):
+        return spec.load(root, download, device=device)
+    return spec.load(root, download)
+
+
 def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name.lower()]
