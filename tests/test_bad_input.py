@@ -570,6 +570,19 @@ def _(c):
             "--run-stop", "1", "--imbalance-ratios", "4", "--only", "random"]
 
 
+@case("ImageNet: val images flat, as the archive unpacks (another layout)",
+      error("ImageNet/val", "class folder", "sorted into class folders"))
+def _(c):
+    from PIL import Image
+    for part in ("train/n01", "val"):
+        (c.tmp / "inet" / "ImageNet" / part).mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(c.tmp / "inet" / "ImageNet" / "train" / "n01" / "a.JPEG")
+    Image.new("RGB", (8, 8)).save(c.tmp / "inet" / "ImageNet" / "val" / "ILSVRC2012_val_00000001.JPEG")
+    c.watch.append(c.tmp / "inet")
+    return ["--dataset", "imagenet", "--data-root", str(c.tmp / "inet"), "--out", str(c.tmp / "new"),
+            "--run-stop", "1", "--imbalance-ratios", "4", "--only", "random"]
+
+
 @case("ImageNet: an ImageFolder with no images", error("ImageNet/train", "Found no valid file", "--data-root"))
 def _(c):
     for part in ("train", "val"):

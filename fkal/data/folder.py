@@ -128,7 +128,12 @@ def load_image_folder(root: str, cfg: ImageFolderLoader, device: Optional[torch.
     if len(train.classes) > cfg.num_classes:
         raise UserError(f"{base / 'train'} has {len(train.classes)} class folders, more than the model's "
                         f"{cfg.num_classes} classes")
-    val_classes = sorted(e.name for e in os.scandir(base / "val") if e.is_dir())
+    entries = list(os.scandir(base / "val"))
+    val_classes = sorted(e.name for e in entries if e.is_dir())
+    if not val_classes:                     # the validation archive unpacks flat: its images are not sorted
+        files = sum(1 for e in entries if e.is_file())
+        raise UserError(f"{base / 'val'} has no class folder ({files} files directly in it, as the validation "
+                        f"archive unpacks); {layout}")
     unknown = sorted(set(val_classes) - set(train.class_to_idx))
     if unknown:
         raise UserError(f"{base / 'val'} has class folders that train lacks: {', '.join(unknown[:5])}"
