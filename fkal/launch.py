@@ -15,9 +15,13 @@ def interruptible_imports() -> Iterator[None]:
 
     Ctrl-C is noted when it arrives, not only seen as the ``KeyboardInterrupt`` it raises: one that lands while a
     C extension initialises can be swallowed there and surface later as another error (numpy's "cannot load
-    module more than once per process"), or not at all; any of these ends the script the same way.
+    module more than once per process"), or not at all; any of these ends the script the same way. A SIGINT
+    that the script was started ignoring (``nohup``, ``&`` in a shell without job control) stays ignored.
     """
     hits: list[int] = []
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
 
     def on_sigint(signum, frame):
         hits.append(signum)
