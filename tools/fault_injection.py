@@ -552,7 +552,8 @@ def experiment(args: argparse.Namespace, work: Path) -> int:
     cmds = commands(settings, args.only, data_root, ref_out, args.extra)
     print("experiment: " + " && ".join(f"python run.py {' '.join(c.argv)}" for c in cmds), flush=True)
     ref = make_reference(cmds, ref_out, work / "reference")
-    print(f"reference: {' + '.join(f'{s:.0f} s' for s in ref.seconds)} after the imports; {sum(ref.writes)} file writes, "
+    print(f"reference: {' + '.join(f'{s:.0f} s' for s in ref.seconds)} after the imports; "
+          f"{sum(ref.writes)} file writes, "
           f"{sum(ref.appends)} results appends", flush=True)
     indices = [args.trial] if args.trial is not None else None
     survived = tried = missed = 0
@@ -582,7 +583,8 @@ def experiment(args: argparse.Namespace, work: Path) -> int:
                 continue
         if args.work is None:
             shutil.rmtree(folder, ignore_errors=True)
-    print(f"survived {survived}/{tried}" + (f" ({missed} time kills missed and were redrawn)" if missed else ""))
+    print(f"survived {survived}/{tried}"
+          + (f" ({missed} kills missed, the command ending first, and were redrawn)" if missed else ""))
     if failed_folders:
         print("kept: " + " ".join(str(f) for f in failed_folders))
     return 0 if survived == tried and tried > 0 else 1
