@@ -308,6 +308,9 @@ def _(c):
         def __reduce__(self):
             return (exec, (f"open({str(c.tmp / 'ran')!r}, 'w').write('ran')",))
     torch.save({"models": [Evil()], "labeled_at": torch.zeros(3)}, c.config("random") / "state_b02.pt")
+    real_load = torch.load                 # torch 2.2-2.5's default (unpickle anything) unless told weights_only=True
+    c.monkeypatch.setattr(torch, "load", lambda *a, weights_only=False, **k: real_load(*a, weights_only=weights_only,
+                                                                                        **k))
     c.watch.append(c.out)
     c.after = lambda: not (c.tmp / "ran").exists() or pytest.fail("the checkpoint ran code")
     return ["--only", "random", "--iterations", "3"]
@@ -922,6 +925,27 @@ def test_ctrl_c_during_the_imports_is_one_line_and_exit_130(script, loaded, fini
     assert proc.returncode == 130, err
     one_line(err, "interrupted")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_weights_file_whose_unpickling_would_run_code_is_refused(tmp_path, monkeypatch):
+    """label_next.py's --weights: a checkpoint holding Python objects is one UserError, and its code never runs,
+    also under torch 2.2-2.5 (requirements.txt allows them), whose ``torch.load`` unpickles anything unless told
+    ``weights_only=True``: that default is put back here."""
+    from fkal.errors import UserError
+    from fkal.labeling.rounds import load_weights
+    from fkal.models import build_model
+
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, weights_only=False, **k: real_load(*a, weights_only=weights_only,
+                                                                                      **k))
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(tmp_path / 'ran')!r}, 'w').write('ran')",))
+    torch.save({"conv1.weight": Evil()}, tmp_path / "weights.pt")
+    with pytest.raises(UserError, match="cannot read the weights file"):
+        load_weights(build_model("lenet", 10), str(tmp_path / "weights.pt"), "lenet")
+    assert not (tmp_path / "ran").exists()
 
 
 def test_an_ignored_sigint_stays_ignored_while_importing():
