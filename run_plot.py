@@ -7,15 +7,20 @@ writes the figures (PNG and PDF) and the tables (Markdown and CSV). ``python run
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from fkal import reporting as report
-from fkal.arguments import integer
-from fkal.reporting import figures as plots
-from fkal.errors import UserError
-from fkal.io import save_text
+from fkal.launch import interruptible_imports
+
+with interruptible_imports():               # PyTorch and matplotlib load here: Ctrl-C meanwhile is one line
+    from fkal import reporting as report
+    from fkal.arguments import OneLineErrors, integer
+    from fkal.reporting import figures as plots
+    from fkal.errors import UserError
+    from fkal.io import save_text
 
 DESCRIPTION = """\
 Draw and tabulate the active-learning results of one dataset.
@@ -74,8 +79,7 @@ def target(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrors(description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="local_data",
                         help="folder that run.py wrote into; results are read from {out}/{DATASET}/run*/ "
                              "(default: %(default)s)")
@@ -269,13 +273,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry; returns the exit code (0, or 2 with one error line when there is nothing to show)."""
-    args = build_parser().parse_args(argv)
+    """Command-line entry; returns the exit code (0; 2 with one error line when there is nothing to show, the
+    command line is wrong or a file cannot be written; 130 after Ctrl-C)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:                 # --help, or a usage error already printed as one line
+        return int(e.code or 0)
     try:
         return run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as e:                    # --save into a folder that cannot take the files
+        fix = ("free some disk space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else
+               "choose a folder you can write to with --figures")
+        print(f"error: cannot write {e.filename or 'a file'}: {e.strerror or os.strerror(e.errno or 0)}; {fix} "
+              "(files written before stay whole)", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: the files written so far are whole", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

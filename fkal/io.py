@@ -5,8 +5,10 @@ leaves the previous file (or none) in place, never a truncated one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,19 +26,34 @@ os.umask(_UMASK)
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)                 # mkstemp makes 0600; give the file the usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)             # mkstemp makes 0600; give the file the usual permissions
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:                           # named by the file meant, not by its temporary name
+        raise OSError(e.errno, e.strerror, os.fspath(path) if e.filename is None or tmp is None
+                      or os.fspath(e.filename) == os.fspath(tmp) else e.filename) from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writes interrupted by a crash or a kill left directly in ``folder`` (the
+    ``.{name}.*.tmp`` of ``atomic_path``); returns them. Call it only while holding the lock that every writer
+    into ``folder`` holds, so that no write is in flight there."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
@@ -79,8 +96,12 @@ def append_jsonl(record: dict, path: str | os.PathLike) -> bool:
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        os.write(fd, (b"\n" if torn else b"") + line)
+        data = (b"\n" if torn else b"") + line
+        if os.write(fd, data) < len(data):          # a short write: the disk filled up in the middle of the line
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         os.fsync(fd)
+    except OSError as e:                            # name the file (os.write and os.fsync do not)
+        raise OSError(e.errno, e.strerror, os.fspath(path)) from None
     finally:
         os.close(fd)
     return torn
@@ -95,9 +116,20 @@ def load_torch(path: str | os.PathLike, fix: str) -> Any:
     except FileNotFoundError:
         raise UserError(f"{path} does not exist: {fix}") from None
     except Exception as e:      # zipfile, pickle, EOF, unpickling-policy and storage errors all mean a bad file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"cannot read {path}: the file is damaged or not one this toolkit wrote "
-                        f"({type(e).__name__}{': ' + first[:120] if first else ''}); {fix}") from None
+                        f"({_load_problem(e)}); {fix}") from None
+
+
+def _load_problem(e: Exception) -> str:
+    """``torch.load``'s error in a few words: its first sentence, without terminal escape codes; the refusal of
+    ``weights_only`` said plainly."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    if "Weights only load failed" in text:
+        return "it holds Python objects besides tensors, which are not loaded (weights_only)"
+    first = re.split(r"(?<=[^.\s]{2})\. |\n", text, maxsplit=1)[0].strip().rstrip(".")
+    if len(first) > 120:
+        first = first[:117].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 @contextmanager

@@ -33,9 +33,10 @@ from .config import Config
 from .data import ALData, DatasetSpec, RawData, Schedule, Split, make_split
 from .device import cuda_settings
 from .errors import UserError
-from .io import append_jsonl, exclusive, load_torch, read_jsonl, save_json, save_torch
+from .io import append_jsonl, exclusive, load_torch, remove_temporaries, save_json, save_torch
 from .metrics import class_scores, imbalance_metrics, pseudo_label_rare_scores
 from .models import build_model, copy_all_but_classifier
+from .reporting.records import parse_record
 from .training import KeepBestEpoch, accuracy, predict, rotation_accuracy, train, train_rotation
 
 
@@ -181,9 +182,10 @@ def ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: O
 def _ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: Optional[int]) -> Split:
     paths = RunPaths.of(s.out, s.spec, run)
     path = paths.split(ir)
+    _remove_temporaries(paths, ir)
     current = split_settings(s, raw, run, ir)
     if path.exists():
-        split = Split.load(path)
+        split = Split.load(path, raw)
         _check_same(split.settings, current, path, f"{_OTHER_OUT} (the split serves every configuration of run{run})")
     else:
         split = make_split(s.spec, raw, s.seed_of(run), ir, s.noise_ratio, s.pool_size, s.val_size)
@@ -198,6 +200,19 @@ def _ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: 
                 return _ensure_split(s, raw, run, ir, query_budget)
             split.save(path)
     return split
+
+
+def _remove_temporaries(paths: RunPaths, ir: float) -> None:
+    """Remove the temporary files that a process killed while writing the split or an initial model left in the
+    IR folder, when no other process is writing there (it holds the lock of the initial models)."""
+    folder = paths.ir(ir)
+    if not any(folder.glob(".*.tmp")):
+        return
+    try:
+        with exclusive(paths.initial_lock(ir), "the initial models"):
+            remove_temporaries(folder)
+    except UserError:                                      # being written right now: left for a later run
+        pass
 
 
 def new_model(s: Settings, num_classes: Optional[int] = None) -> torch.nn.Module:
@@ -247,25 +262,60 @@ def ensure_initial(s: Settings, data: ALData, run: int, unsupervised: int, membe
     return target
 
 
+_REMAKE_INITIAL = "delete it and run the same command again: the initial model is made anew from the run's seed"
+
+
 def load_initial(s: Settings, data: ALData, run: int, unsupervised: int, member: int = 0) -> dict:
     """The state dict of an initial model (made first when missing), checked to be made with these settings."""
     path = ensure_initial(s, data, run, unsupervised, member)
     current = initial_settings(s, data.raw, run, data.split.imbalance_ratio, unsupervised)
 
     def read() -> dict:
-        state = load_torch(path, "delete it and run the same command again: the initial model is made anew from "
-                                 "the run's seed")
+        state = load_torch(path, _REMAKE_INITIAL)
+        if not (isinstance(state, dict) and isinstance(state.get("model"), dict)):
+            raise UserError(f"{path} is not an initial model that run.py wrote: {_REMAKE_INITIAL}")
         _check_same(state.get("settings"), current, path, f"{_OTHER_OUT} (the initial models serve every "
                                                           f"configuration of run{run})")
         return state["model"]
     return D.on_main(read)
 
 
+def load_state(path: Path, pool_size: int, fix: str, settings_id: Optional[str] = None,
+               members: Optional[int] = None) -> dict:
+    """An iteration state ``{"models": [E state dicts], "labeled_at": [N] int64, "iteration", "settings_id"}``
+    checked before use: its shape, the pool it indexes (``pool_size``), and with ``settings_id`` / ``members``
+    the configuration that made it (a state copied from another configuration's folder is refused)."""
+    state = load_torch(path, fix)
+    models = state.get("models") if isinstance(state, dict) else None
+    labeled_at = state.get("labeled_at") if isinstance(state, dict) else None
+    if not (isinstance(models, list) and models and all(isinstance(m, dict) for m in models)
+            and isinstance(labeled_at, torch.Tensor) and labeled_at.dim() == 1
+            and not labeled_at.is_floating_point()):
+        raise UserError(f"{path} is not an iteration state that run.py wrote: {fix}")
+    stored = state.get("settings_id")
+    if settings_id is not None and stored is not None and stored != settings_id:
+        raise UserError(f"{path} was made by another configuration or with other settings (settings {stored}, this "
+                        f"configuration's are {settings_id}): {fix}")
+    if len(labeled_at) != pool_size:
+        raise UserError(f"{path} holds the selections of a pool of {len(labeled_at)} images, this run's pool has "
+                        f"{pool_size}: {fix}")
+    if members is not None and len(models) != members:
+        raise UserError(f"{path} holds {len(models)} models where the configuration has {members}: {fix}")
+    return state
+
+
 def read_json(path: Path) -> dict:
+    """The JSON object in ``path`` ({} when there is no such file); anything else is one ``UserError``."""
+    fix = "delete it and run the same command again"
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
+        value = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:
-        raise UserError(f"cannot read {path}: it is not valid JSON; delete it and run the same command again") from None
+        raise UserError(f"cannot read {path}: it is not valid JSON; {fix}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}; {fix}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"cannot read {path}: it holds JSON but not a JSON object; {fix}")
+    return value
 
 
 def run_initial(s: Settings, raw: RawData, run: int, ir: float, members: int = 1) -> None:
@@ -283,12 +333,27 @@ _warned: set[str] = set()
 
 
 def read_results(results: Path) -> list[dict]:
-    """The records of a results file; every broken line is reported once per process (file and line named)."""
-    records, warnings = read_jsonl(results)
-    for w in warnings:
-        if w not in _warned:
-            _warned.add(w)
-            tqdm.write(f"warning: {w}", file=sys.stderr)
+    """The records of a results file that ``run_plot.py`` would use too (``fkal.reporting.parse_record``: JSON
+    objects with every field of a record); every other line is reported once per process (file and line named)."""
+    if results.exists() and not results.is_file():
+        raise UserError(f"{results} is not a file: run.py keeps its results there; move it away, or use another "
+                        "--out")
+    try:
+        lines = results.read_text(encoding="utf-8", errors="replace").splitlines() if results.exists() else []
+    except OSError as e:
+        raise UserError(f"cannot read {results}: {e.strerror or e}; make it readable, or use another --out") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        record, problem = parse_record(line)
+        if record is not None:
+            records.append(record)
+            continue
+        warning = f"{results}:{number}: skipped a broken line ({problem})"
+        if warning not in _warned:
+            _warned.add(warning)
+            tqdm.write(f"warning: {warning}", file=sys.stderr)
     return records
 
 
@@ -302,33 +367,61 @@ def completed_iterations(results: Path, dataset: str, config: str, ir: float, un
 
 
 def load_models(s: Settings, states: list[dict], acquisition: Optional[str] = None,
-                wrapped: bool = False) -> list[torch.nn.Module]:
+                wrapped: bool = False, origin: Optional[Path] = None, fix: str = "") -> list[torch.nn.Module]:
     """Models from state dicts; ``wrapped`` states were saved with the acquisition's task hooks applied,
-    plain ones (initial models) get the hooks applied after loading."""
+    plain ones (initial models) get the hooks applied after loading. Weights that do not fit the model are a
+    ``UserError`` naming ``origin`` (the file they came from) and ``fix``."""
     hooks = TASK_HOOKS.get(acquisition)
     models = []
     for st in states:
         m = new_model(s)
         if hooks is not None and wrapped:
             m = hooks.wrap(m, s.spec).to(s.device)
-        m.load_state_dict(st)
+        try:
+            m.load_state_dict(st)
+        except (RuntimeError, TypeError, KeyError, AttributeError):
+            raise UserError(f"{origin or 'a saved model'} does not fit the {s.spec.model} model"
+                            f"{f' of {acquisition}' if acquisition else ''} ({_misfit(m, st)})"
+                            f"{': ' + fix if fix else ''}") from None
         if hooks is not None and not wrapped:
             m = hooks.wrap(m, s.spec).to(s.device)
         models.append(m.eval())
     return models
 
 
+def _misfit(model: torch.nn.Module, state: object) -> str:
+    """Why ``state`` does not load into ``model``, in a few words: the weights it lacks, those it has beyond the
+    model's, those of another shape (a few of each named)."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a dict of weights"
+    want = model.state_dict()
+
+    def few(names: list) -> str:
+        return ", ".join(map(str, names[:3])) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shape = [k for k in want if k in state and getattr(state[k], "shape", None) != want[k].shape]
+    parts = ([f"lacks {few(missing)}"] if missing else []) + ([f"has {few(extra)} besides"] if extra else []) + \
+        ([f"{few(shape)} of another shape"] if shape else [])
+    return "; ".join(parts) or "its weights do not load"
+
+
 def _config_folder_ready(s: Settings, paths: RunPaths, cfg: Config, ir: float, unsupervised: int,
                          current: dict) -> None:
     """Check the configuration's folder against ``current`` settings; with ``--fresh`` a folder made with other
     settings is moved aside (``{config}.replaced-{its settings id}``, nothing deleted) and the configuration starts
-    afresh. Writes ``settings.json`` for a new folder."""
+    afresh. Writes nothing else: ``settings.json`` is written with the first state (``_iterate``), so that a run
+    that fails before its first iteration leaves no folder behind, and a ``settings.json`` beside no state binds
+    nothing."""
     folder = paths.config(ir, unsupervised, cfg.name)
+    remove_temporaries(folder)                             # left by a process killed while writing here
+    if not any(folder.glob("state_b*.pt")):
+        return
     settings_path = paths.config_settings(ir, unsupervised, cfg.name)
     stored = read_json(settings_path).get("settings") if settings_path.exists() else None
-    if stored is None and any(folder.glob("state_b*.pt")):
+    if stored is None:
         stored = {"recorded": "nothing (made before settings were recorded)"}
-    if stored is not None and settings_mod.differences(stored, current):
+    if settings_mod.differences(stored, current):
         if cfg.name in s.fresh:
             old = folder.with_name(f"{folder.name}.replaced-{settings_mod.settings_id(stored)}")
             folder.rename(old)
@@ -338,8 +431,6 @@ def _config_folder_ready(s: Settings, paths: RunPaths, cfg: Config, ir: float, u
             _check_same(stored, current, folder,
                         f"{_OTHER_OUT}, or add --fresh {cfg.name} to start that configuration afresh (the old "
                         "folder is kept beside it)")
-    if not settings_path.exists():
-        save_json({"settings": current, "settings_id": settings_mod.settings_id(current)}, settings_path)
 
 
 def _resume_point(paths: RunPaths, cfg: Config, ir: float, unsupervised: int, done: dict[int, dict],
@@ -381,11 +472,18 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
     raw, split, seed = data.raw, data.split, s.seed_of(run)
     fix = (f"delete it and run the same command again: {cfg.name} then resumes from the iteration before it")
     if last > 0:
-        state = D.on_main(load_torch, paths.state(ir, unsupervised, cfg.name, last), fix)
-        models = load_models(s, state["models"], cfg.acquisition, wrapped=True)
-        labeled_at = state["labeled_at"].numpy().copy()
+        path = paths.state(ir, unsupervised, cfg.name, last)
+        state = D.on_main(load_state, path, len(split.pool), fix, sid, cfg.E)
+        with D.agreed():
+            models = load_models(s, state["models"], cfg.acquisition, wrapped=True, origin=path, fix=fix)
+        labeled_at = state["labeled_at"].numpy().astype(np.int64)
     else:
-        models = load_models(s, [load_initial(s, data, run, unsupervised, e) for e in range(cfg.E)], cfg.acquisition)
+        models = []
+        for e in range(cfg.E):
+            initial = load_initial(s, data, run, unsupervised, e)
+            with D.agreed():
+                models += load_models(s, [initial], cfg.acquisition, origin=paths.initial(ir, unsupervised, e),
+                                      fix=_REMAKE_INITIAL)
         labeled_at = np.full(len(split.pool), -1, dtype=np.int64)
     acquire = ACQUISITIONS[cfg.acquisition]
 
@@ -438,6 +536,9 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
         record = _record(s, data, cfg, run, ir, unsupervised, b, labeled, picked, probs, final_probs, chosen, val_accs,
                          result, unlabeled, query_seconds, train_seconds, current, sid)
         if D.is_main():
+            if b == 1:                                     # a new folder: the settings its states are made with
+                save_json({"settings": current, "settings_id": sid},
+                          paths.config_settings(ir, unsupervised, cfg.name))
             save_torch({"models": [m.state_dict() for m in models], "labeled_at": torch.from_numpy(labeled_at),
                         "iteration": b, "settings_id": sid},
                        paths.state(ir, unsupervised, cfg.name, b))

@@ -13,8 +13,7 @@ from .data import ALData, RawData
 from .descriptors import extract
 from .io import save_json, save_npy
 from .kernels import NEEDS_FISHER
-from .io import load_torch
-from .loop import RunPaths, Settings, ensure_split, generator, load_initial, load_models
+from .loop import RunPaths, Settings, ensure_split, generator, load_initial, load_models, load_state
 from .models import taps_at, taps_for
 from .errors import UserError
 
@@ -35,8 +34,10 @@ def gen_descr(s: Settings, raw: RawData, configs: list[Config], runs, irs, unsup
                     if not path.exists():
                         raise UserError(f"{path} does not exist: run the configuration through iteration {iteration} "
                                         "first (python run.py --only NAME), or pass --iteration 0")
-                    state = load_torch(path, "run the configuration again to rewrite it")
-                    model, labeled_at = load_models(s, state["models"][:1])[0], state["labeled_at"].numpy()
+                    fix = "run the configuration again to rewrite it"
+                    state = load_state(path, len(data.split.pool), fix)
+                    model = load_models(s, state["models"][:1], origin=path, fix=fix)[0]
+                    labeled_at = state["labeled_at"].numpy()
                 taps = taps_for(model, cfg.L)
                 fisher = NEEDS_FISHER.get(cfg.acquisition, True)
                 unlabeled = np.flatnonzero(labeled_at < 0)

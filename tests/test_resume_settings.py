@@ -198,35 +198,6 @@ def test_out_inside_a_file_is_one_clear_error(tiny_mnist, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "--out" in err
 
 
-def test_disk_full_while_writing_a_state_is_one_line_and_loses_nothing(tiny_mnist, tmp_path, capsys, monkeypatch):
-    import errno
-    import os
-    import fkal.io as fio
-    out = tmp_path / "out"
-    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "1")) == 0
-    results = out / "MNIST" / "run0" / "results.jsonl"
-    before = results.read_bytes()
-    state1 = (out / "MNIST" / "run0" / "ir4" / "rotation" / "random" / "state_b01.pt").read_bytes()
-    real_replace = os.replace
-
-    def full(src, dst):
-        if str(dst).endswith("state_b02.pt"):
-            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
-        return real_replace(src, dst)
-    monkeypatch.setattr(fio.os, "replace", full)
-    capsys.readouterr()
-    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "2")) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "state_b02.pt" in err and "free some disk space" in err
-    assert results.read_bytes() == before
-    folder = out / "MNIST" / "run0" / "ir4" / "rotation" / "random"
-    assert (folder / "state_b01.pt").read_bytes() == state1 and not (folder / "state_b02.pt").exists()
-    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]          # no temporary file left
-    monkeypatch.setattr(fio.os, "replace", real_replace)
-    assert main(common(tiny_mnist, out, "--only", "random", "--iterations", "2")) == 0   # and it resumes
-    assert [r["iteration"] for r in read_jsonl(results)[0]] == [1, 2]
-
-
 @pytest.mark.parametrize("config,options,changed,message", [
     ("galaxy", {"galaxy_class_order": "round-robin"}, ["--galaxy-class-order", "random"],
      "--galaxy-class-order: round-robin there, random now"),

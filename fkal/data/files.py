@@ -21,6 +21,13 @@ def _undo_new_folders(folder: Path):
         raise
 
 
+def _check_root(root: str, what: str) -> None:
+    """A ``UserError`` when the data folder ``root`` is a file (nothing could be found in it or downloaded)."""
+    if Path(root).exists() and not Path(root).is_dir():
+        raise UserError(f"the data folder {root} is a file, not a folder: pass --data-root with the folder that "
+                        f"holds {what}")
+
+
 def _missing(name: str, root: str, what: str) -> UserError:
     return UserError(f"{name} not found under {Path(root).resolve()} and it could not be downloaded: "
                      f"put {what} there, or pass --data-root with the folder that holds them")

@@ -35,6 +35,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..errors import UserError
+from .files import _check_root
 from .sources import RawData
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -113,6 +114,7 @@ def load_image_folder(root: str, cfg: ImageFolderLoader, device: Optional[torch.
     Class indices are the sorted class folder names of ``train``; ``val`` uses the same mapping (a class may be
     absent from ``val``, a class unknown to ``train`` is an error).
     """
+    _check_root(root, f"{cfg.folder}/train and {cfg.folder}/val")
     base = Path(root) / cfg.folder
     layout = (f"put the images in {base}/train/<class>/*.JPEG and {base}/val/<class>/*.JPEG (the val images sorted "
               "into class folders), or pass --data-root with the folder that holds " + cfg.folder)
@@ -126,7 +128,12 @@ def load_image_folder(root: str, cfg: ImageFolderLoader, device: Optional[torch.
     if len(train.classes) > cfg.num_classes:
         raise UserError(f"{base / 'train'} has {len(train.classes)} class folders, more than the model's "
                         f"{cfg.num_classes} classes")
-    val_classes = sorted(e.name for e in os.scandir(base / "val") if e.is_dir())
+    entries = list(os.scandir(base / "val"))
+    val_classes = sorted(e.name for e in entries if e.is_dir())
+    if not val_classes:                     # the validation archive unpacks flat: its images are not sorted
+        files = sum(1 for e in entries if e.is_file())
+        raise UserError(f"{base / 'val'} has no class folder ({files} files directly in it, as the validation "
+                        f"archive unpacks); {layout}")
     unknown = sorted(set(val_classes) - set(train.class_to_idx))
     if unknown:
         raise UserError(f"{base / 'val'} has class folders that train lacks: {', '.join(unknown[:5])}"
@@ -258,7 +265,12 @@ class _Files(Dataset):
 
     def __getitem__(self, key) -> torch.Tensor:
         i, draws = key
-        image = default_loader(os.path.join(self.root, self.paths[i].decode()))
+        path = os.path.join(self.root, self.paths[i].decode())
+        try:
+            image = default_loader(path)
+        except Exception as e:              # PIL: truncated, not an image, unreadable
+            raise UserError(f"cannot decode {path}: {' '.join(str(e).split()) or type(e).__name__}; replace the "
+                            "file with a whole image, or move it out of the class folder") from None
         if draws is None:
             return self.eval_transform(image)
         (top, left, h, w), = crop_windows([image.height], [image.width], draws, self.ratio).tolist()
@@ -297,6 +309,14 @@ class _PassPlan(Sampler):
                 else:
                     yield [(i, draws.rows(slice(k, k + 1))) for k, i in enumerate(part, start)]
         return keys()
+
+
+def _worker_error(e: UserError) -> UserError:
+    """A ``UserError`` raised in a DataLoader worker arrives with the worker's traceback in its message; keep its
+    own line."""
+    lines = str(e).strip().splitlines()
+    own = [line.split("UserError: ", 1)[1] for line in lines if "UserError: " in line]
+    return UserError(own[-1] if own else lines[-1] if lines else str(e))
 
 
 class FolderSource:
@@ -374,6 +394,8 @@ class FolderSource:
             for x in loader:
                 yield order[start:start + len(x)], x
                 start += len(x)
+        except UserError as e:
+            raise _worker_error(e) from None
         finally:
             if mine:
                 self._busy = False
@@ -399,6 +421,8 @@ class FolderSource:
             plan.set(idx[flat], 1, None if draws is None else draws.rows(flat), [len(g) for g in groups])
             for pos, x in zip(groups, loader):
                 yield np.asarray(pos), x
+        except UserError as e:
+            raise _worker_error(e) from None
         finally:
             if mine:
                 self._busy = False

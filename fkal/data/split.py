@@ -6,6 +6,7 @@ D_v and the test set, so the labeled / unlabeled bookkeeping is index arithmetic
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -46,18 +47,39 @@ class Split:
         save_npz(path, pool=self.pool, pool_labels=self.pool_labels, val=self.val, meta=np.array(meta))
 
     @classmethod
-    def load(cls, path: Path) -> "Split":
-        """The split saved at ``path``; a damaged file is a ``UserError`` that names it and the fix."""
+    def load(cls, path: Path, raw: Optional[RawData] = None) -> "Split":
+        """The split saved at ``path``; a damaged file, or with ``raw`` one whose indices do not fit that data (a
+        split of other data), is a ``UserError`` that names it and the fix."""
+        fix = "delete it and run the same command again to make it anew (it is drawn from the run's seed)"
         try:
             with np.load(path) as f:
                 meta = json.loads(str(f["meta"]))
                 pool, pool_labels, val = f["pool"], f["pool_labels"], f["val"]
-        except (OSError, ValueError, KeyError, EOFError) as e:
-            raise UserError(f"cannot read {path}: the file is damaged ({type(e).__name__}: {e}); delete it and run "
-                            "the same command again to make it anew (it is drawn from the run's seed)") from None
-        rare = meta.pop("rare_classes", None)
-        return cls(pool=pool, pool_labels=pool_labels, val=val, rare_classes=None if rare is None else tuple(rare),
-                   **meta)
+            if not isinstance(meta, dict):
+                raise ValueError("its meta data is not a JSON object")
+            rare = meta.pop("rare_classes", None)
+            split = cls(pool=pool, pool_labels=pool_labels, val=val,
+                        rare_classes=None if rare is None else tuple(rare), **meta)
+        except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
+            raise UserError(f"cannot read {path}: the file is damaged ({type(e).__name__}: {e}); {fix}") from None
+        if raw is not None:
+            problem = split.misfit(raw)
+            if problem:
+                raise UserError(f"{path} does not fit the data: {problem} (a split of other data?); {fix}")
+        return split
+
+    def misfit(self, raw: RawData) -> Optional[str]:
+        """What makes the split's index arrays impossible for ``raw`` (None when they fit)."""
+        sources = {"pool": (self.pool, len(raw.train)),
+                   "val": (self.val, len(raw.train if raw.val is None else raw.val))}
+        for name, (idx, n) in sources.items():
+            if idx.ndim != 1 or idx.dtype.kind not in "iu":
+                return f"its {name} is not a list of indices"
+            if len(idx) and (idx.min() < 0 or idx.max() >= n):
+                return f"its {name} holds indices outside 0-{n - 1}"
+        if self.pool_labels.shape != self.pool.shape:
+            return f"{len(self.pool_labels)} pool labels for {len(self.pool)} pool images"
+        return None
 
 
 def check_request(spec: DatasetSpec, imbalance_ratio: float, noise_ratio: float = 0.0) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .files import _missing, _official_or_warn, _undo_new_folders
+from .files import _check_root, _missing, _official_or_warn, _undo_new_folders
 from .sources import RandomCropFlip, RawData, TensorSource
 
 SVHN_MEAN, SVHN_STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
@@ -33,6 +33,7 @@ def load_svhn(root: str, download: bool = True) -> RawData:
     """
     from torchvision.datasets import SVHN
 
+    _check_root(root, "SVHN/*.mat")
     folder = Path(root) / "SVHN"
     splits = ("train", "extra", "test")
     what = "SVHN/train_32x32.mat, SVHN/extra_32x32.mat and SVHN/test_32x32.mat"
@@ -51,7 +52,9 @@ def load_svhn(root: str, download: bool = True) -> RawData:
         try:
             ds = _svhn_without_md5()(str(folder), split=split)
         except Exception as e:          # scipy.io's errors for a damaged or foreign file
-            raise UserError(f"cannot read {folder / SVHN.split_list[split][1]}: {e}") from None
+            path = folder / SVHN.split_list[split][1]
+            raise UserError(f"cannot read {path}: the file is damaged or not SVHN's ({' '.join(str(e).split())}); "
+                            f"replace it with the original file (or delete it to download it again)") from None
         images[split], labels[split] = ds.data, ds.labels                     # [N, 3, 32, 32] uint8, [N] 0..9
     augment = RandomCropFlip(4, flip=False, mean=SVHN_MEAN, std=SVHN_STD)
     train = TensorSource(torch.from_numpy(np.concatenate([images.pop("train"), images.pop("extra")])),

@@ -346,7 +346,7 @@ def load_weights(model: torch.nn.Module, weights: str, model_name: str) -> None:
     ``model``, all but a classifier of another size."""
     if Path(weights).is_file():
         try:
-            state = torch.load(weights, map_location="cpu")
+            state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as e:
             raise UserError(f"cannot read the weights file {weights}: {e}") from None
         if isinstance(state, dict):
@@ -395,7 +395,7 @@ def ensure_initial(paths: StatePaths, ws: Workspace, member: int, device: torch.
     (every image that may be trained on), the given weights, or random weights."""
     target = paths.initial(member)
     if target.exists():
-        return torch.load(target, map_location="cpu")
+        return torch.load(target, map_location="cpu", weights_only=True)
     p = ws.project
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
@@ -434,7 +434,7 @@ def _models(ws: Workspace, states: list[dict], wrapped: bool, device: torch.devi
 
 def _load(path: Path) -> Optional[dict]:
     try:
-        return torch.load(path, map_location="cpu") if path.exists() else None
+        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
     except Exception:
         return None                      # a damaged file (it cannot be: files are renamed whole) is made again
 
@@ -478,7 +478,8 @@ def select_round(paths: StatePaths, project: Project, opts: RoundOptions) -> dic
             seconds["pretrain"] = sum(s.get("seconds", 0.0) for s in states)
             models = _models(ws, [s["model"] for s in states], False, device)
         else:
-            models = _models(ws, torch.load(paths.model(n - 1), map_location="cpu")["models"], True, device)
+            previous = torch.load(paths.model(n - 1), map_location="cpu", weights_only=True)
+            models = _models(ws, previous["models"], True, device)
         lab = ws.labeled_pos
         hooks = TASK_HOOKS.get(cfg.acquisition)
         extra = hooks.extra_loss(dict(project.options), ws.data.spec) if hooks is not None else None
