@@ -56,10 +56,10 @@ def main() -> int:
         picks[name] = {"indices": [int(i) for i in result.indices],
                        "scores": None if result.scores is None else [float(v) for v in result.scores],
                        "pseudo_label_accuracy": result.pseudo_label_accuracy}
-    everyone = D.all_gather_object(picks)
+    everyone = D.all_gather_object(picks)       # compared as JSON text: a nan score (BADGE's first pick) equals itself
     if D.is_main():
         Path(out).write_text(json.dumps({"world": D.world(), "picks": picks,
-                                         "ranks_agree": all(p == picks for p in everyone)}))
+                                         "ranks_agree": all(json.dumps(p) == json.dumps(picks) for p in everyone)}))
     D.shutdown()
     return 0
 
