@@ -16,13 +16,13 @@ FULL_TRAIN = "full-train"
 
 # Configuration grammar. Order matters only for display (tables and legends list acquisitions in this order).
 ACQUISITIONS = ("random", "pcc", "pfk", "pfk-sum", "varR", "entropy", "bald", "std", "coreset", "vaal",
-                "tavaal", "lloss")
+                "tavaal", "lloss", "lloss-v2")
 OURS = ("pcc", "pfk", "pfk-sum")  # everything else is a baseline for the label saving
 
 _ACQUISITION_NOTATION = {
     "random": "random", "pcc": "R_z", "pfk": "R_zg", "pfk-sum": "R_z+R_g", "varR": "varR",
     "entropy": "max entropy", "bald": "BALD", "std": "mean std", "coreset": "core-set", "vaal": "VAAL",
-    "tavaal": "TA-VAAL", "lloss": "learning loss",
+    "tavaal": "TA-VAAL", "lloss": "learning loss", "lloss-v2": "learning loss v2",
 }
 _PSEUDO_LABEL_NOTATION = {
     "y": "S=y", "yhat": "S=y^", "phat": "S=p^(y,z)", "phat-g": "S=p^(y,z,g)", "trC": "S=tr(C_zg)",
