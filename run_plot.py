@@ -30,7 +30,10 @@ Printed (and written with --save as results.md and CSV files):
   - label saving: the best baseline (highest final mean accuracy among all but pcc/pfk/pfk-sum) sets the target,
     its final mean accuracy; for each configuration, the fewest labels at which its mean accuracy reaches the
     target (linear interpolation between labeled counts), as a percentage fewer labels than the baseline needs;
-  - query and training seconds per iteration.
+  - improvement over random sampling: a configuration's accuracy minus random's in the same run (trial) at the
+    same labeled count, mean ± std over runs (TA-VAAL's Figures 3-4; paired with the random runs of the same
+    settings);
+  - query (selection) and training seconds per iteration.
 
 Figures (--save; PNG and PDF, one set per imbalance ratio, file names end in _IR{ratio}):
   accuracy_IR*           accuracy against labeled images (mean ± std over runs), labeled share of the pool on the
@@ -40,6 +43,9 @@ Figures (--save; PNG and PDF, one set per imbalance ratio, file names end in _IR
                          configuration
   selection_summary_IR*  entropy of each iteration's selected classes (TA-VAAL Fig. 7a) and the cumulative share
                          of the rare classes among the labeled images
+  improvement_IR*        accuracy minus random sampling's, paired by run, mean with the std shaded (TA-VAAL
+                         Figs. 3-4)
+  accuracy_band_IR*      accuracy, mean with the std over runs shaded (TA-VAAL Figs. 11-12)
 
 Legends give the paper's notation beside the configuration name, e.g. 'pfk-phat-L80  (R_zg, S=p^(y,z), L=80)'.
 Exit code 2 when there are no results (or none left after the filters).
@@ -51,6 +57,7 @@ examples:
   python run_plot.py --save                           # and figures into local_data/MNIST/figures/
   python run_plot.py --dataset svhn --imbalance-ratios 100 --unsupervised 1 --save
   python run_plot.py --only random varR-E4-K32 pfk-phat-L80 --save --figures paper_figs
+  python run_plot.py --dataset cifar10 --out local_data/tavaal --save   # TA-VAAL's benchmark (run.py --protocol tavaal)
 """
 
 
@@ -76,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--imbalance-ratios", nargs="+", type=float, metavar="IR", default=None,
                         help="only these imbalance ratios, e.g. --imbalance-ratios 1 100 (default: all found)")
     parser.add_argument("--rare-classes", nargs="+", type=int, metavar="CLASS", default=None,
-                        help="classes counted as rare in the selection figure (default: 5-9 for mnist and svhn; "
-                             "none for imagenet and cifar10, whose rare classes depend on the split)")
+                        help="classes counted as rare in the selection figure (default: the classes the records "
+                             "name when they all name the same, else 5-9 for mnist and svhn)")
     parser.add_argument("--metric", choices=report.METRICS, default="test_accuracy",
                         help="accuracy to draw and tabulate: test_accuracy (for ensembles the members' mean) or "
                              "ensemble_test_accuracy (the averaged prediction; test_accuracy where not an "
@@ -117,11 +124,14 @@ def tables(groups: dict, metric: str) -> tuple[str, dict[str, str]]:
     active, _ = report.split_full_train(groups)
     savings = report.label_saving({key: report.accuracy_curve(runs, metric) for key, runs in active.items()})
     costs = report.cost_table(groups)
-    markdown = "\n".join([report.format_accuracy_markdown(rows, metric),
-                          report.format_label_saving_markdown(savings),
-                          report.format_cost_markdown(costs)])
+    improvement, _ = report.improvement_table(groups, metric)
+    parts = [report.format_accuracy_markdown(rows, metric)]
+    if improvement:
+        parts.append(report.format_improvement_markdown(improvement))
+    parts += [report.format_label_saving_markdown(savings), report.format_cost_markdown(costs)]
+    markdown = "\n".join(parts)
     csvs = {"accuracy.csv": report.to_csv(rows), "label_saving.csv": report.to_csv(savings),
-            "cost.csv": report.to_csv(costs)}
+            "cost.csv": report.to_csv(costs), "improvement.csv": report.to_csv(improvement)}
     return markdown, csvs
 
 
@@ -144,6 +154,8 @@ def draw_figures(groups: dict, dataset: str, metric: str, rare_classes: Sequence
         entropy = {key: report.entropy_curve(runs) for key, runs in at.items()}
         rare = ({key: report.rare_share_curve(runs, rare_classes) for key, runs in at.items()}
                 if rare_classes else None)
+        improvement = {key: report.improvement_curve(runs, at[base], metric) for key, runs in at.items()
+                       if key.config != "random" and (base := report.baseline_key(at, key)) is not None}
         figures = {
             "accuracy": plots.accuracy_figure(curves, full_curves, report.pool_size_at(at, ratio),
                                               f"{name}, IR={ir}: {metric_name} (mean ± std over runs)", colors,
@@ -152,7 +164,13 @@ def draw_figures(groups: dict, dataset: str, metric: str, rare_classes: Sequence
             "selection": plots.selection_figure(histograms, f"{name}, IR={ir}: classes selected per iteration"),
             "selection_summary": plots.selection_summary_figure(entropy, rare, num_classes, rare_classes,
                                                                 f"{name}, IR={ir}: what was selected", colors),
+            "accuracy_band": plots.band_figure(curves, f"{name}, IR={ir}: {metric_name} (mean, std over runs shaded)",
+                                               f"{metric_name} (%)", colors),
         }
+        if improvement:
+            figures["improvement"] = plots.band_figure(
+                improvement, f"{name}, IR={ir}: improvement over random sampling, paired by run (mean, std shaded)",
+                f"{metric_name} minus random's (points)", colors, zero_line="random")
         for stem, figure in figures.items():
             written += plots.save_figure(figure, folder / f"{stem}_IR{ir}")
     return written
@@ -172,6 +190,7 @@ def write_tables(markdown: str, csvs: dict[str, str], messages: Sequence[str], f
 
 def run(args: argparse.Namespace) -> int:
     groups, messages = load_groups(args)
+    messages += [f"note: {n}" for n in report.improvement_table(groups, args.metric)[1]]
     for message in messages:
         print(message, file=sys.stderr)
     markdown, csvs = tables(groups, args.metric)
@@ -180,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.save:
         print(f"(figures not drawn: add --save to write them and the tables into {folder})")
         return 0
-    rare = args.rare_classes if args.rare_classes is not None else report.DEFAULT_RARE_CLASSES.get(args.dataset)
+    rare = args.rare_classes if args.rare_classes is not None else (
+        report.rare_classes_in(groups) or report.DEFAULT_RARE_CLASSES.get(args.dataset))
     if not rare:
         print(f"note: no rare classes for {args.dataset}: give --rare-classes to draw their share",
               file=sys.stderr)

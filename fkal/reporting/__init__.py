@@ -15,13 +15,13 @@ from .names import (  # noqa: F401
 from .records import (  # noqa: F401
     DATASET_DIRS, DEFAULT_RARE_CLASSES, RECORD_FIELDS, FULL_TRAIN_FIELDS, METRICS, result_paths, read_results,
     parse_record, record_key, GroupKey, group_key, filter_records, group_records, display_order, split_full_train,
-    imbalance_ratios_of, pool_size, pool_size_at, completeness_notes, group_label,
+    imbalance_ratios_of, pool_size, pool_size_at, completeness_notes, group_label, baseline_key, rare_classes_in,
 )
 from .curves import (  # noqa: F401
-    CurvePoint, mean_std, metric_value, accuracy_curve, selection_entropy, entropy_curve, rare_share_curve,
+    CurvePoint, mean_std, metric_value, accuracy_curve, improvement_curve, selection_entropy, entropy_curve, rare_share_curve,
     selection_histogram, num_classes_of, LabelSaving, is_baseline, labels_to_reach, label_saving,
 )
 from .tables import (  # noqa: F401
     SummaryRow, summary_table, CostRow, cost_table, format_accuracy_markdown, format_label_saving_markdown,
-    format_cost_markdown, to_csv,
+    format_cost_markdown, to_csv, ImprovementRow, improvement_table, format_improvement_markdown,
 )
