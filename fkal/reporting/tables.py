@@ -147,7 +147,8 @@ def format_label_saving_markdown(savings: Sequence[LabelSaving]) -> str:
 def format_cost_markdown(rows: Sequence[CostRow]) -> str:
     """Query and training seconds per iteration, per group."""
     lines = ["## Seconds per iteration", "", "Mean ± sample std over iterations 2 and later of all runs "
-             "(iteration 1 of the uncertainty and VAAL-type baselines is random).", ""]
+             "(iteration 1 of the uncertainty and VAAL-type baselines is random, and with --initial-labels the "
+             "initial random set of every method).", ""]
     body = [[legend_name(r.config, r.unsupervised, r.variant), format_ratio(r.imbalance_ratio),
              _cell(r.query_mean, r.query_std, r.iterations, 3), _cell(r.train_mean, r.train_std, r.iterations, 1)]
             for r in rows]
