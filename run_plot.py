@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fkal import reporting as report
+from fkal.arguments import integer
 from fkal.reporting import figures as plots
 from fkal.errors import UserError
 from fkal.io import save_text
@@ -21,23 +22,29 @@ Draw and tabulate the active-learning results of one dataset.
 
 Reads every {out}/{DATASET}/run*/results.jsonl (one line per completed iteration, written by run.py; a
 'full-train' line from run.py --full-train gives the all-train-data accuracy) and groups the lines by
-configuration, imbalance ratio (IR) and initial model (--unsupervised 1: rotation-pretrained, 0: random weights,
-marked θ_rnd). Broken lines are skipped with a warning naming file and line; configurations with fewer runs or
-iterations than the others are drawn as they are and named in one note each.
+configuration, imbalance ratio (IR), initial model (--unsupervised 1: rotation-pretrained, 0: random weights,
+marked θ_rnd) and settings (runs made with other settings, e.g. --epoch-selection val beside final, are separate
+rows named by what differs). Broken lines are skipped with a warning naming file and line; configurations with
+fewer runs or iterations than the others are drawn as they are and named in one note each.
 
 Printed (and written with --save as results.md and CSV files):
-  - accuracy at every labeled count per configuration: mean ± sample std (ddof=1) over runs, number of runs;
-  - label saving: the best baseline (highest final mean accuracy among all but pcc/pfk/pfk-sum) sets the target,
-    its final mean accuracy; for each configuration, the fewest labels at which its mean accuracy reaches the
-    target (linear interpolation between labeled counts), as a percentage fewer labels than the baseline needs;
-  - improvement over random sampling: a configuration's accuracy minus random's in the same run (trial) at the
+  - the --metric at every labeled count per configuration: mean ± sample std (ddof=1) over runs, number of runs;
+  - with --beside METRIC: the difference --metric minus METRIC of the same records, mean ± std over runs (e.g.
+    test_accuracy minus final_test_accuracy: what keeping the epoch best on D_v changed);
+  - label saving against every baseline (all but pcc/pfk/pfk-sum; --baselines to choose) at every --targets
+    accuracy ('final': the baseline's final mean): the labels each configuration's mean curve needs to reach it
+    (linear interpolation between labeled counts) and how many fewer than the baseline's, in percent, each with a
+    95% interval from a bootstrap over runs (runs shared with the baseline are resampled in pairs);
+  - improvement over random sampling: a configuration's --metric minus random's in the same run (trial) at the
     same labeled count, mean ± std over runs (TA-VAAL's Figures 3-4; paired with the random runs of the same
     settings);
   - query (selection) and training seconds per iteration.
 
 Figures (--save; PNG and PDF, one set per imbalance ratio, file names end in _IR{ratio}):
-  accuracy_IR*           accuracy against labeled images (mean ± std over runs), labeled share of the pool on the
-                         top axis, the all-train accuracy as a dotted line; random-init curves dashed
+  accuracy_IR*           the --metric against labeled images, or against their share of |D| (the pool before
+                         the imbalance) with --x percent as in the paper's figures (mean ± std over runs), the
+                         other unit on the top axis, the all-train line dotted, random-init curves dashed,
+                         --beside METRIC thin dotted
   cost_IR*               query seconds per iteration (log scale) beside training seconds
   selection_IR*          classes of the images selected at each iteration (mean over runs), one panel per
                          configuration
@@ -48,6 +55,7 @@ Figures (--save; PNG and PDF, one set per imbalance ratio, file names end in _IR
   accuracy_band_IR*      accuracy, mean with the std over runs shaded (TA-VAAL Figs. 11-12)
 
 Legends give the paper's notation beside the configuration name, e.g. 'pfk-phat-L80  (R_zg, S=p^(y,z), L=80)'.
+Records without the --metric (written before it was recorded) are left out with a note.
 Exit code 2 when there are no results (or none left after the filters).
 """
 
@@ -57,8 +65,19 @@ examples:
   python run_plot.py --save                           # and figures into local_data/MNIST/figures/
   python run_plot.py --dataset svhn --imbalance-ratios 100 --unsupervised 1 --save
   python run_plot.py --only random varR-E4-K32 pfk-phat-L80 --save --figures paper_figs
+  python run_plot.py --epoch-selection val --targets 85 90 final --x percent --save
+  python run_plot.py --epoch-selection val --beside final_test_accuracy      # kept epoch against final epoch
+  python run_plot.py --metric balanced_accuracy --targets 80 final
   python run_plot.py --dataset cifar10 --out local_data/tavaal --save   # TA-VAAL's benchmark (run.py --protocol tavaal)
 """
+
+
+def target(text: str) -> str:
+    """argparse type of --targets: an accuracy in percent or 'final'."""
+    try:
+        return report.parse_target(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset whose results to read (default: %(default)s)")
     parser.add_argument("--save", action="store_true",
                         help="write the figures (PNG and PDF) and tables (results.md, accuracy.csv, "
-                             "label_saving.csv, cost.csv) into --figures")
+                             "label_saving.csv, cost.csv, and difference.csv with --beside) into --figures")
     parser.add_argument("--figures", type=Path, default=None,
                         help="where --save writes (default: {out}/{DATASET}/figures)")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
@@ -82,13 +101,37 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: both, as separate curves)")
     parser.add_argument("--imbalance-ratios", nargs="+", type=float, metavar="IR", default=None,
                         help="only these imbalance ratios, e.g. --imbalance-ratios 1 100 (default: all found)")
+    parser.add_argument("--epoch-selection", choices=report.EPOCH_SELECTIONS, default=None,
+                        help="only runs whose iterations kept the final epoch (final; also every record written "
+                             "before run.py had --epoch-selection) or the epoch best on D_v (val) "
+                             "(default: both, as separate rows)")
     parser.add_argument("--rare-classes", nargs="+", type=int, metavar="CLASS", default=None,
                         help="classes counted as rare in the selection figure (default: the classes the records "
                              "name when they all name the same, else 5-9 for mnist and svhn)")
     parser.add_argument("--metric", choices=report.METRICS, default="test_accuracy",
-                        help="accuracy to draw and tabulate: test_accuracy (for ensembles the members' mean) or "
-                             "ensemble_test_accuracy (the averaged prediction; test_accuracy where not an "
-                             "ensemble) (default: %(default)s)")
+                        help="what to draw and tabulate, in percent: test_accuracy (the kept epoch's; for "
+                             "ensembles the members' mean), ensemble_test_accuracy (the averaged prediction; "
+                             "test_accuracy where not an ensemble), final_test_accuracy (the last epoch's, also "
+                             "with --epoch-selection val), val_accuracy (on D_v), or an imbalance metric of "
+                             "fkal/metrics.py (default: %(default)s)")
+    parser.add_argument("--beside", choices=report.METRICS, default=None, metavar="METRIC",
+                        help="a second metric drawn thin and dotted beside each curve, and a table of --metric "
+                             "minus it per record (e.g. --beside final_test_accuracy: the final epoch's accuracy "
+                             "beside the kept epoch's); one of " + ", ".join(report.METRICS))
+    parser.add_argument("--x", choices=plots.X_AXES, default="labeled",
+                        help="x axis of the curves and unit of the label-saving tables: labeled images, or their "
+                             "share of |D| in percent as in the paper's figures (|D|: the pool before the "
+                             "imbalance, 50,000 for MNIST, so 125 labels are 0.25%%) (default: %(default)s)")
+    parser.add_argument("--targets", nargs="+", type=target, default=[report.FINAL], metavar="TARGET",
+                        help="label-saving targets: accuracies in percent and/or 'final' (each baseline's final "
+                             "mean), e.g. --targets 85 90 final (default: final)")
+    parser.add_argument("--baselines", nargs="+", metavar="NAME", default=None,
+                        help="label saving against these configurations (any, e.g. pfk-phat-L80 to compare two "
+                             "settings of the method; default: every baseline, i.e. all but pcc/pfk/pfk-sum)")
+    parser.add_argument("--resamples", type=integer(100), default=report.RESAMPLES,
+                        help="bootstrap resamples of the label-saving intervals (default: %(default)s)")
+    parser.add_argument("--seed", type=integer(0), default=0,
+                        help="seed of the bootstrap (default: %(default)s)")
     return parser
 
 
@@ -105,38 +148,64 @@ def load_groups(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if not records:
         raise UserError(f"no usable results in {len(paths)} results file(s) under {folder}")
     found = sorted({r["config"] for r in records})
-    kept = report.filter_records(records, args.only, args.unsupervised, args.imbalance_ratios)
+    kept = report.filter_records(records, args.only, args.unsupervised, args.imbalance_ratios,
+                                 getattr(args, "epoch_selection", None))
     for name in args.only or []:
         if name not in found:
             messages.append(f"note: --only {name}: no such configuration (found: {', '.join(found)})")
+    metric = getattr(args, "metric", "test_accuracy")
+    kept, notes = report.records_with(kept, metric)
+    messages += [f"note: {n}" for n in notes]
+    if getattr(args, "beside", None):
+        messages += [f"note: {n.replace('--metric', '--beside', 1)}" for n in report.records_with(kept, args.beside)[1]]
     if not any(r["config"] != report.FULL_TRAIN for r in kept):
-        raise UserError(f"no results left after the filters (--only/--unsupervised/--imbalance-ratios); "
-                        f"found configurations {', '.join(found)}, imbalance ratios "
-                        f"{', '.join(sorted({report.format_ratio(float(r['imbalance_ratio'])) for r in records}))}")
+        selections = sorted({report.epoch_selection_of(r) for r in records if r["config"] != report.FULL_TRAIN})
+        raise UserError(f"no results left after the filters (--only/--unsupervised/--imbalance-ratios/"
+                        f"--epoch-selection/--metric); found configurations {', '.join(found)}, imbalance ratios "
+                        f"{', '.join(sorted({report.format_ratio(float(r['imbalance_ratio'])) for r in records}))}, "
+                        f"epoch selections {', '.join(selections)}")
     groups = report.group_records(kept)
     messages += [f"note: {n}" for n in report.completeness_notes(groups)]
     return groups, messages
 
 
-def tables(groups: dict, metric: str) -> tuple[str, dict[str, str]]:
-    """``(Markdown text, {csv file name: CSV text})`` of the accuracy, label-saving and cost tables."""
+def tables(groups: dict, args: argparse.Namespace) -> tuple[str, dict[str, str], list[str]]:
+    """``(Markdown text, {csv file name: CSV text}, notes)`` of the accuracy, difference, label-saving and cost
+    tables."""
+    metric, beside = args.metric, args.beside
     rows = report.summary_table(groups, metric)
-    active, _ = report.split_full_train(groups)
-    savings = report.label_saving({key: report.accuracy_curve(runs, metric) for key, runs in active.items()})
     costs = report.cost_table(groups)
-    improvement, _ = report.improvement_table(groups, metric)
     parts = [report.format_accuracy_markdown(rows, metric)]
+    csvs = {"accuracy.csv": report.to_csv(rows)}
+    notes = []
+    if beside:
+        difference = report.difference_table(groups, metric, beside)
+        parts.append(report.format_accuracy_markdown(
+            difference, title=f"{metric.replace('_', ' ')} minus {beside.replace('_', ' ')} (points)",
+            note="The difference of the two within each record (the same run and iteration), then over runs."))
+        csvs["difference.csv"] = report.to_csv(difference)
+    if metric in report.LOWER_IS_BETTER:
+        notes.append(f"no label saving for --metric {metric}: lower is better, there is no target to reach")
+    else:
+        active, _ = report.split_full_train(groups)
+        savings = report.label_saving(active, args.targets, metric, args.baselines, args.resamples, args.seed)
+        if not savings:
+            notes.append("no label saving: no baseline among the configurations"
+                         + (f" (--baselines {' '.join(args.baselines)})" if args.baselines else ""))
+        parts.append(report.format_label_saving_markdown(savings, args.resamples, args.seed, args.x, metric))
+        csvs["label_saving.csv"] = report.to_csv(savings)
+    improvement, improvement_notes = report.improvement_table(groups, metric)
+    notes += improvement_notes
     if improvement:
         parts.append(report.format_improvement_markdown(improvement))
-    parts += [report.format_label_saving_markdown(savings), report.format_cost_markdown(costs)]
-    markdown = "\n".join(parts)
-    csvs = {"accuracy.csv": report.to_csv(rows), "label_saving.csv": report.to_csv(savings),
-            "cost.csv": report.to_csv(costs), "improvement.csv": report.to_csv(improvement)}
-    return markdown, csvs
+        csvs["improvement.csv"] = report.to_csv(improvement)
+    parts.append(report.format_cost_markdown(costs))
+    csvs["cost.csv"] = report.to_csv(costs)
+    return "\n".join(parts), csvs, notes
 
 
 def draw_figures(groups: dict, dataset: str, metric: str, rare_classes: Sequence[int] | None,
-                 folder: Path) -> list[Path]:
+                 folder: Path, x: str = "labeled", beside: str | None = None) -> list[Path]:
     """Draw and save the four figures of every imbalance ratio; return the written paths."""
     active, full = report.split_full_train(groups)
     colors = plots.config_colors([key.name for key in active])  # one colour per configuration in every figure
@@ -147,9 +216,16 @@ def draw_figures(groups: dict, dataset: str, metric: str, rare_classes: Sequence
     for ratio in report.imbalance_ratios_of(active):
         at = {key: runs for key, runs in active.items() if key.imbalance_ratio == ratio}
         ir = report.format_ratio(ratio)
+        pool, size = report.pool_size_at(at, ratio), report.dataset_size_at(at, ratio)
         curves = {key: report.accuracy_curve(runs, metric) for key, runs in at.items()}
         full_curves = {key: report.accuracy_curve(runs, metric) for key, runs in full.items()
                        if key.imbalance_ratio == ratio}
+        full_curves = {key: curve for key, curve in full_curves.items() if curve}
+        second = None
+        if beside:
+            second = {key: report.accuracy_curve(runs, beside) for key, runs in at.items()}
+            second = {key: curve for key, curve in second.items()                # drawn where it differs
+                      if curve and [(p.labeled, p.mean) for p in curve] != [(p.labeled, p.mean) for p in curves[key]]}
         histograms = {key: report.selection_histogram(runs) for key, runs in at.items()}
         entropy = {key: report.entropy_curve(runs) for key, runs in at.items()}
         rare = ({key: report.rare_share_curve(runs, rare_classes) for key, runs in at.items()}
@@ -157,13 +233,16 @@ def draw_figures(groups: dict, dataset: str, metric: str, rare_classes: Sequence
         improvement = {key: report.improvement_curve(runs, at[base], metric) for key, runs in at.items()
                        if key.config != "random" and (base := report.baseline_key(at, key)) is not None}
         figures = {
-            "accuracy": plots.accuracy_figure(curves, full_curves, report.pool_size_at(at, ratio),
+            "accuracy": plots.accuracy_figure(curves, full_curves, pool,
                                               f"{name}, IR={ir}: {metric_name} (mean ± std over runs)", colors,
-                                              ylabel=f"{metric_name} (%)"),
+                                              ylabel=f"{metric_name} (%)", x=x, beside=second,
+                                              beside_label=beside.replace("_", " ") if beside else "",
+                                              dataset_size=size),
             "cost": plots.cost_figure(report.cost_table(at), f"{name}, IR={ir}: seconds per iteration"),
             "selection": plots.selection_figure(histograms, f"{name}, IR={ir}: classes selected per iteration"),
             "selection_summary": plots.selection_summary_figure(entropy, rare, num_classes, rare_classes,
-                                                                f"{name}, IR={ir}: what was selected", colors),
+                                                                f"{name}, IR={ir}: what was selected", colors,
+                                                                x=x, dataset_size=size),
             "accuracy_band": plots.band_figure(curves, f"{name}, IR={ir}: {metric_name} (mean, std over runs shaded)",
                                                f"{metric_name} (%)", colors),
         }
@@ -190,10 +269,10 @@ def write_tables(markdown: str, csvs: dict[str, str], messages: Sequence[str], f
 
 def run(args: argparse.Namespace) -> int:
     groups, messages = load_groups(args)
-    messages += [f"note: {n}" for n in report.improvement_table(groups, args.metric)[1]]
+    markdown, csvs, notes = tables(groups, args)
+    messages += [f"note: {n}" for n in notes]
     for message in messages:
         print(message, file=sys.stderr)
-    markdown, csvs = tables(groups, args.metric)
     print(markdown)
     folder = args.figures or Path(args.out) / report.DATASET_DIRS[args.dataset] / "figures"
     if not args.save:
@@ -205,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: no rare classes for {args.dataset}: give --rare-classes to draw their share",
               file=sys.stderr)
     written = write_tables(markdown, csvs, messages, folder)
-    written += draw_figures(groups, args.dataset, args.metric, rare, folder)
+    written += draw_figures(groups, args.dataset, args.metric, rare, folder, args.x, args.beside)
     print(f"wrote {len(written)} files into {folder}: " + ", ".join(p.name for p in written))
     return 0
 

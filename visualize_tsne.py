@@ -15,7 +15,7 @@ import numpy as np
 
 from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.cli import pick_device
-from fkal.data import get_spec
+from fkal.data import get_spec, load_raw
 from fkal.diagnostics import Panel, confusion_matrix, features_and_predictions, figure, tsne
 from fkal.errors import UserError
 from fkal.io import load_torch
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=2000, help="test images in the t-SNE")
     p.add_argument("--rare", type=int, nargs="+", default=None, help="under-represented classes (default: dataset's)")
     p.add_argument("--figures", default=None, help="output folder (default: {out}/{DATASET}/figures)")
-    p.add_argument("--gpu", type=int, default=None)
+    p.add_argument("--gpu", type=int, default=None, help="CUDA device index (default: the CPU)")
     args = p.parse_args(argv)
     try:
         return run(args)
@@ -49,8 +49,8 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     spec = get_spec(args.dataset)
-    raw = spec.load(args.data_root or args.out, False)
-    device = pick_device(args.gpu)
+    device = pick_device(args.gpu)                     # before anything touches CUDA (fkal.device)
+    raw = load_raw(spec, args.data_root or args.out, False, device)
     s = Settings(out=Path(args.out), spec=spec, train=spec.train, unsup=spec.unsup, query_size=spec.query_size,
                  iterations=spec.iterations, device=device)
     paths = RunPaths.of(args.out, spec, args.run)

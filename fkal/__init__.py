@@ -17,6 +17,7 @@ Where things live:
                    the initial random labeled set and the per-cycle unlabeled subset
   loop.py          initial models and the active-learning iterations, results records, resume
   cli.py           the command line shared by run.py and the dataset stage scripts
+  device.py        the run's device, chosen once (--gpu), and CUDA determinism (set and recorded)
   stages.py        the gen_descr stage on its own (descriptors written as .npy)
   diagnostics.py   confusion matrices and t-SNE (visualize_tsne.py)
   io.py            atomic writes and the results file

@@ -6,7 +6,6 @@ import errno
 import os
 import sys
 import tempfile
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,8 +16,10 @@ from . import protocols
 from .acquisitions.registry import ACQUISITIONS, ARGUMENT_GROUPS
 from .arguments import OneLineErrors, integer, number
 from .config import Config, parse_config
-from .data import DATASETS, check_request, get_spec
-from .errors import UserError
+from .data import DATASETS, check_request, get_spec, load_raw
+from .device import add_device_arguments, configure_cuda, device_from_args, select_device
+from . import distributed as D
+from .errors import SharedUserError, UserError
 from .loop import Settings, run_config, run_full_train, run_initial
 
 # The paper's Figure 4 set (MNIST, b): random, R_z, R_zg with S = y^ / p^ / y and the baselines, where available.
@@ -68,13 +69,15 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
                    help="class imbalance ratios IR (>= 1)")
     p.add_argument("--noise-ratio", type=number(0, 1, below=True), default=0.0,
                    help="share of pool labels replaced by a wrong class, in [0, 1)")
-    p.add_argument("--gpu", type=integer(0), default=None, help="CUDA device index; falls back to the CPU with a warning")
+    add_device_arguments(p)
     p.add_argument("--epochs", type=integer(1), default=None, help="training epochs per iteration (default: protocol)")
     p.add_argument("--unsup-epochs", type=integer(1), default=None,
                    help="rotation pretraining epochs (default: protocol)")
     p.add_argument("--iterations", type=integer(1), default=None, help="AL iterations B (default: protocol)")
     p.add_argument("--pool-size", type=integer(1), default=None, help="images added per iteration P (default: protocol)")
-    p.add_argument("--batch-size", type=integer(1), default=None, help="training batch size (default: protocol)")
+    p.add_argument("--batch-size", type=integer(1), default=None,
+                   help="training batch size (default: protocol); under torchrun it is the GLOBAL batch, each "
+                        "batch dealt out over the processes, so N processes train on the protocol's batches")
     p.add_argument("--train-size", type=integer(0), default=None,
                    help="size of the pool D before the imbalance is applied; 0: every train image not in D_v "
                         "(default: protocol, 50000 for MNIST)")
@@ -112,7 +115,8 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
     return p
 
 
-def settings_from(args: argparse.Namespace, spec) -> Settings:
+def settings_from(args: argparse.Namespace, spec, device: Optional[torch.device] = None) -> Settings:
+    """Run-wide settings from the command line; ``device``: the GPU torchrun assigned this process, if any."""
     train = spec.train if args.epochs is None else spec.train.with_epochs(args.epochs)
     if args.batch_size is not None:
         train = replace(train, batch_size=args.batch_size)
@@ -120,19 +124,15 @@ def settings_from(args: argparse.Namespace, spec) -> Settings:
     return protocols.apply_to_settings(Settings(out=Path(args.out), spec=spec, train=train, unsup=unsup,
                     query_size=spec.query_size if args.pool_size is None else args.pool_size,
                     iterations=spec.iterations if args.iterations is None else args.iterations,
-                    device=pick_device(args.gpu), seed=args.seed, noise_ratio=args.noise_ratio,
+                    device=device or device_from_args(args), seed=args.seed, noise_ratio=args.noise_ratio,
                     pool_size=args.train_size, val_size=args.val_size, eval_batch=args.eval_batch,
-                    progress=not args.no_progress, options=tuple(sorted(vars(args).items())),
+                    progress=not args.no_progress and D.is_main(), options=tuple(sorted(vars(args).items())),
                     epoch_selection=args.epoch_selection, fresh=tuple(getattr(args, "fresh", ()) or ())), args)
 
 
 def pick_device(gpu: Optional[int]) -> torch.device:
-    if gpu is None:
-        return torch.device("cpu")
-    if torch.cuda.is_available() and gpu < torch.cuda.device_count():
-        return torch.device("cuda", gpu)
-    warnings.warn(f"--gpu {gpu}: no such CUDA device here, running on the CPU")
-    return torch.device("cpu")
+    """The device of ``--gpu`` for the helper scripts (``fkal.device.select_device``, determinism on)."""
+    return select_device(gpu)
 
 
 def selected_configs(args: argparse.Namespace, spec) -> list[Config]:
@@ -153,9 +153,14 @@ def main(argv: Optional[Sequence[str]] = None, dataset: Optional[str] = None, st
     except SystemExit as e:                 # --help, or a usage error already printed as one line
         return int(e.code or 0)
     try:
-        return _main(args, dataset or args.dataset, stage)
+        if D.launched() and torch.cuda.is_available():      # before the first CUDA operation (fkal.device)
+            configure_cuda(deterministic=not getattr(args, "nondeterministic", False))
+        return _main(args, dataset or args.dataset, stage, D.init())
+    except SharedUserError as e:            # every process raised it: rank 0 says it
+        D.print_once(f"error: {e}")
+        return e.exit_code
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {'' if D.is_main() else f'(rank {D.rank()}) '}{e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:
         if e.errno not in (errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EPERM):
@@ -163,17 +168,47 @@ def main(argv: Optional[Sequence[str]] = None, dataset: Optional[str] = None, st
         print(f"error: {os_error_line(e)}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
-        print("interrupted: finished iterations and models are saved; run the same command again to resume",
-              file=sys.stderr)
+        D.print_once("interrupted: finished iterations and models are saved; run the same command again to resume")
         return 130
+    finally:
+        D.shutdown()
 
 
-def _main(args: argparse.Namespace, dataset: str, stage: Optional[str]) -> int:
+def _main(args: argparse.Namespace, dataset: str, stage: Optional[str], gpu: Optional[torch.device]) -> int:
+    with D.agreed():                        # the checks that may fail on bad input fail on every process together
+        s, raw, configs, runs, members = _prepare(args, dataset, stage, gpu)
+    if s is None:                           # --list
+        return 0
+    if stage == "gen_descr":
+        from .stages import gen_descr
+        return gen_descr(s, raw, configs, runs, args.imbalance_ratios, args.unsupervised, args.iteration)
+    for run in runs:
+        for ir in args.imbalance_ratios:
+            if stage == "unsup" or getattr(args, "initial", False):
+                run_initial(s, raw, run, ir, members)
+            elif getattr(args, "full_train", False):
+                rec = run_full_train(s, raw, run, ir, args.unsupervised)
+                D.print_once(f"run{run} IR={ir:g} full-train: test accuracy {rec['test_accuracy']:.2f}%", sys.stdout)
+            else:
+                for cfg in configs:
+                    recs = run_config(s, raw, cfg, run, ir, args.unsupervised)
+                    if recs:
+                        D.print_once(f"run{run} IR={ir:g} {cfg.name}: " +
+                                     " ".join(f"{r['labeled']}:{r['test_accuracy']:.1f}" for r in recs), sys.stdout)
+    return 0
+
+
+def _prepare(args: argparse.Namespace, dataset: str, stage: Optional[str], gpu: Optional[torch.device]):
+    """``(settings, data, configurations, runs, members)`` from the command line, or Nones after ``--list``."""
     spec = protocols.apply_to_spec(get_spec(dataset), args)
     if getattr(args, "list", False):
-        for cfg in default_configs(spec):
-            print(cfg.name)
-        return 0
+        if D.is_main():
+            for cfg in default_configs(spec):
+                print(cfg.name)
+        return None, None, None, None, None
+    if gpu is not None and args.gpu is not None:
+        raise UserError(f"--gpu {args.gpu}: under torchrun each process takes the GPU of its LOCAL_RANK; drop --gpu "
+                        "(choose the GPUs with CUDA_VISIBLE_DEVICES)")
     for ir in args.imbalance_ratios:
         check_request(spec, ir, args.noise_ratio)
     configs = [] if stage == "unsup" or getattr(args, "initial", False) else selected_configs(args, spec)
@@ -184,28 +219,13 @@ def _main(args: argparse.Namespace, dataset: str, stage: Optional[str]) -> int:
     if args.run_stop is not None and args.run_stop <= args.run_start:
         raise UserError(f"--run-stop {args.run_stop} must be above --run-start {args.run_start}")
     check_writable(Path(args.out))
-    s = settings_from(args, spec)
+    s = settings_from(args, spec, gpu)
     protocols.check(s, spec, configs, spec.val_size if args.val_size is None else args.val_size)
-    raw = protocols.prepare_data(spec.load(args.data_root or args.out, True), spec, args, Path(args.out))
+    raw = protocols.prepare_data(load_raw(spec, args.data_root or args.out, D.is_main(), s.device),  # only rank 0
+                                 spec, args, Path(args.out), write=D.is_main())                    # downloads, writes
     runs = range(args.run_start, spec.runs if args.run_stop is None else args.run_stop)
     members = args.members or max([c.E for c in configs] + [1])
-    if stage == "gen_descr":
-        from .stages import gen_descr
-        return gen_descr(s, raw, configs, runs, args.imbalance_ratios, args.unsupervised, args.iteration)
-    for run in runs:
-        for ir in args.imbalance_ratios:
-            if stage == "unsup" or getattr(args, "initial", False):
-                run_initial(s, raw, run, ir, members)
-            elif getattr(args, "full_train", False):
-                rec = run_full_train(s, raw, run, ir, args.unsupervised)
-                print(f"run{run} IR={ir:g} full-train: test accuracy {rec['test_accuracy']:.2f}%")
-            else:
-                for cfg in configs:
-                    recs = run_config(s, raw, cfg, run, ir, args.unsupervised)
-                    if recs:
-                        print(f"run{run} IR={ir:g} {cfg.name}: " +
-                              " ".join(f"{r['labeled']}:{r['test_accuracy']:.1f}" for r in recs))
-    return 0
+    return s, raw, configs, runs, members
 
 
 def check_writable(folder: Path) -> None:

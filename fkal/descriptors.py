@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed as D
 from .data import TensorSource
 from .kernels import Features
 
@@ -60,18 +61,43 @@ def extract(model: nn.Module, source: TensorSource, idx: np.ndarray, taps: Seque
     """Descriptors (and Fisher scores) of ``source[idx]`` for the given taps, float32 on the CPU.
 
     The label of the Fisher score is ``labels`` (aligned with idx) or the pseudo-label of ``estimator``.
-    Returns ``(features, probs [N, D], used_labels [N])``; used_labels is -1 where no label was needed.
+    Returns ``(features, probs [N, D], used_labels [N])``; used_labels is -1 where no label was needed. Under
+    several processes each rank extracts its batches and every rank gets the whole result (``extract_shard``
+    keeps them apart).
+    """
+    feats, probs, used, where = extract_shard(model, source, idx, taps, device, batch_size, labels, estimator,
+                                              fisher, desc)
+    n = len(idx)
+    gather = lambda t: D.gather_rows(t, where, n)                          # noqa: E731
+    return (Features([gather(z) for z in feats.z], None if feats.g is None else [gather(g) for g in feats.g]),
+            gather(probs), gather(used))
+
+
+def extract_shard(model: nn.Module, source: TensorSource, idx: np.ndarray, taps: Sequence[str],
+                  device: torch.device, batch_size: int = 1000, labels: Optional[np.ndarray] = None,
+                  estimator: Optional[Estimator] = None, fisher: bool = True, desc: Optional[str] = None,
+                  sink=None) -> tuple[Features, torch.Tensor, torch.Tensor, np.ndarray]:
+    """``extract`` of this rank's batches only (``fkal.distributed.sharded``): ``(features, probs, used_labels,
+    positions)``, rows aligned with ``positions`` into ``idx``. With one process: everything, positions in order.
+
+    An estimator with a ``begin_batch(global_batch_index)`` method is told each batch's index first, so that its
+    randomness depends on the batch, not on the rank that computes it. ``sink`` (e.g. ``fkal.kernels.DiskFeatures``)
+    receives each batch's features ``sink.append(z, g)`` instead of keeping them in memory, and is returned in
+    place of the features.
     """
     model.eval()
     n = len(idx)
     zs: list[list[torch.Tensor]] = [[] for _ in taps]
     gs: list[list[torch.Tensor]] = [[] for _ in taps]
-    probs, used = [], []
+    probs, used, where = [], [], []
     labels_t = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
     need_grad = fisher or estimator is not None
-    batches = tqdm(source.batches(idx, batch_size), total=-(-n // batch_size), desc=desc, leave=False,
-                   disable=desc is None)
-    for pos, x in batches:
+    batches = tqdm(D.sharded(source, idx, batch_size), total=len(D.my_batches(n, batch_size)), desc=desc,
+                   leave=False, disable=desc is None or not D.is_main())
+    for batch_index, pos, x in batches:
+        if hasattr(estimator, "begin_batch"):
+            estimator.begin_batch(batch_index)
+        where.append(pos)
         x = x.to(device, non_blocking=True)
         with torch.set_grad_enabled(need_grad):
             logits, tapd = model(x)
@@ -86,11 +112,21 @@ def extract(model: nn.Module, source: TensorSource, idx: np.ndarray, taps: Seque
                 y = torch.full((len(pos),), -1, dtype=torch.long, device=device)
             if fisher and g is None:
                 g = fisher_scores(logits, acts, y)
-        for j in range(len(taps)):
-            zs[j].append(z[j].cpu())
-            if fisher:
-                gs[j].append(g[j].detach().float().cpu())
+        if sink is not None:
+            sink.append([t.cpu() for t in z], [t.detach().float().cpu() for t in g] if fisher else None)
+        else:
+            for j in range(len(taps)):
+                zs[j].append(z[j].cpu())
+                if fisher:
+                    gs[j].append(g[j].detach().float().cpu())
         probs.append(logits.detach().float().softmax(1).cpu())
         used.append(y.cpu())
+    positions = np.concatenate(where) if where else np.zeros(0, dtype=np.int64)
+    if not where:        # a rank with no batch (a set smaller than the world): no rows; gathers take others' widths
+        empty = [torch.zeros(0, 0) for _ in taps]
+        return (sink if sink is not None else Features(empty, [e.clone() for e in empty] if fisher else None),
+                torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), positions)
+    if sink is not None:
+        return sink, torch.cat(probs), torch.cat(used), positions
     feats = Features([torch.cat(z) for z in zs], [torch.cat(g) for g in gs] if fisher else None)
-    return feats, torch.cat(probs), torch.cat(used)
+    return feats, torch.cat(probs), torch.cat(used), positions

@@ -3,6 +3,20 @@
 Features of a set of images are per-scale matrices: ``z[j]`` is ``[N, L_j]`` (descriptors pooled from tap j) and
 ``g[j]`` is ``[N, L_j]`` (Fisher scores pooled the same way). Every kernel maps two feature sets to an
 ``[A, B]`` similarity block, so the pool can be streamed in chunks (``topk_similar``).
+
+Where z and g come from is the task model's business (``fkal.models``: taps before the ReLU by default, after it
+with ``--taps post`` as in the authors' release). What happens to them here, against the paper and the release:
+
+* standardization (``STANDARDIZATIONS``, the command line's ``--standardize``), per image and per scale, of z and
+  of g alike. ``unit`` (the default): zero mean and unit norm, so the inner product of one scale is the Pearson
+  correlation of the two rows and every scale weighs the same in the sum over scales. ``release``:
+  ``(v - mean) / (std + 1e-10)`` with the unbiased std, as the release's ``main_descr.py`` and ``gen_descr.py``
+  do; a scale's inner product is then (L_j - 1) times the Pearson correlation, so scale j weighs L_j - 1 (at L=80
+  on LeNet: 9, 19 and 49, fc1 carrying 49/77 = 64%). The paper (section 4.1, before eq. 6) says "zero mean and
+  unit variance" and does not say how the scales are weighed; taken literally that is the release's weighting
+  (L_j, or L_j - 1 with the unbiased variance), and ``unit`` is it divided by sqrt(L_j) (sqrt(L_j - 1)).
+* kernel: ``pcc`` is R_z (eq. 6), ``pfk`` the product R_zg of eq. 12 (the paper), ``pfk-sum`` the sum R_z + R_g
+  that the release computes in both k-center greedy and matching.
 """
 from __future__ import annotations
 
@@ -30,22 +44,113 @@ class Features:
     def to(self, device) -> "Features":
         return Features([z.to(device) for z in self.z], None if self.g is None else [g.to(device) for g in self.g])
 
-    def standardized(self) -> "Features":
-        return Features([standardize(z) for z in self.z], None if self.g is None else [standardize(g) for g in self.g])
+    def standardized(self, how: str = "unit") -> "Features":
+        """Every scale of z and g standardized per row by ``STANDARDIZATIONS[how]``."""
+        fn = standardizer(how)
+        return Features([fn(z) for z in self.z], None if self.g is None else [fn(g) for g in self.g])
+
+
+class DiskFeatures:
+    """Standardized per-scale features of N rows kept on disk as float16, for pools too large for memory.
+
+    ``append(z, g)`` standardizes a batch's rows (``standardize``) and appends them to one file per scale and kind
+    (``{folder}/z{j}.f16``, ``g{j}.f16``); ``rows(slice)`` maps the requested rows of each file (``np.memmap`` with
+    an offset), copies them out as float32 ``Features`` on ``device`` and unmaps them, so resident memory stays
+    at one chunk whatever N is (the page cache aside). float16 keeps 11 significant bits: a Pearson correlation
+    of unit-norm rows changes by about 1e-3 at most, far below the gaps that decide a ranking in practice.
+    Used where ``len(features) * L * 4 bytes`` (x2 with Fisher scores) exceeds ``--memory-budget``.
+    """
+
+    dtype = np.float16
+
+    def __init__(self, folder, device: torch.device = torch.device("cpu"), how: str = "unit"):
+        from pathlib import Path
+        self.folder, self.device, self.how = Path(folder), device, how
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.n, self.widths, self.fisher = 0, None, None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _path(self, kind: str, j: int):
+        return self.folder / f"{kind}{j}.f16"
+
+    def append(self, z: list[torch.Tensor], g: Optional[list[torch.Tensor]]) -> None:
+        """One batch: ``z[j]`` (and ``g[j]``) ``[B, L_j]`` per scale, raw; stored standardized."""
+        if self.widths is None:
+            self.widths, self.fisher = [t.shape[1] for t in z], g is not None
+        for kind, parts in (("z", z), ("g", g or [])):
+            for j, t in enumerate(parts):
+                with open(self._path(kind, j), "ab") as f:
+                    f.write(standardizer(self.how)(t.float()).numpy().astype(self.dtype).tobytes())
+        self.n += len(z[0])
+
+    def rows(self, idx: slice) -> Features:
+        start, stop, _ = idx.indices(self.n)
+        count = max(0, stop - start)
+
+        def read(kind: str, j: int) -> torch.Tensor:
+            width = self.widths[j]
+            if count == 0:
+                return torch.zeros(0, width, device=self.device)
+            mapped = np.memmap(self._path(kind, j), dtype=self.dtype, mode="r",
+                               offset=start * width * np.dtype(self.dtype).itemsize, shape=(count, width))
+            chunk = np.array(mapped, dtype=np.float32)            # [count, L_j], copied out
+            del mapped                                            # unmapped: its pages leave the process
+            return torch.from_numpy(chunk).to(self.device)
+        z = [read("z", j) for j in range(len(self.widths))]
+        g = [read("g", j) for j in range(len(self.widths))] if self.fisher else None
+        return Features(z, g)
+
+    def standardized(self, how: str = "unit") -> "DiskFeatures":
+        if how != self.how:
+            raise ValueError(f"these features were stored standardized by {self.how!r}, not {how!r}")
+        return self                                               # stored standardized
+
+    def to(self, device) -> "DiskFeatures":
+        self.device = torch.device(device)
+        return self
 
 
 def standardize(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Per-row zero mean and unit norm, ``[N, L] -> [N, L]``.
+    """Per-row zero mean and unit norm, ``[N, L] -> [N, L]`` (``--standardize unit``, the default).
 
     This is the zero-mean unit-variance preprocessing of section 4.1 scaled by 1/sqrt(L), so that the inner
-    product of two rows is exactly their Pearson correlation and every scale weighs the same in the sums below.
+    product of two rows is exactly their Pearson correlation and every scale weighs the same in the sums below
+    (``standardize_release`` leaves scale j a weight of L_j - 1).
     """
     v = v - v.mean(dim=1, keepdim=True)
     return v / v.norm(dim=1, keepdim=True).clamp_min(eps)
 
 
+def standardize_release(v: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Per-row ``(v - mean) / (std + eps)`` with the unbiased std (ddof 1), ``[N, L] -> [N, L]``
+    (``--standardize release``: the authors' release, eps included).
+
+    A row's squared norm is then (L - 1) std^2 / (std + eps)^2, about L - 1, and the inner product of two rows is
+    about (L - 1) times their Pearson correlation: summed over scales, scale j weighs L_j - 1.
+    """
+    if v.shape[1] < 2:
+        raise ValueError(f"the unbiased std of a scale needs at least 2 values, this one has {v.shape[1]}")
+    v = v - v.mean(dim=1, keepdim=True)
+    return v / (v.std(dim=1, keepdim=True) + eps)
+
+
+STANDARDIZATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "unit": standardize, "release": standardize_release}
+
+
+def standardizer(how: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-row standardization named ``how`` (``STANDARDIZATIONS``)."""
+    try:
+        return STANDARDIZATIONS[how]
+    except KeyError:
+        raise ValueError(f"unknown standardization {how!r}: choose one of {', '.join(STANDARDIZATIONS)}") from None
+
+
 def pcc(a: Features, b: Features) -> torch.Tensor:
-    """R_z = sum_j (Z_v^j)^T Z^j (eq. 6): ``[A, B]``; the sum over scales is one product of the concatenations."""
+    """R_z = sum_j (Z_v^j)^T Z^j (eq. 6): ``[A, B]``; the sum over scales is one product of the concatenations.
+    Each scale's term is weighed by what the standardization left in it (1 for ``unit``, L_j - 1 for ``release``)."""
     return torch.cat(a.z, 1) @ torch.cat(b.z, 1).T
 
 
@@ -59,7 +164,8 @@ def pfk(a: Features, b: Features) -> torch.Tensor:
 
 
 def pfk_sum(a: Features, b: Features) -> torch.Tensor:
-    """R_z + R_g, the sum the authors' code release uses in place of the product of eq. 12: ``[A, B]``."""
+    """R_z + R_g, the sum the authors' code release uses in place of the product of eq. 12 (in k-center greedy and
+    in matching alike): ``[A, B]``."""
     return torch.cat(a.z + a.g, 1) @ torch.cat(b.z + b.g, 1).T
 
 

@@ -11,6 +11,7 @@ on a configuration of a run (a lock per configuration state); different configur
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -24,12 +25,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed as D
 from . import protocols
 from . import settings as settings_mod
 from .acquisitions.contract import QueryContext, QueryResult, TaskHooks
 from .acquisitions.registry import ACQUISITION_OPTIONS, ACQUISITIONS, ATTACHED_HOOKS, ATTACHED_OPTIONS, TASK_HOOKS
 from .config import Config
 from .data import ALData, DatasetSpec, RawData, Schedule, Split, make_split
+from .device import cuda_settings
 from .errors import UserError
 from .io import append_jsonl, exclusive, load_torch, read_jsonl, save_json, save_torch
 from .metrics import class_scores, imbalance_metrics, pseudo_label_rare_scores
@@ -150,7 +153,15 @@ def config_settings(s: Settings, raw: RawData, cfg: Config, run: int, ir: float,
     return settings_mod.config_settings(
         initial_settings(s, raw, run, ir, unsupervised), cfg.name, unsupervised, s.train, s.query_size,
         s.epoch_selection, {d: options.get(d) for d in dests},
-        s.device.type, taps=options.get("taps", "pre"), **protocol_settings(s))
+        s.device.type, taps=options.get("taps", "pre"), standardize=options.get("standardize", "unit"),
+        world_size=D.world(), cuda=cuda_settings(s.device),
+        **({"eval_batch": s.eval_batch} if _batch_seeded(cfg) else {}), **protocol_settings(s))
+
+
+def _batch_seeded(cfg: Config) -> bool:
+    """Whether a configuration's picks depend on ``--eval-batch``: its random draws (MC-dropout masks, the Monte
+    Carlo estimators' perturbations) are seeded per batch of the pool."""
+    return cfg.acquisition in ("varR", "entropy", "bald", "std") or cfg.pseudo_label in ("trC", "mi", "mi-diag")
 
 
 def protocol_settings(s: Settings) -> dict:
@@ -189,7 +200,12 @@ _OTHER_OUT = "use another --out, or the settings it was made with"
 # ----------------------------------------------------------------------------------------------------------------
 def ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: Optional[int] = None) -> Split:
     """The run's split, made and saved when missing. ``query_budget`` (P x B) is checked against the pool before
-    anything is written. A split made with other settings ends with one clear error."""
+    anything is written. A split made with other settings ends with one clear error. Under several processes
+    rank 0 reads or makes it and hands it to the others."""
+    return D.on_main(_ensure_split, s, raw, run, ir, query_budget)
+
+
+def _ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: Optional[int]) -> Split:
     paths = RunPaths.of(s.out, s.spec, run)
     path = paths.split(ir)
     current = split_settings(s, raw, run, ir)
@@ -207,7 +223,7 @@ def ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: O
     if not path.exists():
         with exclusive(paths.initial_lock(ir), f"run{run} IR={ir:g} initial models", wait=True):
             if path.exists():                              # made by another process while this one waited
-                return ensure_split(s, raw, run, ir, query_budget)
+                return _ensure_split(s, raw, run, ir, query_budget)
             split.save(path)
     return split
 
@@ -227,10 +243,11 @@ def ensure_initial(s: Settings, data: ALData, run: int, unsupervised: int, membe
     paths = RunPaths.of(s.out, s.spec, run)
     ir = data.split.imbalance_ratio
     target = paths.initial(ir, unsupervised, member)
-    if target.exists():
+    if D.on_main(target.exists):
         return target
-    with exclusive(paths.initial_lock(ir), f"run{run} IR={ir:g} initial models", wait=True):
-        if target.exists():                                # made by another process while this one waited
+    lock = exclusive(paths.initial_lock(ir), f"run{run} IR={ir:g} initial models", wait=True)
+    with lock if D.is_main() else contextlib.nullcontext():
+        if D.on_main(target.exists):                       # made by another process while this one waited
             return target
         seed = s.seed_of(run)
         torch.manual_seed(derive_seed(seed, "init", member))
@@ -243,26 +260,33 @@ def ensure_initial(s: Settings, data: ALData, run: int, unsupervised: int, membe
                                      desc=f"run{run} IR={ir:g} rotation pretraining e{member}", progress=s.progress)
             acc = rotation_accuracy(rot, data.raw.test, np.arange(len(data.raw.test)), s.device, s.eval_batch)
             copy_all_but_classifier(rot, model)
-            info_path = paths.initial_info(ir)
-            info = read_json(info_path)
-            info[f"rotation_e{member}"] = {"rotation_test_accuracy": acc, "seconds": seconds,
-                                           "epochs": s.unsup.epochs, "pool": int(len(data.split.pool))}
-            save_json(info, info_path)
-            tqdm.write(f"run{run} IR={ir:g} member {member}: rotation-task test accuracy {acc:.2f}% ({seconds:.0f} s)")
-        save_torch({"model": model.state_dict(), "seed": seed, "member": member, "unsupervised": unsupervised,
-                    "settings": initial_settings(s, data.raw, run, ir, unsupervised)}, target)
+            if D.is_main():
+                info_path = paths.initial_info(ir)
+                info = read_json(info_path)
+                info[f"rotation_e{member}"] = {"rotation_test_accuracy": acc, "seconds": seconds,
+                                               "epochs": s.unsup.epochs, "pool": int(len(data.split.pool))}
+                save_json(info, info_path)
+                tqdm.write(f"run{run} IR={ir:g} member {member}: rotation-task test accuracy {acc:.2f}% "
+                           f"({seconds:.0f} s)")
+        if D.is_main():
+            save_torch({"model": model.state_dict(), "seed": seed, "member": member, "unsupervised": unsupervised,
+                        "settings": initial_settings(s, data.raw, run, ir, unsupervised)}, target)
+        D.barrier()
     return target
 
 
 def load_initial(s: Settings, data: ALData, run: int, unsupervised: int, member: int = 0) -> dict:
     """The state dict of an initial model (made first when missing), checked to be made with these settings."""
     path = ensure_initial(s, data, run, unsupervised, member)
-    state = load_torch(path, "delete it and run the same command again: the initial model is made anew from the "
-                             "run's seed")
     current = initial_settings(s, data.raw, run, data.split.imbalance_ratio, unsupervised)
-    _check_same(state.get("settings"), current, path, f"{_OTHER_OUT} (the initial models serve every configuration "
-                                                      f"of run{run})")
-    return state["model"]
+
+    def read() -> dict:
+        state = load_torch(path, "delete it and run the same command again: the initial model is made anew from "
+                                 "the run's seed")
+        _check_same(state.get("settings"), current, path, f"{_OTHER_OUT} (the initial models serve every "
+                                                          f"configuration of run{run})")
+        return state["model"]
+    return D.on_main(read)
 
 
 def read_json(path: Path) -> dict:
@@ -366,10 +390,15 @@ def run_config(s: Settings, raw: RawData, cfg: Config, run: int, ir: float, unsu
     data = ALData(s.spec, raw, split)
     current = config_settings(s, raw, cfg, run, ir, unsupervised)
     sid = settings_mod.settings_id(current)
-    with exclusive(paths.config_lock(ir, unsupervised, cfg.name), f"{cfg.name} of run{run} at IR={ir:g}"):
-        _config_folder_ready(s, paths, cfg, ir, unsupervised, current)
-        done = completed_iterations(paths.results, s.spec.name, cfg.name, float(ir), unsupervised, sid)
-        last = _resume_point(paths, cfg, ir, unsupervised, done, s.iterations)
+    with contextlib.ExitStack() as held:
+
+        def prepare():           # on rank 0: the lock (held until the configuration is done), the folder, resume
+            held.enter_context(exclusive(paths.config_lock(ir, unsupervised, cfg.name),
+                                         f"{cfg.name} of run{run} at IR={ir:g}"))
+            _config_folder_ready(s, paths, cfg, ir, unsupervised, current)
+            done = completed_iterations(paths.results, s.spec.name, cfg.name, float(ir), unsupervised, sid)
+            return done, _resume_point(paths, cfg, ir, unsupervised, done, s.iterations)
+        done, last = D.on_main(prepare)
         if last >= s.iterations:
             return [done[b] for b in range(1, s.iterations + 1)]
         return _iterate(s, data, cfg, run, ir, unsupervised, current, sid, done, last)
@@ -381,7 +410,7 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
     raw, split, seed = data.raw, data.split, s.seed_of(run)
     fix = (f"delete it and run the same command again: {cfg.name} then resumes from the iteration before it")
     if last > 0:
-        state = load_torch(paths.state(ir, unsupervised, cfg.name, last), fix)
+        state = D.on_main(load_torch, paths.state(ir, unsupervised, cfg.name, last), fix)
         models = load_models(s, state["models"], cfg.acquisition, wrapped=True)
         labeled_at = state["labeled_at"].numpy().copy()
     else:
@@ -420,13 +449,15 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
         final_probs = final_probs or probs
         record = _record(s, data, cfg, run, ir, unsupervised, b, labeled, picked, probs, final_probs, chosen, val_accs,
                          result, unlabeled, query_seconds, train_seconds, current, sid)
-        save_torch({"models": [m.state_dict() for m in models], "labeled_at": torch.from_numpy(labeled_at),
-                    "iteration": b, "settings_id": sid},
-                   paths.state(ir, unsupervised, cfg.name, b))
-        if append_jsonl(record, paths.results):
-            tqdm.write(f"warning: {paths.results}: its last line was cut short (a crash while writing); it is kept "
-                       "as it was and skipped when read, and the new record follows on a line of its own",
-                       file=sys.stderr)
+        if D.is_main():
+            save_torch({"models": [m.state_dict() for m in models], "labeled_at": torch.from_numpy(labeled_at),
+                        "iteration": b, "settings_id": sid},
+                       paths.state(ir, unsupervised, cfg.name, b))
+            if append_jsonl(record, paths.results):
+                tqdm.write(f"warning: {paths.results}: its last line was cut short (a crash while writing); it is "
+                           "kept as it was and skipped when read, and the new record follows on a line of its own",
+                           file=sys.stderr)
+        D.barrier()
         records.append(record)
         bar.set_postfix(acc=f"{record['test_accuracy']:.2f}", labeled=record["labeled"])
     return records
@@ -459,7 +490,7 @@ def _select(s: Settings, data: ALData, cfg: Config, models: list, labeled_at: np
         result = ACQUISITIONS[cfg.acquisition](ctx)
     _sync(s.device)
     query_seconds = time.perf_counter() - t0
-    picked = np.asarray(result.indices)
+    picked = np.asarray(D.broadcast_object(np.asarray(result.indices)))         # rank 0's picks, on every rank
     bad = (labeled_at[picked] >= 0) | ~np.isin(picked, offered)
     if len(picked) != budget or len(np.unique(picked)) != budget or bad.any():
         raise RuntimeError(f"{cfg.name} returned {len(picked)} positions ({len(np.unique(picked))} distinct, "
@@ -517,6 +548,8 @@ def _record(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsuper
         "pseudo_label_rare_recall": rare_scores.get("pseudo_label_rare_recall"),
         "pseudo_label_rare_count": rare_scores.get("pseudo_label_rare_count"),
         "rare_classes": None if split.rare_classes is None else list(split.rare_classes),
+        "world_size": D.world(),
+        **result.extras,
         "settings": current, "settings_id": sid, "code_version": code_version(),
     }
 
@@ -529,8 +562,13 @@ def run_full_train(s: Settings, raw: RawData, run: int, ir: float, unsupervised:
     data = ALData(s.spec, raw, split)
     current = config_settings(replace(s, epoch_selection="final"), raw, cfg, run, ir, unsupervised)
     sid = settings_mod.settings_id(current)
-    with exclusive(paths.config_lock(ir, unsupervised, cfg.name), f"full-train of run{run} at IR={ir:g}"):
-        done = completed_iterations(paths.results, s.spec.name, cfg.name, float(ir), unsupervised, sid)
+    with contextlib.ExitStack() as held:
+
+        def prepare():
+            held.enter_context(exclusive(paths.config_lock(ir, unsupervised, cfg.name),
+                                         f"full-train of run{run} at IR={ir:g}"))
+            return completed_iterations(paths.results, s.spec.name, cfg.name, float(ir), unsupervised, sid)
+        done = D.on_main(prepare)
         if 0 in done:
             return done[0]
         seed = s.seed_of(run)
@@ -551,8 +589,9 @@ def run_full_train(s: Settings, raw: RawData, run: int, ir: float, unsupervised:
                   "pseudo_label_accuracy": None, "query_seconds": 0.0, "train_seconds": seconds,
                   "epochs": s.train.epochs, "query_size": 0, **metrics,
                   "rare_classes": None if split.rare_classes is None else list(split.rare_classes),
-                  "settings": current, "settings_id": sid, "code_version": code_version()}
-        append_jsonl(record, paths.results)
+                  "world_size": D.world(), "settings": current, "settings_id": sid, "code_version": code_version()}
+        if D.is_main():
+            append_jsonl(record, paths.results)
     return record
 
 

@@ -247,9 +247,10 @@ def check(s, spec, configs: Sequence, val_size: int) -> None:
                             "iteration adds (--pool-size)")
 
 
-def prepare_data(raw, spec, args: argparse.Namespace, out: Path):
+def prepare_data(raw, spec, args: argparse.Namespace, out: Path, write: bool = True):
     """The loaded data with ``--crop-padding`` applied to the training augmentation; a loader's own split
-    (``RawData.manifest``, Caltech-101) is written to ``{out}/{DATASET}/dataset_split.json``."""
+    (``RawData.manifest``, Caltech-101) is written to ``{out}/{DATASET}/dataset_split.json`` where ``write``
+    (under torchrun: rank 0 only)."""
     from .data.sources import RandomCropFlip, TensorSource
     from .io import save_json
 
@@ -261,7 +262,7 @@ def prepare_data(raw, spec, args: argparse.Namespace, out: Path):
                             "the 32x32 datasets: CIFAR-10, CIFAR-100, SVHN)")
         raw.train.augment = RandomCropFlip(padding, old.flip, tuple(raw.train.mean.flatten().tolist()),
                                            tuple(raw.train.std.flatten().tolist()))
-    if raw.manifest is not None:
+    if raw.manifest is not None and write:
         path = Path(out) / spec.folder / "dataset_split.json"
         if not path.exists() or _read(path) != raw.manifest:
             save_json(raw.manifest, path)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from .descriptors import Estimator, per_class_fisher_scores, pool
-from .kernels import Features, standardize
+from .kernels import Features, standardizer
 
 PSEUDO_LABELS = ("y", "yhat", "phat", "phat-g", "trC", "mi", "mi-diag")
 
@@ -32,20 +32,22 @@ def yhat(model, x, logits, acts, z):
 class NearestValidation:
     """p^(y, z): the label of the validation image most similar to the pool image.
 
-    ``val`` holds the standardized validation features (true labels ``val_labels``). With ``fisher=False``
-    the similarity is R_z (``phat``); with ``fisher=True`` it is R_zg (``phat-g``), where the pool image's
-    Fisher score is taken with each candidate class as the label and compared with the validation images of
-    that class.
+    ``val`` holds the validation features (true labels ``val_labels``) standardized by ``standardization``
+    (``fkal.kernels.STANDARDIZATIONS``), which is applied to the pool image's features too.
+    With ``fisher=False`` the similarity is R_z (``phat``); with ``fisher=True`` it is R_zg (``phat-g``), where
+    the pool image's Fisher score is taken with each candidate class as the label and compared with the
+    validation images of that class.
     """
 
     def __init__(self, val: Features, val_labels: torch.Tensor, num_classes: int, fisher: bool = False,
-                 chunk: int = 4096):
+                 chunk: int = 4096, standardization: str = "unit"):
         self.val, self.val_labels, self.fisher, self.chunk = val, val_labels, fisher, chunk
+        self.standardize = standardizer(standardization)
         self.val_z = torch.cat(val.z, 1)                                    # [M, L]: R_z is one product
         self.by_class = [torch.nonzero(val_labels == d).flatten() for d in range(num_classes)]
 
     def __call__(self, model, x, logits, acts, z):
-        zu = [standardize(t) for t in z]
+        zu = [self.standardize(t) for t in z]
         if not self.fisher:
             return self.val_labels.to(logits.device)[self._argmax_pcc(zu)], None
         g_all = per_class_fisher_scores(logits, acts)                       # per tap [D, B, L_j]
@@ -56,7 +58,7 @@ class NearestValidation:
                 continue
             vz = [v[members].to(logits.device) for v in self.val.z]
             vg = [v[members].to(logits.device) for v in self.val.g]
-            sim = sum((a @ b.T) * (standardize(c[d]) @ e.T) for a, b, c, e in zip(zu, vz, g_all, vg))  # [B, M_d]
+            sim = sum((a @ b.T) * (self.standardize(c[d]) @ e.T) for a, b, c, e in zip(zu, vz, g_all, vg))  # [B, M_d]
             best.append(sim.max(1).values)
         labels = torch.stack(best, 1).argmax(1)                             # [B]
         g = [gj[labels, torch.arange(len(labels), device=labels.device)] for gj in g_all]
@@ -98,12 +100,21 @@ class MonteCarlo:
                   ridge-regularized sample covariances (the K copies rarely outnumber the 2L dimensions).
     metric "mi-diag": the same with diagonal covariances, -0.5 sum_l log(1 - rho_l^2).
     Descriptors are the concatenation of all taps (length L).
+
+    The perturbations of the batch with global index i are drawn from a generator seeded with ``base + i``
+    (``begin_batch``), ``base`` drawn once from the given generator: an image is perturbed the same way on
+    whatever rank processes its batch (``fkal.distributed``). Without ``begin_batch`` calls the given generator is
+    used in sequence.
     """
 
     def __init__(self, metric: str, taps: tuple[str, ...], k: int, generator: torch.Generator,
                  ridge: float = 1e-3):
         assert metric in ("trC", "mi", "mi-diag")
         self.metric, self.taps, self.k, self.generator, self.ridge = metric, taps, k, generator, ridge
+        self.base = int(torch.randint(2 ** 62, (1,), generator=generator))
+
+    def begin_batch(self, index: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.base + index)
 
     def __call__(self, model: nn.Module, x, logits, acts, z):
         with torch.enable_grad():
@@ -145,14 +156,17 @@ def _logdet(c: torch.Tensor) -> torch.Tensor:
 
 
 def build_estimator(name: str, val: Optional[Features], val_labels: Optional[torch.Tensor], num_classes: int,
-                    taps: tuple[str, ...], k: int, generator: torch.Generator) -> Optional[Estimator]:
-    """The estimator for a pseudo-label name; None for ``y`` (true labels are passed to ``extract``)."""
+                    taps: tuple[str, ...], k: int, generator: torch.Generator,
+                    standardization: str = "unit") -> Optional[Estimator]:
+    """The estimator for a pseudo-label name; None for ``y`` (true labels are passed to ``extract``).
+    ``standardization`` is the one ``val`` was standardized with (used by ``phat`` and ``phat-g``)."""
     if name == "y":
         return None
     if name == "yhat":
         return yhat
     if name in ("phat", "phat-g"):
-        return NearestValidation(val, val_labels, num_classes, fisher=name == "phat-g")
+        return NearestValidation(val, val_labels, num_classes, fisher=name == "phat-g",
+                                 standardization=standardization)
     if name in ("trC", "mi", "mi-diag"):
         return MonteCarlo(name, taps, k, generator)
     raise ValueError(f"unknown pseudo-label estimator {name!r}: choose one of {', '.join(PSEUDO_LABELS)}")

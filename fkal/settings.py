@@ -7,7 +7,8 @@ Three levels, each a flat-ish JSON dict that contains the one before it:
             sizes                                                    -> ``ir{IR}/split.npz``
   initial   + the model and the rotation-pretraining schedule        -> each ``init_*.pt``
   config    + the configuration, the initial model kind, the training schedule, P, the epoch selection, the
-            acquisition's own options and the device type           -> ``{config}/settings.json``, every record
+            acquisition's own options, the device type and, on CUDA, the determinism and TF32 switches
+                                                                     -> ``{config}/settings.json``, every record
 
 The number of iterations B is not among them: iteration b's numbers do not depend on how many follow, so a run
 may be extended with a larger ``--iterations``. ``settings_id`` is a short digest of a config-level dict without
@@ -33,6 +34,8 @@ FLAGS = {
     "train.momentum": "--momentum", "train.weight_decay": "--weight-decay", "train.milestones": "--lr-milestones",
     "protocol": "--protocol", "initial_labels": "--initial-labels", "subset_size": "--subset-size",
     "model_per_cycle": "--model-per-cycle", "loss_module_all": "--loss-module-all", "crop_padding": "--crop-padding",
+    "world_size": "torchrun --nproc_per_node",
+    "eval_batch": "--eval-batch", "standardize": "--standardize", "cuda": "--gpu/--nondeterministic",
 }
 
 
@@ -52,6 +55,11 @@ ADDED_LATER: dict[str, Any] = {
     "options.tavaal_epochs": None,          # --tavaal-epochs: --tavaal-iterations counts the training
     "options.tavaal_disc_rank": "sigmoid",  # --tavaal-disc-rank: the discriminator sees sigmoid(r)
     "options.tavaal_first_uniform": 0,      # --tavaal-first-uniform: r from the ranker from the first iteration on
+    "world_size": 1,            # processes under torchrun (training is DistributedDataParallel)
+    "eval_batch": 1000,         # --eval-batch, for the configurations whose random draws are seeded per batch
+    "standardize": "unit",      # --standardize: every scale of unit norm (release: scale j weighs L_j - 1)
+    "cuda": None,               # CUDA determinism and TF32 switches (fkal.device.cuda_settings); None on the CPU,
+    #                             where every earlier run was made
 }
 
 
@@ -107,9 +115,17 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def differences(stored: dict, current: dict) -> list[tuple[str, Any, Any]]:
-    """``[(setting, stored value, current value)]`` of every setting that differs (missing counts as None)."""
+    """``[(setting, stored value, current value)]`` of every setting that differs (missing counts as None, or as
+    its earlier value for the settings of ``ADDED_LATER``)."""
     a, b = comparable(stored), comparable(current)
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [(k, value_of(a, k), value_of(b, k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def value_of(flat: dict, setting: str) -> Any:
+    """A flattened setting's value; for one of ``ADDED_LATER`` that is absent, its earlier value."""
+    if setting in flat:
+        return flat[setting]
+    return canonical(ADDED_LATER[setting]) if setting in ADDED_LATER else None
 
 
 def flag_of(setting: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .acquisitions.fisher_kernel import pool_descriptors
+from .acquisitions.fisher_kernel import pool_descriptors, selection_options
 from .config import Config
 from .data import ALData, RawData
 from .descriptors import extract
@@ -15,7 +15,7 @@ from .io import save_json, save_npy
 from .kernels import NEEDS_FISHER
 from .io import load_torch
 from .loop import RunPaths, Settings, ensure_split, generator, load_initial, load_models
-from .models import taps_for
+from .models import taps_at, taps_for
 from .errors import UserError
 
 
@@ -41,12 +41,15 @@ def gen_descr(s: Settings, raw: RawData, configs: list[Config], runs, irs, unsup
                 fisher = NEEDS_FISHER.get(cfg.acquisition, True)
                 unlabeled = np.flatnonzero(labeled_at < 0)
                 pseudo = cfg.pseudo_label or "yhat"
-                val, _, _ = extract(model, data.val_source, data.split.val, taps, s.device, s.eval_batch,
-                                    labels=data.val_labels, fisher=fisher or pseudo == "phat-g",
-                                    desc="validation descriptors")
-                pool, used = pool_descriptors(model, data, unlabeled, taps, pseudo, val.standardized(), fisher,
-                                              s.device, s.eval_batch, cfg.K or 32,
-                                              generator(s.seed_of(run), "gen_descr"), desc="pool descriptors")
+                tap_point, how = selection_options(dict(s.options))        # --taps, --standardize
+                with taps_at(model, tap_point):
+                    val, _, _ = extract(model, data.val_source, data.split.val, taps, s.device, s.eval_batch,
+                                        labels=data.val_labels, fisher=fisher or pseudo == "phat-g",
+                                        desc="validation descriptors")
+                    pool, used = pool_descriptors(model, data, unlabeled, taps, pseudo, val.standardized(how),
+                                                  fisher, s.device, s.eval_batch, cfg.K or 32,
+                                                  generator(s.seed_of(run), "gen_descr"), desc="pool descriptors",
+                                                  standardization=how)
                 folder = paths.state(ir, unsupervised, cfg.name, iteration).parent / f"descr_b{iteration:02d}"
                 for name, feats in (("val", val), ("pool", pool)):
                     for j, tap in enumerate(taps):

@@ -1,4 +1,9 @@
-"""Supervised training with a step schedule, evaluation, and rotation pretraining (Gidaris et al.)."""
+"""Supervised training with a step schedule, evaluation, and rotation pretraining (Gidaris et al.).
+
+Under ``torchrun`` training is ``DistributedDataParallel``: the protocol's batch size is the GLOBAL batch, each
+global batch (drawn from the run's generator, the same on every rank) dealt out over the processes; inference is
+split by whole batches over the ranks and gathered (``fkal.distributed``).
+"""
 from __future__ import annotations
 
 import time
@@ -11,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed as D
 from .data import Schedule, TensorSource
 
 # Extra loss added to the cross-entropy of a batch: (model, logits, taps, targets, epoch, epochs) -> loss.
@@ -38,13 +44,14 @@ def train(model: nn.Module, source: TensorSource, idx: np.ndarray, labels: np.nd
     start = time.perf_counter()
     labels_t = torch.as_tensor(labels, dtype=torch.long)
     opt, sched = make_optimizer(model, schedule)
+    net = data_parallel(model, device)
     model.train()
-    bar = tqdm(range(schedule.epochs), desc=desc, leave=False, disable=not progress)
+    bar = tqdm(range(schedule.epochs), desc=desc, leave=False, disable=not progress or not D.is_main())
     for epoch in bar:
         total, n = 0.0, 0
-        for pos, x in source.batches(idx, schedule.batch_size, shuffle=True, generator=generator, augment=True):
+        for pos, x in epoch_batches(source, idx, schedule.batch_size, generator, augment=True):
             x, y = x.to(device, non_blocking=True), labels_t[pos].to(device, non_blocking=True)
-            logits, taps = model(x)
+            logits, taps = net(x)
             loss = F.cross_entropy(logits, y)
             if extra_loss is not None:
                 loss = loss + extra_loss(model, logits, taps, y, epoch, schedule.epochs)
@@ -60,6 +67,31 @@ def train(model: nn.Module, source: TensorSource, idx: np.ndarray, labels: np.nd
             model.train()
     model.eval()
     return time.perf_counter() - start
+
+
+def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` under ``DistributedDataParallel`` when several processes run (gradients averaged over the
+    ranks after every backward, so the replicas stay equal), else ``model`` itself. BatchNorm keeps per-process
+    batch statistics on the CPU; on GPUs it is converted to ``SyncBatchNorm`` so that the statistics are those of
+    the global batch, as with one process."""
+    if D.world() == 1:
+        return model
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def epoch_batches(source: TensorSource, idx: np.ndarray, batch_size: int, generator: torch.Generator,
+                  augment: bool):
+    """One epoch of shuffled batches ``(positions into idx, images)``: with one process ``source.batches``; with
+    several, the same global batches (one permutation drawn from ``generator``, as ``batches`` draws it) dealt
+    out over the ranks (``fkal.distributed.split_batch``), each rank reading only its share."""
+    if D.world() == 1:
+        yield from source.batches(idx, batch_size, shuffle=True, generator=generator, augment=augment)
+        return
+    order = torch.randperm(len(idx), generator=generator).numpy()
+    groups = [D.split_batch(order[s:s + batch_size]) for s in range(0, len(idx), batch_size)]
+    yield from source.batches_of(idx, groups, augment=augment, generator=generator)
 
 
 class KeepBestEpoch:
@@ -87,16 +119,21 @@ class KeepBestEpoch:
 @torch.no_grad()
 def predict(model: nn.Module, source: TensorSource, idx: np.ndarray, device: torch.device,
             batch_size: int = 1000, desc: Optional[str] = None) -> torch.Tensor:
-    """Softmax probabilities ``[len(idx), classes]`` on the CPU."""
+    """Softmax probabilities ``[len(idx), classes]`` on the CPU (on every rank: each computes its batches, then
+    they are gathered)."""
     model.eval()
-    out = []
-    batches = source.batches(idx, batch_size)
-    if desc:
-        batches = tqdm(batches, total=-(-len(idx) // batch_size), desc=desc, leave=False)
-    for _, x in batches:
+    out, where = [], []
+    batches = D.sharded(source, idx, batch_size)
+    if desc and D.is_main():
+        batches = tqdm(batches, total=len(D.my_batches(len(idx), batch_size)), desc=desc, leave=False)
+    for _, pos, x in batches:
         logits, _ = model(x.to(device, non_blocking=True))
         out.append(logits.float().softmax(1).cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        where.append(pos)
+    if not len(idx):
+        return torch.empty(0)
+    local = torch.cat(out) if out else torch.empty(0)
+    return D.gather_rows(local, np.concatenate(where) if where else np.zeros(0, dtype=np.int64), len(idx))
 
 
 @dataclass
@@ -138,13 +175,15 @@ def train_rotation(model: nn.Module, source: TensorSource, idx: np.ndarray, sche
     """Self-supervised 4-way rotation training on ``source[idx]`` (the whole unlabeled pool)."""
     start = time.perf_counter()
     opt, sched = make_optimizer(model, schedule)
+    net = data_parallel(model, device)
     model.train()
     steps = -(-len(idx) // schedule.batch_size)
-    for epoch in tqdm(range(schedule.epochs), desc=desc, leave=False, disable=not progress):
-        for _, x in tqdm(source.batches(idx, schedule.batch_size, shuffle=True, generator=generator),
-                         total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
+    quiet = not progress or not D.is_main()
+    for epoch in tqdm(range(schedule.epochs), desc=desc, leave=False, disable=quiet):
+        for _, x in tqdm(epoch_batches(source, idx, schedule.batch_size, generator, augment=False),
+                         total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=quiet):
             x, y = rotation_batch(x.to(device, non_blocking=True))
-            loss = F.cross_entropy(model(x)[0], y)
+            loss = F.cross_entropy(net(x)[0], y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -156,11 +195,12 @@ def train_rotation(model: nn.Module, source: TensorSource, idx: np.ndarray, sche
 @torch.no_grad()
 def rotation_accuracy(model: nn.Module, source: TensorSource, idx: np.ndarray, device: torch.device,
                       batch_size: int = 1000) -> float:
-    """Percent of rotated images whose rotation the model predicts."""
+    """Percent of rotated images whose rotation the model predicts (split over the ranks, counts summed)."""
     model.eval()
-    correct = n = 0
-    for _, x in source.batches(idx, batch_size):
+    counts = torch.zeros(2, dtype=torch.float64)
+    for _, _, x in D.sharded(source, idx, batch_size):
         x, y = rotation_batch(x.to(device))
-        correct += (model(x)[0].argmax(1) == y).sum().item()
-        n += len(y)
+        counts[0] += (model(x)[0].argmax(1) == y).sum().item()
+        counts[1] += len(y)
+    correct, n = D.all_reduce_sum(counts).tolist()
     return 100.0 * correct / max(n, 1)

@@ -18,6 +18,38 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
+# cuBLAS reads its workspace setting when PyTorch makes its first handle: set it before any test touches CUDA, so
+# that the CUDA tests can run with determinism on (fkal.device.configure_cuda) in any order.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+# The devices at hand: the CPU, and CUDA device 0 where present (the CUDA variants are skipped elsewhere).
+DEVICES = [pytest.param(torch.device("cpu"), id="cpu"),
+           pytest.param(torch.device("cuda", 0), id="cuda",
+                        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"))]
+
+
+@pytest.fixture(params=DEVICES)
+def devices(request):
+    """Each device at hand in turn (a test that takes it runs once per device). On CUDA the test runs as a run
+    does, determinism on (``fkal.device.configure_cuda``) and the device current, and with TF32 off, so that CUDA
+    numbers can be held against CPU ones at float32 tolerances; the switches are restored after."""
+    device = request.param
+    if device.type != "cuda":
+        yield device
+        return
+    from fkal.device import configure_cuda
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
+    configure_cuda(True)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    torch.cuda.set_device(device)
+    yield device
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+    torch.backends.cudnn.allow_tf32 = saved[4]
+    torch.set_float32_matmul_precision(saved[5])
 
 
 def write_idx_images(path: Path, images: np.ndarray) -> None:
@@ -67,11 +99,12 @@ def mnist_root() -> Path:
 
 
 def make_query_context(root: Path, cfg, *, n_labeled: int = 20, budget: int = 12, models=None,
-                       wrapped: bool = False, iteration: int = 2, options: dict | None = None, seed: int = 0):
+                       wrapped: bool = False, iteration: int = 2, options: dict | None = None, seed: int = 0,
+                       device: torch.device = torch.device("cpu")):
     """A ``QueryContext`` on the MNIST-format data at ``root``: a 300-image pool (IR 1) of which ``n_labeled``
     are labeled (drawn with ``seed``), a 100-image validation set, and ``cfg.E`` fresh LeNets seeded with
-    ``seed`` unless ``models`` are given; ``wrapped`` applies the acquisition's task hooks as the loop does.
-    ``cfg`` is a ``Config`` or a configuration name."""
+    ``seed`` unless ``models`` are given, on ``device``; ``wrapped`` applies the acquisition's task hooks as the
+    loop does. ``cfg`` is a ``Config`` or a configuration name."""
     from fkal.acquisitions.contract import QueryContext
     from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS
     from fkal.config import Config, parse_config
@@ -89,9 +122,9 @@ def make_query_context(root: Path, cfg, *, n_labeled: int = 20, budget: int = 12
         models = [lenet() for _ in range(cfg.E)]
         if wrapped and cfg.acquisition in TASK_HOOKS:
             models = [TASK_HOOKS[cfg.acquisition].wrap(m, spec) for m in models]
-    return QueryContext(models=[m.eval() for m in models], data=ALData(spec, raw, split), labeled=labeled,
+    return QueryContext(models=[m.to(device).eval() for m in models], data=ALData(spec, raw, split), labeled=labeled,
                         unlabeled=np.setdiff1d(np.arange(len(split.pool)), labeled), budget=budget,
-                        generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), config=cfg,
+                        generator=torch.Generator().manual_seed(seed), device=device, config=cfg,
                         iteration=iteration, batch_size=64, progress=False, options=dict(options or {}))
 
 

@@ -28,8 +28,8 @@ def example(name):
 
 
 @pytest.mark.parametrize("name", sorted(ACQUISITIONS))
-def test_every_acquisition_returns_budget_distinct_unlabeled(query_ctx, name):
-    ctx = query_ctx(example(name))
+def test_every_acquisition_returns_budget_distinct_unlabeled(query_ctx, name, devices):
+    ctx = query_ctx(example(name), device=devices)
     result = ACQUISITIONS[name](ctx)
     picked = np.asarray(result.indices)
     assert len(picked) == ctx.budget and len(np.unique(picked)) == ctx.budget
@@ -39,8 +39,8 @@ def test_every_acquisition_returns_budget_distinct_unlabeled(query_ctx, name):
 
 
 @pytest.mark.parametrize("cfg", ["pfk-y-L20", "pfk-phat-g-L30", "pfk-trC-L20-K4", "pcc-L80", "pfk-sum-phat-L20"])
-def test_fisher_kernel_variants_keep_the_contract(query_ctx, cfg):
-    ctx = query_ctx(parse_config(cfg, ACQUISITIONS), budget=7)
+def test_fisher_kernel_variants_keep_the_contract(query_ctx, cfg, devices):
+    ctx = query_ctx(parse_config(cfg, ACQUISITIONS), budget=7, device=devices)
     result = fisher_kernel_query(ctx)
     assert len(set(result.indices.tolist())) == 7 and np.isin(result.indices, ctx.unlabeled).all()
 

@@ -159,26 +159,30 @@ def test_random_crop_takes_windows_of_the_black_padded_image():
 # ----------------------------------------------------------------------------------------------------------------
 # ImageNet loader choice (the DALI path itself needs a GPU and nvidia-dali)
 # ----------------------------------------------------------------------------------------------------------------
+CUDA1 = torch.device("cuda", 1)
+
+
 def test_torchvision_loader_when_dali_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)                            # import fails
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert folder.choose_backend("auto") == ("torchvision", "torchvision (DALI not installed)")
+    assert folder.choose_backend("auto", CUDA1) == ("torchvision", "torchvision (DALI not installed)")
     with pytest.raises(UserError, match="requirements-dali.txt"):
-        folder.choose_backend("dali")
-    assert folder.choose_backend("torchvision")[0] == "torchvision"
+        folder.choose_backend("dali", CUDA1)
+    assert folder.choose_backend("torchvision", CUDA1)[0] == "torchvision"
 
 
-def test_dali_loader_when_installed_and_a_gpu_is_present(monkeypatch):
+def test_dali_loader_on_cuda_runs_only(monkeypatch):
     nvidia = types.ModuleType("nvidia")
     dali = types.ModuleType("nvidia.dali")
     nvidia.dali = dali
     monkeypatch.setitem(sys.modules, "nvidia", nvidia)
     monkeypatch.setitem(sys.modules, "nvidia.dali", dali)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert folder.choose_backend("auto") == ("torchvision", "torchvision (no GPU for DALI)")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert folder.choose_backend("auto") == ("dali", "DALI (GPU decode)")
-    assert folder.choose_backend("torchvision")[0] == "torchvision"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)                   # a GPU is here, but ...
+    for cpu_run in (None, torch.device("cpu")):                                     # ... a CPU run does not use it
+        assert folder.choose_backend("auto", cpu_run) == ("torchvision", "torchvision (a CPU run)")
+        with pytest.raises(UserError, match="--gpu"):
+            folder.choose_backend("dali", cpu_run)
+    assert folder.choose_backend("auto", CUDA1) == ("dali", "DALI (GPU decode on cuda:1)")
+    assert folder.choose_backend("torchvision", CUDA1)[0] == "torchvision"
 
 
 def test_loader_choice_is_printed_once(capsys, monkeypatch):

@@ -65,14 +65,15 @@ def test_per_class_fisher_scores_equal_fisher_scores_with_that_label():
             torch.testing.assert_close(per_class[j][d], ref[j], rtol=1e-5, atol=1e-7)
 
 
-def test_extract_batches_agree_with_one_big_batch():
+def test_extract_batches_agree_with_one_big_batch(devices):
     torch.manual_seed(3)
     model = lenet().eval()
     images = torch.randint(0, 255, (23, 1, 28, 28), dtype=torch.uint8)
     src = TensorSource(images, np.arange(23) % 10, (0.1307,), (0.3081,))
     idx, labels = np.arange(23)[::-1].copy(), (np.arange(23) % 10)[::-1].copy()
-    small, probs, used = extract(model, src, idx, TAPS, torch.device("cpu"), batch_size=5, labels=labels)
-    big, _, _ = extract(model, src, idx, TAPS, torch.device("cpu"), batch_size=100, labels=labels)
+    small, probs, used = extract(model.to(devices), src, idx, TAPS, devices, batch_size=5, labels=labels)
+    big, _, _ = extract(model, src, idx, TAPS, devices, batch_size=100, labels=labels)
+    model.cpu()                                                         # the reference below runs on the CPU
     for a, b in zip(small.z + small.g, big.z + big.g):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert used.tolist() == labels.tolist() and probs.shape == (23, 10)

@@ -138,3 +138,88 @@ def test_broken_line_and_missing_iteration_still_plot(tmp_path, capsys):
     assert f"{path}:{lines}: skipped a broken line" in err
     assert "partial results: pfk-phat-L80 (IR=100, rotation-pretrained): run 1 lacks iteration 3 of 1-3" in err
     assert png_size(out / "MNIST" / "figures" / "accuracy_IR100.png") == (1100, 550)
+
+
+def test_percent_x_axis_puts_the_share_of_the_pool_on_the_bottom_axis(tmp_path):
+    active, full = groups_of(write_results(tmp_path))
+    curves = {key: report.accuracy_curve(runs) for key, runs in active.items()}
+    figure = plots.accuracy_figure(curves, {}, 25000, "percent", x="percent", dataset_size=50000)
+    ax = figure.axes[0]
+    for container, curve in zip(ax.containers, curves.values()):
+        x = np.asarray(container.lines[0].get_xdata(), dtype=float)     # the mean line of the errorbar
+        np.testing.assert_allclose(x, [0.25, 0.5, 0.75])                 # 125, 250, 375 of |D| = 50,000
+    assert ax.get_xlabel() == "labeled images, % of |D| = 50,000 (the pool before the imbalance)"
+    assert ax.child_axes[0].get_xlabel() == "labeled images"   # the top axis gives the counts
+    labeled = plots.accuracy_figure(curves, {}, 25000, "labeled")
+    np.testing.assert_allclose(np.asarray(labeled.axes[0].containers[0].lines[0].get_xdata(), dtype=float),
+                               [125, 250, 375])
+
+
+def write_val_results(out):
+    """Two runs of two configurations kept at the epoch best on D_v, the final epoch 1 (random) or 2 (pfk)
+    points lower, balanced accuracy recorded for random only; one older run of random without these fields."""
+    write_results(out)
+    for run in (0, 1):
+        path = out / "MNIST" / f"run{run}" / "results.jsonl"
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        for line in lines:
+            if line["config"] != "full-train":
+                line.update(epoch_selection="val", final_test_accuracy=line["test_accuracy"] - (
+                    1.0 if line["config"] == "random" else 2.0), per_class_accuracy_std=3.0)
+                if line["config"] == "random":
+                    line["balanced_accuracy"] = line["test_accuracy"] - 5.0
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    old = out / "MNIST" / "run2" / "results.jsonl"
+    old.parent.mkdir(parents=True)
+    old.write_text("".join(json.dumps(make_record("random", 2, i, 40.0 + i)) + "\n" for i in (1, 2, 3)))
+    return out
+
+
+def test_main_epoch_selection_beside_targets_and_percent(tmp_path, capsys):
+    out = write_val_results(tmp_path / "local_data")
+    argv = ["--out", str(out), "--epoch-selection", "val", "--beside", "final_test_accuracy", "--targets", "60",
+            "final", "--x", "percent", "--save", "--resamples", "200"]
+    assert run_plot.main(argv) == 0
+    printed = capsys.readouterr().out
+    folder = out / "MNIST" / "figures"
+    assert "## test accuracy minus final test accuracy (points)" in printed
+    assert "| random | 1.00 ± 0.00 (2) | 1.00 ± 0.00 (2) | 1.00 ± 0.00 (2) |" in printed   # run2 (final) left out
+    assert "| pfk-phat-L80  (R_zg, S=p^(y,z), L=80) | 2.00 ± 0.00 (2) |" in printed
+    # target 60: random (60.5 at 125 labels) and pfk (80.5) are above it from their first count, '≤ 0.50%' (125 of
+    # 25,000: these records carry no settings, so |D| is their pool); target final: random's final mean, 80.5
+    assert "labels to 60%" in printed and "labels to final (80.50%)" in printed
+    assert "| ≤ 0.50% [0.50%, 0.50%] |" in printed
+    header = (folder / "label_saving.csv").read_text().splitlines()[0]
+    assert header.startswith("config,imbalance_ratio,unsupervised,baseline,best_baseline,target,target_value,")
+    assert (folder / "difference.csv").read_text().count("\n") == 1 + 2 * 3
+    figure_png = folder / "accuracy_IR100.png"
+    assert png_size(figure_png) == (1100, 550)
+
+
+def test_main_metric_notes_and_epoch_selection_filter(tmp_path, capsys):
+    out = write_val_results(tmp_path / "local_data")
+    assert run_plot.main(["--out", str(out), "--metric", "balanced_accuracy"]) == 0
+    captured = capsys.readouterr()
+    assert "note: --metric balanced_accuracy: 6 records of pfk-phat-L80 lack it and are left out" in captured.err
+    assert "note: --metric balanced_accuracy: 3 records of random lack it and are left out" in captured.err
+    assert "| random | 55.50 ± 0.71 (2) | 65.50 ± 0.71 (2) | 75.50 ± 0.71 (2) |" in captured.out
+    assert run_plot.main(["--out", str(out), "--epoch-selection", "final"]) == 0
+    captured = capsys.readouterr()
+    assert "| random | 41.00 (1) |" in captured.out and "pfk-phat-L80" not in captured.out.split("## Label")[0]
+    assert run_plot.main(["--out", str(out), "--metric", "per_class_accuracy_std"]) == 0
+    assert "no label saving for --metric per_class_accuracy_std" in capsys.readouterr().err
+    assert run_plot.main(["--out", str(out), "--epoch-selection", "final", "--only", "pfk-phat-L80"]) == 2
+    assert "epoch selections final, val" in capsys.readouterr().err
+
+
+def test_a_second_metric_is_drawn_dotted_beside_each_curve(tmp_path):
+    active, _ = groups_of(write_results(tmp_path))
+    curves = {key: report.accuracy_curve(runs) for key, runs in active.items()}
+    lower = {key: [report.CurvePoint(p.labeled, p.mean - 2, p.std, p.runs) for p in curve]
+             for key, curve in curves.items()}
+    figure = plots.accuracy_figure(curves, {}, 25000, "beside", beside=lower, beside_label="final test accuracy")
+    ax = figure.axes[0]
+    dotted = [line for line in ax.lines if line.get_linestyle() == ":" and len(line.get_xdata())]
+    assert sorted(tuple(line.get_ydata()) for line in dotted) == sorted(
+        tuple(p.mean for p in curve) for curve in lower.values())
+    assert "final test accuracy" in [text.get_text() for text in figure.legends[0].get_texts()]

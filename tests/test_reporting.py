@@ -3,6 +3,7 @@ import json
 import math
 import statistics
 
+import numpy as np
 import pytest
 
 from fkal import reporting as report
@@ -130,51 +131,190 @@ def curve(points):
     return [CurvePoint(labeled, mean, math.nan, 1) for labeled, mean in points]
 
 
+def runs_of(config, per_run, **extra):
+    """Records of one configuration: ``per_run[r]`` is run r's accuracy at 100, 200, ... labels."""
+    return [make_record(config, run=r, iteration=i + 1, accuracy=a, per_iteration=100, **extra)
+            for r, accuracies in enumerate(per_run) for i, a in enumerate(accuracies)]
+
+
+def savings_of(records, **kw):
+    return report.label_saving(report.split_full_train(report.group_records(records))[0], **kw)
+
+
 def test_label_saving_hand_computed():
     # best baseline: varR (final 70 > random's 65); it first reaches 70 at 300 labels.
     # pfk crosses 70 between 100 (50%) and 200 (80%): 100 + (70 - 50) / (80 - 50) * 100 = 166.67 labels,
     # 1 - 166.67 / 300 = 44.44% fewer labels. pcc never reaches 70.
-    curves = {GroupKey("random", 100.0, 1): curve([(100, 45), (200, 55), (300, 65)]),
-              GroupKey("varR-E4-K32", 100.0, 1): curve([(100, 50), (200, 60), (300, 70)]),
-              GroupKey("pfk-phat-L80", 100.0, 1): curve([(100, 50), (200, 80), (300, 90)]),
-              GroupKey("pcc-L20", 100.0, 1): curve([(100, 40), (200, 60), (300, 69)])}
-    savings = {s.config: s for s in report.label_saving(curves)}
-    assert {s.baseline for s in savings.values()} == {"varR-E4-K32"}
-    assert savings["pfk-phat-L80"].target == 70
-    assert savings["pfk-phat-L80"].labels == pytest.approx(500 / 3)
-    assert savings["pfk-phat-L80"].saving_percent == pytest.approx(100 * (1 - (500 / 3) / 300))
-    assert savings["pfk-phat-L80"].saving_percent == pytest.approx(44.444, abs=1e-3)
-    assert savings["varR-E4-K32"].saving_percent == 0.0
-    assert savings["pcc-L20"].labels is None and savings["pcc-L20"].saving_percent is None
-    assert savings["pcc-L20"].best_mean == 69
+    records = (runs_of("random", [[45, 55, 65]]) + runs_of("varR-E4-K32", [[50, 60, 70]])
+               + runs_of("pfk-phat-L80", [[50, 80, 90]]) + runs_of("pcc-L20", [[40, 60, 69]]))
+    savings = {(s.baseline, s.config): s for s in savings_of(records)}
+    assert {s.baseline for s in savings.values() if s.best_baseline} == {"varR-E4-K32"}
+    pfk = savings[("varR-E4-K32", "pfk-phat-L80")]
+    assert pfk.target == "final" and pfk.target_value == 70 and pfk.baseline_labels == 300
+    assert pfk.labels == pytest.approx(500 / 3)
+    assert pfk.saving_percent == pytest.approx(100 * (1 - (500 / 3) / 300))
+    assert pfk.saving_percent == pytest.approx(44.444, abs=1e-3)
+    assert savings[("varR-E4-K32", "varR-E4-K32")].saving_percent == 0.0
+    pcc = savings[("varR-E4-K32", "pcc-L20")]
+    assert pcc.labels is None and pcc.saving_percent is None and pcc.best_mean == 69
+    # against the other baseline, random (final 65): pfk crosses 65 at 100 + 15 / 30 * 100 = 150 labels
+    assert savings[("random", "pfk-phat-L80")].labels == pytest.approx(150)
+    assert savings[("random", "pfk-phat-L80")].saving_percent == pytest.approx(50.0)
+    # one run: every resample is that run, the interval is the point
+    assert (pfk.labels_low, pfk.labels_high) == pytest.approx((500 / 3, 500 / 3))
+
+
+def test_label_saving_with_two_runs_by_hand():
+    """Two runs each; run 0 is slow and run 1 fast for both, so pairing the runs narrows the saving's interval.
+
+    Target 65 (labeled counts 100, 200, 300):
+      varR  run 0 [50, 60, 70] -> 250, run 1 [60, 70, 80] -> 150, mean [55, 65, 75] -> 200
+      pfk   run 0 [50, 70, 90] -> 175, run 1 [60, 85, 90] -> 120, mean [55, 77.5, 90] -> 100 + 10/22.5*100
+    A resample of two runs is (0, 0), (1, 1) or a mix (the mean curve), the same draws for both groups:
+      savings 1 - 175/250 = 30%, 1 - 120/150 = 20%, 1 - 144.44/200 = 27.78% -> interval [20, 30]
+      (unpaired it would reach 1 - 120/250 = 52% and 1 - 175/150 = -16.7%).
+    Target final, recomputed in every resample from the resampled varR: (0, 0) 70, (1, 1) 80, mean 75, which
+    varR reaches at 300 each time; pfk reaches them at 200, 100 + 20/25*100 = 180 and 100 + 20/22.5*100 = 188.9:
+      savings 33.3%, 40%, 37.04% -> interval [33.3, 40].
+    """
+    records = runs_of("varR-E4-K32", [[50, 60, 70], [60, 70, 80]]) + runs_of("pfk-phat-L80", [[50, 70, 90],
+                                                                                           [60, 85, 90]])
+    rows = {(s.target, s.config): s for s in savings_of(records, targets=["65", "final"], resamples=2000, seed=3)}
+    at65, final = rows[("65", "pfk-phat-L80")], rows[("final", "pfk-phat-L80")]
+    pfk_mean = 100 + 10 / 22.5 * 100
+    assert at65.labels == pytest.approx(pfk_mean) and at65.baseline_labels == pytest.approx(200)
+    assert (at65.labels_low, at65.labels_high) == pytest.approx((120, 175))
+    assert (at65.baseline_low, at65.baseline_high) == pytest.approx((150, 250))
+    assert at65.saving_percent == pytest.approx(100 * (1 - pfk_mean / 200))
+    assert (at65.saving_low, at65.saving_high) == pytest.approx((20, 30))
+    assert at65.paired and at65.runs == at65.baseline_runs == 2 and at65.reached_share == 1.0
+    final_mean = 100 + 20 / 22.5 * 100
+    assert final.target_value == pytest.approx(75) and final.baseline_labels == pytest.approx(300)
+    assert final.labels == pytest.approx(final_mean)
+    assert final.saving_percent == pytest.approx(100 * (1 - final_mean / 300))
+    assert (final.saving_low, final.saving_high) == pytest.approx((100 / 3, 40))
+    assert (final.labels_low, final.labels_high) == pytest.approx((180, 200))
+    assert (final.baseline_low, final.baseline_high) == pytest.approx((300, 300))
+    # the same numbers with the runs of pfk relabelled 5 and 6: no longer the baseline's runs, resampled apart
+    unpaired = [dict(r, run=r["run"] + 5) if r["config"] == "pfk-phat-L80" else r for r in records]
+    apart = {(s.target, s.config): s for s in savings_of(unpaired, targets=["65"], resamples=2000, seed=3)}
+    row = apart[("65", "pfk-phat-L80")]
+    assert not row.paired and row.saving_percent == pytest.approx(at65.saving_percent)
+    assert (row.saving_low, row.saving_high) == pytest.approx((100 * (1 - 175 / 150), 52))
+
+
+def test_label_saving_not_reached_in_some_resamples_is_infinite():
+    # pfk: run 0 [50, 60, 70] never reaches 75, run 1 [60, 80, 90] does at 175; the mean [55, 70, 80] at 250.
+    records = runs_of("random", [[40, 50, 76], [40, 50, 76]]) + runs_of("pfk-phat-L80", [[50, 60, 70],
+                                                                                     [60, 80, 90]])
+    row = next(s for s in savings_of(records, targets=["75"]) if s.config == "pfk-phat-L80")
+    assert row.labels == pytest.approx(250) and row.labels_low == pytest.approx(175) and row.labels_high == math.inf
+    assert 0.6 < row.reached_share < 0.9                    # (0, 0) fails: about a quarter of the resamples
+    assert row.saving_low == -math.inf
+    text = report.format_label_saving_markdown([row], 2000, 0)
+    assert "| 250 [175, ∞] |" in text and "[−∞, " in text
+
+
+def test_labels_to_reach_rows_agrees_with_labels_to_reach():
+    grid = np.array([100, 200, 300, 400])
+    rows = np.array([[50, 60, 70, 80], [80, 90, 95, 99], [10, 20, 30, 40], [50, np.nan, 70, 80]], dtype=float)
+    targets = np.array([65.0, 70.0, 50.0, 65.0])
+    got = report.labels_to_reach_rows(grid, rows, targets)
+    for i in range(3):
+        expected = report.labels_to_reach(curve(zip(grid, rows[i])), targets[i])
+        assert got[i] == (math.inf if expected is None else pytest.approx(expected))
+    assert got[3] == pytest.approx(100 + 15 / 20 * 200)    # the missing count is skipped: 50 at 100 to 70 at 300
 
 
 def test_label_saving_is_per_ratio_and_initial_model():
-    curves = {GroupKey("random", 100.0, 1): curve([(100, 50), (200, 60)]),
-              GroupKey("random", 100.0, 0): curve([(100, 40), (200, 50)]),
-              GroupKey("pfk-phat-L80", 100.0, 0): curve([(100, 50), (200, 55)]),
-              GroupKey("pfk-phat-L80", 1.0, 1): curve([(100, 90)])}  # no baseline at IR=1: left out
-    savings = report.label_saving(curves)
-    assert {(s.config, s.unsupervised, s.target) for s in savings} == {
+    records = (runs_of("random", [[50, 60]]) + runs_of("random", [[40, 50]], unsupervised=0)
+               + runs_of("pfk-phat-L80", [[50, 55]], unsupervised=0)
+               + runs_of("pfk-phat-L80", [[90]], imbalance_ratio=1))            # no baseline at IR=1: left out
+    savings = savings_of(records)
+    assert {(s.config, s.unsupervised, s.target_value) for s in savings} == {
         ("random", 1, 60), ("random", 0, 50), ("pfk-phat-L80", 0, 50)}
     pfk = next(s for s in savings if s.config == "pfk-phat-L80")
-    assert pfk.labels == 100 and pfk.saving_percent == pytest.approx(50.0)
+    assert pfk.labels == 100 and pfk.saving_percent == pytest.approx(50.0) and pfk.above_at_start
 
 
 def test_label_saving_above_target_from_the_start_is_a_bound():
-    curves = {GroupKey("random", 100.0, 1): curve([(100, 50), (200, 60)]),
-              GroupKey("pfk-phat-L80", 100.0, 1): curve([(100, 70), (200, 80)])}
-    savings = {s.config: s for s in report.label_saving(curves)}
+    records = runs_of("random", [[50, 60]]) + runs_of("pfk-phat-L80", [[70, 80]])
+    savings = {s.config: s for s in savings_of(records)}
     assert savings["pfk-phat-L80"].labels == 100 and savings["pfk-phat-L80"].above_at_start
     assert not savings["random"].above_at_start
-    text = report.format_label_saving_markdown(list(savings.values()))
-    assert "| ≤ 100 | ≥ 50.0% |" in text
+    text = report.format_label_saving_markdown(list(savings.values()), 2000, 0)
+    assert "| ≤ 100 [100, 100] | ≥ 50.0% [50.0, 50.0] |" in text
+    assert "### IR=100, rotation-pretrained: against random (best baseline)" in text
+    assert "bootstrap over runs (2000 resamples, seed 0)" in text
+
+
+def test_label_saving_against_chosen_configurations_and_in_percent_of_the_pool():
+    settings = {"train_size": 50000}                            # |D| before the imbalance; the pool is 25000
+    records = (runs_of("random", [[50, 60, 70]], settings=settings)
+               + runs_of("pfk-phat-L80", [[50, 80, 90]], settings=settings)
+               + runs_of("pfk-sum-phat-L80", [[60, 70, 80]], settings=settings))
+    rows = savings_of(records, baselines=["pfk-phat-L80"], targets=["75"])
+    assert {s.baseline for s in rows} == {"pfk-phat-L80"}
+    row = next(s for s in rows if s.config == "pfk-sum-phat-L80")
+    assert row.labels == pytest.approx(250) and row.baseline_labels == pytest.approx(100 + 25 / 30 * 100)
+    assert row.dataset_size == 50000
+    text = report.format_label_saving_markdown(rows, 2000, 0, x="percent")
+    assert "| 0.50% [0.50%, 0.50%] |" in text                   # 250 of |D| = 50000
+    assert "Labels are given in percent of |D|, the pool before the imbalance" in text
+
+
+def test_dataset_size_is_the_pool_before_the_imbalance():
+    with_settings = {0: [make_record(settings={"train_size": 50000})]}
+    assert report.dataset_size(with_settings) == 50000
+    assert report.dataset_size({0: [make_record()]}) == 25000     # no settings: the pool after the imbalance
 
 
 def test_labels_to_reach():
     assert report.labels_to_reach(curve([(100, 80), (200, 90)]), 70) == 100  # already above at the start
     assert report.labels_to_reach(curve([(100, 60), (200, 80)]), 75) == pytest.approx(175)
     assert report.labels_to_reach(curve([(100, 60), (200, 80)]), 81) is None
+
+
+@pytest.mark.parametrize("text, parsed", [("85", "85"), ("90.0", "90"), ("final", "final"), ("99.5", "99.5")])
+def test_parse_target(text, parsed):
+    assert report.parse_target(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["0", "101", "best", "-3"])
+def test_parse_target_rejects(text):
+    with pytest.raises(ValueError):
+        report.parse_target(text)
+
+
+# ------------------------------------------------------------------------------------------------ filters
+
+def test_epoch_selection_filter_reads_absent_as_final():
+    records = [make_record(run=0, epoch_selection="val"), make_record(run=1, epoch_selection="final"),
+               make_record(run=2), make_record("full-train", iteration=0)]
+    assert [r["run"] for r in report.filter_records(records, epoch_selection="val")] == [0, 0]
+    assert [r.get("epoch_selection") for r in report.filter_records(records, epoch_selection="final")] == [
+        "final", None, None]
+    assert len(report.filter_records(records)) == 4
+
+
+def test_records_without_the_metric_are_left_out_with_a_note():
+    records = [make_record(run=0, balanced_accuracy=40.0), make_record(run=1),
+               make_record("pcc-L20", run=0, balanced_accuracy=None), make_record("pcc-L20", run=1)]
+    kept, notes = report.records_with(records, "balanced_accuracy")
+    assert kept == records[:1]
+    assert notes == ["--metric balanced_accuracy: 2 records of pcc-L20 lack it and are left out",
+                     "--metric balanced_accuracy: 1 record of random lacks it and is left out"]
+    assert report.records_with(records, "ensemble_test_accuracy") == (records, [])    # falls back to test accuracy
+    assert math.isnan(report.metric_value(records[1], "balanced_accuracy"))
+
+
+def test_difference_of_two_metrics_is_per_record_then_over_runs():
+    records = [make_record(run=0, accuracy=80.0, final_test_accuracy=78.0),
+               make_record(run=1, accuracy=82.0, final_test_accuracy=81.0),
+               make_record(run=0, iteration=2, accuracy=90.0, final_test_accuracy=90.0)]
+    rows = report.difference_table(report.group_records(records), "test_accuracy", "final_test_accuracy")
+    assert [(r.labeled, r.mean, r.runs) for r in rows] == [(125, 1.5, 2), (250, 0.0, 1)]
+    assert rows[0].std == pytest.approx(statistics.stdev([2.0, 1.0]))
 
 
 def test_cost_table_and_csv():

@@ -29,4 +29,6 @@ def test_a_setting_added_later_at_its_old_value_changes_nothing():
     new = base(taps="pre")
     assert st.differences(old, new) == [] and st.settings_id(old) == st.settings_id(new)
     other = base(taps="post")
-    assert st.differences(old, other) == [("taps", None, "post")] and st.settings_id(old) != st.settings_id(other)
+    assert st.differences(old, other) == [("taps", "pre", "post")] and st.settings_id(old) != st.settings_id(other)
+    assert st.differences(base(world_size=2), base()) == [("world_size", 2, 1)]
+    assert st.describe(st.differences(old, other)) == "--taps: pre there, post now"

@@ -21,16 +21,16 @@ def test_rotation_batch_has_four_rotations_with_targets():
     assert xr[2, 0, 0, 0] == x[0, 0, 0, 2]
 
 
-def test_training_learns_the_tiny_digits(tiny_mnist):
+def test_training_learns_the_tiny_digits(tiny_mnist, devices):
     raw = load_mnist(str(tiny_mnist), download=False)
     torch.manual_seed(0)
-    model = lenet()
+    model = lenet().to(devices)
     idx = np.arange(300)
     sched = Schedule(epochs=3, lr=0.05, batch_size=25, milestones=(2,), momentum=0.5)
-    before = evaluate(model, raw.test, np.arange(200), raw.test.labels, 10, torch.device("cpu")).overall
-    train(model, raw.train, idx, raw.train.labels[idx], sched, torch.device("cpu"),
-          torch.Generator().manual_seed(0), progress=False)
-    acc = evaluate(model, raw.test, np.arange(200), raw.test.labels, 10, torch.device("cpu"))
+    before = evaluate(model, raw.test, np.arange(200), raw.test.labels, 10, devices).overall
+    train(model, raw.train, idx, raw.train.labels[idx], sched, devices, torch.Generator().manual_seed(0),
+          progress=False)
+    acc = evaluate(model, raw.test, np.arange(200), raw.test.labels, 10, devices)
     assert acc.overall > 90 > before and len(acc.per_class) == 10
 
 

@@ -26,7 +26,8 @@ the pool is scored with batch statistics; ``--vaal-joint-bn 1`` shares the stati
 
 Everything is deterministic given ``ctx.generator``: a seed drawn from it seeds the model initialisation, the
 reparameterization noise (inside ``torch.random.fork_rng``, so the caller's RNG state is left as it was) and
-the data order.
+the data order. On CUDA that needs the run's determinism settings (``fkal.device``, on unless
+``--nondeterministic``): the VAE's transposed convolutions have nondeterministic CUDA kernels otherwise.
 """
 from __future__ import annotations
 

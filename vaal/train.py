@@ -24,6 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from fkal import distributed as D
+
 from .models import VAE, Discriminator, LossPredictionModel, to_vae_input
 
 
@@ -293,6 +295,8 @@ def train_adversary(vae: VAE, disc: Discriminator, labeled: ImageFeed, unlabeled
             bar.set_postfix(vae=f"{vae_l:.3f}", disc=f"{disc_l:.3f}")
     vae.eval()
     disc.eval()
+    D.broadcast_module(vae)             # every rank trained the same models; on a GPU they may differ in the last
+    D.broadcast_module(disc)            # bits: all ranks score with rank 0's
     return {"vae_loss": vae_l, "disc_loss": disc_l, "seconds": time.perf_counter() - start}
 
 
@@ -312,13 +316,17 @@ def discriminator_scores(vae: VAE, disc: Discriminator, feed: ImageFeed, device:
     """
     vae.train(batch_statistics)
     disc.eval()
-    out = []
-    starts = range(0, len(feed), batch_size)
-    for start in tqdm(starts, desc=desc, leave=False, disable=desc is None):
-        x, _, rd = feed.batch(np.arange(start, min(start + batch_size, len(feed))), device)
+    out, where = [], []
+    mine = D.my_batches(len(feed), batch_size)                       # whole batches per rank: same statistics
+    for _, start, stop in tqdm(mine, desc=desc, leave=False, disable=desc is None or not D.is_main()):
+        x, _, rd = feed.batch(np.arange(start, stop), device)          # rd: the rank the discriminator sees
         out.append(disc(vae.encode(x)[0], rd).float().cpu())
+        where.append(np.arange(start, stop))
     vae.eval()
-    return torch.cat(out) if out else torch.empty(0)
+    if not len(feed):
+        return torch.empty(0)
+    return D.gather_rows(torch.cat(out) if out else torch.empty(0),
+                         np.concatenate(where) if where else np.zeros(0, dtype=np.int64), len(feed))
 
 
 @torch.no_grad()
@@ -326,9 +334,14 @@ def predicted_losses(model: LossPredictionModel, source, idx: np.ndarray, device
                      batch_size: int = 1000, desc: Optional[str] = None) -> torch.Tensor:
     """The loss prediction module's output for ``source[idx]``, ``[N]`` on the CPU (task model in eval mode)."""
     model.eval()
-    out = []
-    batches = source.batches(np.asarray(idx), batch_size)
-    for _, x in tqdm(batches, total=-(-len(idx) // batch_size), desc=desc, leave=False, disable=desc is None):
+    out, where = [], []
+    batches = D.sharded(source, np.asarray(idx), batch_size)
+    for _, pos, x in tqdm(batches, total=len(D.my_batches(len(idx), batch_size)), desc=desc, leave=False,
+                          disable=desc is None or not D.is_main()):
         _, taps = model(x.to(device, non_blocking=True))
         out.append(model.predict_loss(taps).float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        where.append(pos)
+    if not len(idx):
+        return torch.empty(0)
+    return D.gather_rows(torch.cat(out) if out else torch.empty(0),
+                         np.concatenate(where) if where else np.zeros(0, dtype=np.int64), len(idx))

@@ -44,6 +44,7 @@ class QueryResult:
     scores: Optional[np.ndarray] = None        # [budget] the acquisition's score of each, if any
     pseudo_label_accuracy: Optional[float] = None  # percent, where pseudo-labels were used
     pseudo_labels: Optional[np.ndarray] = None     # [N_u] the pseudo-label of every ctx.unlabeled image, if any
+    extras: dict = field(default_factory=dict)     # more fields for the iteration's record (JSON values)
 
 
 Acquisition = Callable[[QueryContext], QueryResult]

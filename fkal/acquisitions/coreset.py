@@ -9,6 +9,7 @@ applied here; a tap with spatial axes is global-average-pooled to a vector.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -17,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import distributed as D
 from ..data import TensorSource
-from ..selection import kcenter_greedy_distance
 from .contract import QueryContext, QueryResult
 
 CHUNK_ELEMENTS = 1 << 24   # distances computed per block when finding each unlabeled point's nearest labeled point
@@ -27,21 +28,33 @@ CHUNK_ELEMENTS = 1 << 24   # distances computed per block when finding each unla
 @torch.no_grad()
 def penultimate_features(model: nn.Module, source: TensorSource, idx: np.ndarray, device: torch.device,
                          batch_size: int = 1000, desc: Optional[str] = None) -> torch.Tensor:
-    """relu(penultimate tap) of ``source[idx]``: ``[N, D]`` float32 on ``device`` (eval mode, no dropout)."""
+    """relu(penultimate tap) of ``source[idx]``: ``[N, D]`` float32 on ``device`` (eval mode, no dropout); under
+    several processes each rank computes its batches and every rank gets all rows."""
+    local, where = penultimate_shard(model, source, idx, device, batch_size, desc)
+    if not len(idx):
+        return torch.empty(0, 0, device=device)
+    return D.gather_rows(local, where, len(idx))
+
+
+@torch.no_grad()
+def penultimate_shard(model: nn.Module, source: TensorSource, idx: np.ndarray, device: torch.device,
+                      batch_size: int = 1000, desc: Optional[str] = None) -> tuple[torch.Tensor, np.ndarray]:
+    """``penultimate_features`` of this rank's batches: ``(features [n_local, D], positions into idx)``."""
     name = getattr(type(model), "penultimate", None)
     if name is None:
         raise ValueError(f"{type(model).__name__} names no penultimate tap (class attribute 'penultimate')")
     model.eval()
-    batches = source.batches(idx, batch_size)
-    if desc:
-        batches = tqdm(batches, total=-(-len(idx) // batch_size), desc=desc, leave=False)
-    out = []
-    for _, x in batches:
+    batches = D.sharded(source, idx, batch_size)
+    if desc and D.is_main():
+        batches = tqdm(batches, total=len(D.my_batches(len(idx), batch_size)), desc=desc, leave=False)
+    out, where = [], []
+    for _, pos, x in batches:
         h = F.relu(model(x.to(device, non_blocking=True))[1][name].float())   # [B, D] or [B, D, H, W]
         out.append(h.flatten(2).mean(2) if h.dim() > 2 else h)                # [B, D]
+        where.append(pos)
     if not out:
-        return torch.empty(0, 0, device=device)
-    return torch.cat(out)
+        return torch.empty(0, 0, device=device), np.zeros(0, dtype=np.int64)
+    return torch.cat(out), np.concatenate(where)
 
 
 def nearest_distance(points: torch.Tensor, centers: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
@@ -72,50 +85,86 @@ def coreset_select(labeled_feats: torch.Tensor, unlabeled_feats: torch.Tensor, b
 
     labeled_feats [N_l, D], unlabeled_feats [N_u, D] -> (picked [budget] positions into the unlabeled rows, in the
     order chosen; radius [budget], each pick's distance to its nearest center when it was chosen, i.e. the
-    covering radius it removed). With no labeled points the first center is ``first`` (radius nan).
-    Each step updates every point's nearest-center distance with the new center only (incremental, O(N_u * D)).
+    covering radius it removed). With no labeled points the first center is ``first`` (radius nan). Ties go to
+    the lower position. Each step updates every point's nearest-center distance with the new center only
+    (incremental, O(N_u * D)).
     """
     n = len(unlabeled_feats)
+    return _kcenter(labeled_feats, unlabeled_feats, np.arange(n), n, budget, first, chunk_elements, collective=False)
+
+
+def coreset_select_shard(labeled_feats: torch.Tensor, local_feats: torch.Tensor, local_positions: np.ndarray,
+                         n: int, budget: int, first: Optional[int] = None,
+                         chunk_elements: int = CHUNK_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
+    """``coreset_select`` over a pool of ``n`` unlabeled points spread over the ranks: this rank holds the rows
+    ``local_feats`` at ``local_positions`` and their nearest-center distances; each greedy step costs one
+    all-reduce of a ``[world, D + 2]`` table (each rank's farthest point: distance, position, features). Every
+    rank returns the same picks, equal to ``coreset_select`` on all the rows."""
+    return _kcenter(labeled_feats, local_feats, np.asarray(local_positions), n, budget, first, chunk_elements,
+                    collective=True)
+
+
+def _kcenter(labeled: torch.Tensor, local: torch.Tensor, positions: np.ndarray, n: int, budget: int,
+             first: Optional[int], chunk_elements: int, collective: bool) -> tuple[np.ndarray, np.ndarray]:
     budget = min(budget, n)
     if budget == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
+    world, rank = (D.world(), D.rank()) if collective else (1, 0)
+    width = max(D.all_gather_object(local.shape[1] if len(local) else 0)) if collective else local.shape[1]
+    pos_t = torch.as_tensor(positions, dtype=torch.long, device=local.device)
 
-    def distance_to(i: int) -> torch.Tensor:                                  # [N_u]
-        return torch.linalg.vector_norm(unlabeled_feats - unlabeled_feats[i], dim=1)
+    def farthest(nearest: torch.Tensor) -> tuple[float, int, torch.Tensor]:
+        """The point farthest from its nearest center, over every rank: (distance, position, features)."""
+        table = torch.zeros(world, width + 2, dtype=torch.float64)
+        table[rank, 0] = -math.inf
+        if len(local):
+            j = int(nearest.argmax())                          # the first of equal maxima: the lower position
+            table[rank, 0], table[rank, 1] = float(nearest[j]), float(positions[j])
+            table[rank, 2:] = local[j].double().cpu()
+        if collective:
+            D.all_reduce_sum(table)                            # every other row is zero: a gather by all-reduce
+        best = max(range(world), key=lambda q: (table[q, 0].item(), -table[q, 1].item()))
+        return table[best, 0].item(), int(table[best, 1].item()), table[best, 2:].to(local.device, local.dtype)
 
-    if len(labeled_feats) > 0:
-        initial = nearest_distance(unlabeled_feats, labeled_feats, chunk_elements)
-        picked = kcenter_greedy_distance(distance_to, n, budget, initial=initial)
+    def update(nearest: torch.Tensor, center: torch.Tensor, position: int) -> torch.Tensor:
+        if len(local):
+            nearest = torch.minimum(nearest, torch.linalg.vector_norm(local - center, dim=1))
+            nearest[pos_t == position] = -1.0                  # chosen: never again
+        return nearest
+
+    picked, radius = [], []
+    if len(labeled) > 0:
+        nearest = nearest_distance(local, labeled, chunk_elements) if len(local) else torch.zeros(0)
     else:
         if first is None:
             raise ValueError("with no labeled points the first center must be given")
-        initial = distance_to(first)
-        initial[first] = -1.0                                                 # never chosen again
-        picked = np.concatenate([[first], kcenter_greedy_distance(distance_to, n, budget - 1, initial=initial)])
-    return picked.astype(np.int64), _pick_radius(labeled_feats, unlabeled_feats, picked, chunk_elements)
-
-
-def _pick_radius(labeled_feats: torch.Tensor, unlabeled_feats: torch.Tensor, picked: np.ndarray,
-                 chunk_elements: int) -> np.ndarray:
-    """Distance of pick j to the labeled points and picks 0..j-1: ``[budget]`` (nan for a first pick with no
-    labeled points)."""
-    sel = unlabeled_feats[torch.as_tensor(picked, device=unlabeled_feats.device)]   # [P, D]
-    to_labeled = nearest_distance(sel, labeled_feats, chunk_elements)              # [P], inf if none
-    pair = _euclidean(sel, sel)                                                    # [P, P]
-    earlier = torch.ones_like(pair, dtype=torch.bool).tril(-1)                     # i < j
-    to_picks = pair.masked_fill(~earlier, float("inf")).min(1).values              # [P]
-    radius = torch.minimum(to_labeled, to_picks)
-    return radius.masked_fill(torch.isinf(radius), float("nan")).cpu().numpy()
+        table = torch.zeros(world, width + 1, dtype=torch.float64)     # the first center, from its rank
+        mine = (pos_t == first).nonzero().flatten()
+        if len(mine):
+            table[rank, 0] = 1.0
+            table[rank, 1:] = local[int(mine[0])].double().cpu()
+        if collective:
+            D.all_reduce_sum(table)
+        center = table[int(table[:, 0].argmax()), 1:].to(local.device, local.dtype)
+        nearest = update(torch.full((len(local),), math.inf, device=local.device), center, first)
+        picked.append(first)
+        radius.append(math.nan)
+    while len(picked) < budget:
+        value, position, center = farthest(nearest)
+        picked.append(position)
+        radius.append(value)
+        nearest = update(nearest, center, position)
+    return np.asarray(picked, dtype=np.int64), np.asarray(radius, dtype=np.float64)
 
 
 def coreset_query(ctx: QueryContext) -> QueryResult:
     """P unlabeled images by k-center greedy on ``models[0]``'s penultimate features; scores are the radii."""
     data, model = ctx.data, ctx.models[0]
     labeled, unlabeled = np.asarray(ctx.labeled), np.asarray(ctx.unlabeled)
-    feats_u = penultimate_features(model, data.pool_source, data.split.pool[unlabeled], ctx.device, ctx.batch_size,
-                                   ctx.describe("unlabeled features"))                                    # [N_u, D]
+    feats_u, where = penultimate_shard(model, data.pool_source, data.split.pool[unlabeled], ctx.device,
+                                       ctx.batch_size, ctx.describe("unlabeled features"))   # this rank's [n, D]
     feats_l = penultimate_features(model, data.pool_source, data.split.pool[labeled], ctx.device, ctx.batch_size,
-                                   ctx.describe("labeled features"))                                      # [N_l, D]
+                                   ctx.describe("labeled features"))                         # all [N_l, D]
     first = int(torch.randint(len(unlabeled), (1,), generator=ctx.generator)) if len(labeled) == 0 else None
-    picked, radius = coreset_select(feats_l, feats_u, ctx.budget, first=first)
+    picked, radius = coreset_select_shard(feats_l, feats_u, where, len(unlabeled), ctx.budget, first=first)
     return QueryResult(unlabeled[picked], radius)

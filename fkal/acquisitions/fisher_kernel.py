@@ -4,37 +4,125 @@ the authors' code release).
 Distribution matching between the misclassified validation images and the unlabeled pool. The scores are pure
 functions elsewhere (``fkal.kernels``, ``fkal.selection``, ``fkal.pseudo_labels``); this module wires them to the
 model and the data.
+
+Two options (``add_arguments``) reproduce the release's own selection choices; the defaults are this project's:
+``--taps pre|post`` (descriptors and Fisher scores before or after the ReLU: ``fkal.models``) and
+``--standardize unit|release`` (each scale of unit norm, or weighed L_j - 1 as in the release: ``fkal.kernels``).
+With ``--taps post --standardize release`` and ``pfk-sum-phat-L80`` the selection is the release's (its epoch
+choice and p^ details aside: DESIGN section 7).
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import math
+import tempfile
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import distributed as D
+from ..arguments import number
 from ..data import ALData
-from ..descriptors import extract
-from ..kernels import KERNELS, NEEDS_FISHER, Features, topk_similar
-from ..models import taps_for
+from ..descriptors import extract, extract_shard
+from ..kernels import KERNELS, NEEDS_FISHER, STANDARDIZATIONS, DiskFeatures, Features, topk_similar
+from ..models import TAP_POINTS, taps_at, taps_for
 from ..pseudo_labels import build_estimator
 from ..selection import kcenter_greedy, merge_by_rank
 from .contract import QueryContext, QueryResult
 
+DEFAULT_MEMORY_BUDGET_GB = 4.0   # --memory-budget
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pcc``, ``pfk`` and ``pfk-sum``: two reproduce the authors' release (recorded in every
+    record's settings as ``taps`` and ``standardize``), one bounds their memory on large pools."""
+    group = parser.add_argument_group("Fisher-kernel selection (pcc, pfk, pfk-sum)")
+    group.add_argument("--taps", choices=TAP_POINTS, default="pre",
+                       help="where descriptors z and Fisher scores g are taken: pre (before each tapped layer's ReLU; "
+                            "g is the paper's dL/dz~) or post (after it, as the authors' release does: LeNet "
+                            "relu(pool(conv1)), relu(pool(conv2)), relu(fc1)). The ResNet taps end in a ReLU: "
+                            "both give the same taps there")
+    group.add_argument("--standardize", choices=tuple(STANDARDIZATIONS), default="unit",
+                       help="per image and per scale: unit (zero mean, unit norm: every scale weighs the same) or "
+                            "release ((v - mean) / (std + 1e-10), unbiased std, as the release: scale j weighs "
+                            "L_j - 1)")
+    group.add_argument("--memory-budget", type=number(0, above=True), default=DEFAULT_MEMORY_BUDGET_GB,
+                       metavar="GB",
+                       help="where one process's share of the pool's descriptors and Fisher scores would take more "
+                            "than this many GB as float32, they are written to float16 files in the temporary "
+                            "folder ($TMPDIR) and the matching streams them, so memory stays bounded whatever the "
+                            "pool size (records say pool_features: disk-float16)")
+
+
+def selection_options(options: dict) -> tuple[str, str]:
+    """``(taps, standardize)`` from the command line's options (the defaults where absent)."""
+    return options.get("taps") or "pre", options.get("standardize") or "unit"
+
+
+def _pool_estimator(data: ALData, taps: tuple[str, ...], pseudo: Optional[str], val_std: Features,
+                    device: torch.device, k: int, generator: torch.Generator, standardization: str):
+    return None if pseudo in (None, "y") else build_estimator(
+        pseudo, val_std.to(device), torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k,
+        generator, standardization)
+
 
 def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],
                      pseudo: Optional[str], val_std: Features, fisher: bool, device: torch.device, batch_size: int,
-                     k: int, generator: torch.Generator, desc: Optional[str] = None) -> tuple[Features, torch.Tensor]:
+                     k: int, generator: torch.Generator, desc: Optional[str] = None,
+                     standardization: str = "unit") -> tuple[Features, torch.Tensor]:
     """Descriptors (and Fisher scores) of the unlabeled pool positions with the pseudo-labels S (Algorithm 1,
-    line 8). ``val_std``: standardized validation features for the estimators that match against D_v.
-    Returns the raw features and the labels used ``[len(unlabeled)]`` (-1 where none was needed)."""
-    estimator = None if pseudo in (None, "y") else build_estimator(
-        pseudo, val_std, torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k, generator)
+    line 8), at the model's current ``tap_point``. ``val_std``: validation features standardized by
+    ``standardization``, for the estimators that match against D_v (on any device: they are moved to ``device``,
+    where the estimator's validation labels are). Returns the raw features and the labels used ``[len(unlabeled)]``
+    (-1 where none was needed), all rows on every rank (``pool_descriptors_shard`` keeps each rank's own)."""
+    estimator = _pool_estimator(data, taps, pseudo, val_std, device, k, generator, standardization)
     given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
     feats, _, used = extract(model, data.pool_source, data.split.pool[unlabeled], taps, device, batch_size,
                              labels=given, estimator=estimator, fisher=fisher, desc=desc)
     return feats, used
+
+
+def pool_descriptors_shard(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],
+                           pseudo: Optional[str], val_std: Features, fisher: bool, device: torch.device,
+                           batch_size: int, k: int, generator: torch.Generator, desc: Optional[str] = None,
+                           standardization: str = "unit", sink=None) -> tuple[Features, torch.Tensor, np.ndarray]:
+    """``pool_descriptors`` of this rank's batches: ``(features, labels used, positions into unlabeled)``;
+    with a ``sink`` (``DiskFeatures``) the features go to disk, standardized, and the sink is returned."""
+    estimator = _pool_estimator(data, taps, pseudo, val_std, device, k, generator, standardization)
+    given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
+    feats, _, used, where = extract_shard(model, data.pool_source, data.split.pool[unlabeled], taps, device,
+                                          batch_size, labels=given, estimator=estimator, fisher=fisher, desc=desc,
+                                          sink=sink)
+    return feats, used, where
+
+
+def global_top_k(values: torch.Tensor, positions: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per center, the k best of the candidates ``[C, m]`` (similarity, pool position), ordered by decreasing
+    similarity, equal similarities by increasing position: the same order whether the candidates come from one
+    process or from the shards of several."""
+    by_position = torch.argsort(positions, dim=1, stable=True)
+    values, positions = values.gather(1, by_position), positions.gather(1, by_position)
+    order = torch.argsort(-values, dim=1, stable=True)[:, :k]
+    return values.gather(1, order), positions.gather(1, order)
+
+
+def gathered_candidates(kernel, centers: Features, pool_std, where: np.ndarray, k: int,
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each rank's top-k pool rows per center (``topk_similar`` over its shard), gathered from every rank and
+    reduced to the global top-k: ``(values [C, k], positions into the unlabeled pool [C, k])`` on every rank."""
+    if len(pool_std):
+        values, local = topk_similar(kernel, centers, pool_std, k)                     # [C, k'] on device
+        positions = torch.as_tensor(where, device=local.device)[local]
+    else:
+        values = torch.zeros(len(centers), 0, device=device)
+        positions = torch.zeros(len(centers), 0, dtype=torch.long, device=device)
+    parts = D.all_gather_object((values.float().cpu(), positions.cpu()))
+    values = torch.cat([v for v, _ in parts], 1)
+    positions = torch.cat([q for _, q in parts], 1)
+    return global_top_k(values, positions, k)
 
 
 def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
@@ -45,7 +133,18 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     3. descriptors and Fisher scores of the unlabeled pool with the pseudo-labels S (line 8)
     4. kernel R_z (pcc, eq. 6), R_zg (pfk, eq. 12) or R_z + R_g (pfk-sum) between centers and pool (line 9),
        top-K per center, merged by rank into P distinct images (line 10)
+
+    Taps and standardization follow ``ctx.options`` (``--taps``, ``--standardize``; see ``add_arguments``).
+    Under several processes the validation set's features are gathered on every rank (steps 1-2 run the same
+    everywhere); the pool's stay on their rank (on disk past ``--memory-budget``), each rank keeps its shard's
+    top-K per center and the candidates of all ranks are merged into the same P picks on every rank.
     """
+    tap_point, how = selection_options(ctx.options)
+    with taps_at(ctx.models[0], tap_point):
+        return _query(ctx, how)
+
+
+def _query(ctx: QueryContext, how: str) -> QueryResult:
     cfg, data, model = ctx.config, ctx.data, ctx.models[0]
     kernel = KERNELS[cfg.acquisition]
     taps = taps_for(model, cfg.L)
@@ -57,7 +156,7 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     val_feats, val_probs, _ = extract(model, data.val_source, data.split.val, taps, ctx.device, ctx.batch_size,
                                       labels=val_labels, fisher=needs_g or pseudo == "phat-g",
                                       desc=ctx.describe("validation descriptors"))
-    val_std = val_feats.standardized().to(ctx.device)
+    val_std = val_feats.standardized(how).to(ctx.device)
     wrong = np.flatnonzero(val_probs.argmax(1).numpy() != val_labels)
     if len(wrong) == 0:                       # nothing misclassified: match the whole validation set
         wrong = np.arange(len(val_labels))
@@ -67,25 +166,33 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
         pick = kcenter_greedy(lambda i: kernel(centers.rows([i]), centers)[0], len(wrong), ctx.budget, first)
         centers = centers.rows(pick)
 
-    pool_feats, used = pool_descriptors(model, data, ctx.unlabeled, taps, pseudo, val_std, needs_g, ctx.device,
-                                        ctx.batch_size, cfg.K or 32, ctx.generator,
-                                        desc=ctx.describe("pool descriptors"))
-    pl_acc = None
-    if pseudo is not None:
-        true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
-        pl_acc = float(100.0 * (used.numpy() == true).mean())
-    pool_std = pool_feats.standardized().to(ctx.device)
-
-    k = max(4, 2 * math.ceil(ctx.budget / len(centers)))
-    while True:
-        values, ranked = topk_similar(kernel, centers, pool_std, k)          # [C, k]
-        picked = merge_by_rank(ranked, values, ctx.budget)
-        if len(picked) >= ctx.budget or k >= len(pool_std):
-            break
-        k *= 2
+    unlabeled = np.asarray(ctx.unlabeled)
+    n_local = len(D.my_positions(len(unlabeled), ctx.batch_size))
+    width = sum(val_feats.z[j].shape[1] for j in range(len(taps)))           # L
+    on_disk = n_local * width * (2 if needs_g else 1) * 4 > float(ctx.options.get("memory_budget") or
+                                                                  DEFAULT_MEMORY_BUDGET_GB) * 2 ** 30
+    with tempfile.TemporaryDirectory(prefix="fkal-pool-") if on_disk else contextlib.nullcontext() as scratch:
+        sink = DiskFeatures(scratch, ctx.device, how) if on_disk else None
+        pool_feats, used, where = pool_descriptors_shard(model, data, unlabeled, taps, pseudo, val_std, needs_g,
+                                                         ctx.device, ctx.batch_size, cfg.K or 32, ctx.generator,
+                                                         desc=ctx.describe("pool descriptors"), standardization=how,
+                                                         sink=sink)
+        pool_std = pool_feats.standardized(how).to(ctx.device)
+        k = max(4, 2 * math.ceil(ctx.budget / len(centers)))
+        while True:
+            values, ranked = gathered_candidates(kernel, centers, pool_std, where, k, ctx.device)   # [C, k]
+            picked = merge_by_rank(ranked, values, ctx.budget)
+            if len(picked) >= ctx.budget or k >= len(unlabeled):
+                break
+            k *= 2
+    pl_acc, labels_used = None, None
+    if pseudo is not None:                                                 # counted over all ranks
+        labels_used = D.gather_rows(used, where, len(unlabeled)).numpy()
+        true = data.pool_source.labels[data.split.pool[unlabeled]]
+        pl_acc = float(100.0 * (labels_used == true).mean())
     best: dict[int, float] = {}                                           # each picked image's best similarity
     for i, v in zip(ranked.flatten().tolist(), values.flatten().tolist()):
         best[i] = max(v, best.get(i, -math.inf))
     scores = np.array([best[int(i)] for i in picked])
-    return QueryResult(np.asarray(ctx.unlabeled)[picked], scores, pl_acc,
-                       None if pseudo is None else used.numpy())
+    return QueryResult(unlabeled[picked], scores, pl_acc, labels_used,
+                       extras={"pool_features": "disk-float16" if on_disk else "memory-float32"})

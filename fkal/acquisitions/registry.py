@@ -49,6 +49,7 @@ ATTACHED_HOOKS: TaskHooks = vaal.ATTACHED_HOOKS
 ATTACHED_OPTIONS: tuple[str, ...] = vaal.ATTACHED_OPTIONS
 
 ARGUMENT_GROUPS: tuple[Callable, ...] = (
+    fisher_kernel.add_arguments,
     uncertainty.add_arguments,
     vaal.add_arguments,
 )

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .. import distributed as D
 from ..data import TensorSource
 from ..models import mc_dropout_copy
 from .contract import QueryContext, QueryResult
@@ -86,21 +87,24 @@ def iter_mc_probabilities(models: Sequence[nn.Module], source: TensorSource, idx
     Every member is turned into its MC-dropout variant (``fkal.models.mc_dropout_copy``: the same weights, dropout
     active at inference). Each batch is read once; its K passes are made by repeating it along the batch axis,
     ``forward_size`` images per forward (default ``4 * batch_size``), so several passes share one forward.
-    The dropout masks of member e on batch i come from the seed ``s_e + i``, with ``s_e`` drawn from
-    ``generator``: the result is deterministic, the same for member e whatever the other members are, and the
-    global RNG state is restored afterwards.
+    The dropout masks of member e on batch i (the global index of the batch in ``idx``, ``batch_size`` images
+    each) come from the seed ``s_e + i``, with ``s_e`` drawn from ``generator``: the result is deterministic, the
+    same for member e whatever the other members are and whatever rank processes the batch (under several
+    processes each rank yields its own batches only), and the global RNG state is restored afterwards. The masks
+    of an image thus depend on its position and on ``batch_size`` (``--eval-batch``, part of these
+    configurations' recorded settings).
     """
     if K < 1:
         raise ValueError(f"K={K}: at least one stochastic pass is needed")
     seeds = [int(s) for s in torch.randint(2 ** 62, (len(models),), generator=generator)]
     forward_size = forward_size or 4 * batch_size
     cuda = [device.index or 0] if device.type == "cuda" else []
-    batches = source.batches(idx, batch_size)
-    if desc:
-        batches = tqdm(batches, total=-(-len(idx) // batch_size), desc=desc, leave=False)
+    batches = D.sharded(source, idx, batch_size)                                # this rank's batches
+    if desc and D.is_main():
+        batches = tqdm(batches, total=len(D.my_batches(len(idx), batch_size)), desc=desc, leave=False)
     with torch.random.fork_rng(devices=cuda):                                    # (building draws an init)
         mc_models = [mc_dropout_copy(m, model_name, num_classes) for m in models]
-    for i, (pos, x) in enumerate(batches):
+    for i, pos, x in batches:                                                    # i: the global batch index
         with torch.random.fork_rng(devices=cuda):                                # the caller's RNG untouched
             probs = _passes(mc_models, [s + i for s in seeds], x.to(device, non_blocking=True), K, forward_size)
         yield pos, probs
@@ -125,17 +129,28 @@ def mc_probabilities(models: Sequence[nn.Module], source: TensorSource, idx: np.
     """Softmax probabilities ``[E*K, N, C]`` (CPU) of K MC-dropout passes of each of the E members over
     ``source[idx]``; keyword arguments as ``iter_mc_probabilities``. Holds the whole tensor: for small sets and
     tests; a query uses ``mc_scores``."""
-    parts = [p.cpu() for _, p in iter_mc_probabilities(models, source, idx, K, device, batch_size, generator,
-                                                         **kwargs)]
-    return torch.cat(parts, 1) if parts else torch.empty(0)
+    parts, where = [], []
+    for pos, p in iter_mc_probabilities(models, source, idx, K, device, batch_size, generator, **kwargs):
+        parts.append(p.cpu().transpose(0, 1))                                    # [B, E*K, C]
+        where.append(pos)
+    if not len(idx):
+        return torch.empty(0)
+    local = torch.cat(parts) if parts else torch.empty(0)
+    gathered = D.gather_rows(local, np.concatenate(where) if where else np.zeros(0, dtype=np.int64), len(idx))
+    return gathered.transpose(0, 1).contiguous()                                 # [E*K, N, C]
 
 
 def mc_scores(metric: Metric, models: Sequence[nn.Module], source: TensorSource, idx: np.ndarray, K: int,
               device: torch.device, batch_size: int, generator: torch.Generator, **kwargs) -> torch.Tensor:
     """``metric`` of the E*K pooled passes, ``[N]`` (CPU), reduced batch by batch: memory ``E*K*batch_size*C``."""
-    parts = [metric(p).cpu() for _, p in iter_mc_probabilities(models, source, idx, K, device, batch_size,
-                                                                 generator, **kwargs)]
-    return torch.cat(parts) if parts else torch.empty(0)
+    parts, where = [], []
+    for pos, p in iter_mc_probabilities(models, source, idx, K, device, batch_size, generator, **kwargs):
+        parts.append(metric(p).cpu())
+        where.append(pos)
+    if not len(idx):
+        return torch.empty(0)
+    local = torch.cat(parts) if parts else torch.empty(0)
+    return D.gather_rows(local, np.concatenate(where) if where else np.zeros(0, dtype=np.int64), len(idx))
 
 
 def top_scores(scores: torch.Tensor, budget: int, generator: torch.Generator) -> torch.Tensor:

@@ -138,6 +138,14 @@ DATASETS["caltech101-bg"] = replace(DATASETS["caltech101"], name="caltech101-bg"
                                     num_classes=102, load=CaltechLoader(background=True))
 
 
+def load_raw(spec: DatasetSpec, root: str, download: bool = True, device=None) -> RawData:
+    """The dataset's sources for a run on ``device`` (None: the CPU). Sources held in memory do not depend on the
+    device; an image-folder source decodes for it (DALI on a CUDA device only, ``fkal.data.folder``)."""
+    if isinstance(spec.load, ImageFolderLoader):
+        return spec.load(root, download, device=device)
+    return spec.load(root, download)
+
+
 def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name.lower()]

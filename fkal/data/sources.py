@@ -59,8 +59,15 @@ class TensorSource:
         """
         idx = np.asarray(idx)
         order = torch.randperm(len(idx), generator=generator).numpy() if shuffle else np.arange(len(idx))
-        for start in range(0, len(idx), batch_size):
-            pos = order[start:start + batch_size]
+        yield from self.batches_of(idx, [order[s:s + batch_size] for s in range(0, len(idx), batch_size)], augment)
+
+    def batches_of(self, idx: np.ndarray, groups: list[np.ndarray], augment: bool = False,
+                   generator: Optional[torch.Generator] = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yield ``(positions, images)`` for explicit batches: ``groups`` are arrays of positions into ``idx``
+        (a rank's shares of global training batches, ``fkal.training.epoch_batches``). The augmentation draws from
+        the global torch generator, which the loop seeds; ``generator`` is for sources that draw from it."""
+        idx = np.asarray(idx)
+        for pos in groups:
             x = self.get(idx[pos])
             yield pos, (self.augment(x) if augment and self.augment is not None else x)
 

@@ -2,7 +2,10 @@
 
 Every model returns ``(logits, taps)``: ``taps`` maps a tap name to the activation tensor that the descriptors of
 length L are pooled from (paper Figure 3). A model class carries ``TAPS`` (L -> tap names), ``classifier`` (the
-layer not copied from the rotation-pretrained model) and ``penultimate`` (the features of core-set).
+layer not copied from the rotation-pretrained model) and ``penultimate`` (the features of core-set). A model's
+``tap_point`` ("pre" or "post", ``TAP_POINTS``) says whether the taps are taken before or after the ReLU of each
+tapped layer (the default "pre"; ``taps_at`` sets it for a block of code); each model's docstring says exactly
+where z and g are taken and how that differs from the paper and the authors' release.
 
   lenet.py    LeNet (MNIST)
   resnet.py   ResNet-10/18 with taps, built from torchvision's classes (SVHN, CIFAR, ImageNet)
@@ -10,13 +13,14 @@ layer not copied from the rotation-pretrained model) and ``penultimate`` (the fe
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import partial
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch.nn as nn
 
 from .lenet import LeNet, lenet
-from .layers import MCDropout
+from .layers import TAP_POINTS, MCDropout
 from .resnet import TapResNet, resnet10, resnet18
 
 # Builder names: the stem is part of the name, because a model is rebuilt from its name alone (the MC-dropout
@@ -29,8 +33,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet18-small": partial(resnet18, small_input=True),
 }
 
-__all__ = ["MODELS", "LeNet", "MCDropout", "TapResNet", "build_model", "copy_all_but_classifier", "lenet",
-           "mc_dropout_copy", "resnet10", "resnet18", "taps_for"]
+__all__ = ["MODELS", "LeNet", "MCDropout", "TAP_POINTS", "TapResNet", "build_model", "copy_all_but_classifier",
+           "lenet", "mc_dropout_copy", "resnet10", "resnet18", "taps_at", "taps_for"]
 
 
 def build_model(name: str, num_classes: int, mc_dropout: bool = False, **kwargs) -> nn.Module:
@@ -44,6 +48,25 @@ def taps_for(model: nn.Module, L: int) -> tuple[str, ...]:
     except KeyError:
         raise ValueError(f"{type(model).__name__} has no descriptor of length L={L}; "
                          f"choose one of {sorted(type(model).TAPS)}") from None
+
+
+@contextmanager
+def taps_at(model: nn.Module, point: str) -> Iterator[nn.Module]:
+    """Within the block, ``model`` returns its taps at ``point`` ("pre" or "post" its ReLUs); the model's own
+    ``tap_point`` is restored after it. A model without ``tap_point`` has pre-activation taps only."""
+    if point not in TAP_POINTS:
+        raise ValueError(f"taps are taken at one of {TAP_POINTS}, not {point!r}")
+    if not hasattr(model, "tap_point"):
+        if point != "pre":
+            raise ValueError(f"{type(model).__name__} has no tap_point: its taps cannot be taken {point} the ReLU")
+        yield model
+        return
+    before = model.tap_point
+    model.tap_point = point
+    try:
+        yield model
+    finally:
+        model.tap_point = before
 
 
 def copy_all_but_classifier(src: nn.Module, dst: nn.Module) -> None:

@@ -58,13 +58,38 @@ def _line_style(key: GroupKey) -> str:
     return "-" if key.unsupervised else RANDOM_INIT_STYLE
 
 
-def _errorbar(ax, key: GroupKey, curve: Sequence[CurvePoint], color) -> None:
-    """Mean with std error bars (none for single runs) against labeled count."""
-    x = [p.labeled for p in curve]
+X_AXES = ("labeled", "percent")     # x axis of the curves: labeled images, or their share of |D| (%)
+
+
+def _errorbar(ax, key: GroupKey, curve: Sequence[CurvePoint], color, x_scale: float = 1.0) -> None:
+    """Mean with std error bars (none for single runs) against labeled count times ``x_scale``."""
+    x = [p.labeled * x_scale for p in curve]
     y = [p.mean for p in curve]
     err = [0.0 if math.isnan(p.std) else p.std for p in curve]
     ax.errorbar(x, y, yerr=err, color=color, linestyle=_line_style(key), marker="o", markersize=3, capsize=3,
                 linewidth=1.2, label=legend_name(key.config, key.unsupervised, key.variant))
+
+
+def _x_scale(x: str, dataset_size: int | None) -> float:
+    """Factor from labeled count to the x axis: 1, or 100 / |D| for percent of |D|."""
+    if x not in X_AXES:
+        raise ValueError(f"x axis is one of {X_AXES}, not {x!r}")
+    if x == "percent" and not dataset_size:
+        raise ValueError("x='percent' needs the size of |D|")
+    return 100.0 / dataset_size if x == "percent" else 1.0
+
+
+def _label_x_axes(ax, x: str, pool_size: int, dataset_size: int | None) -> None:
+    """x="labeled": labeled images below, their share of the (biased) pool on top. x="percent": their share of
+    |D| below (the pool before the imbalance, the paper's axis), labeled images on top."""
+    if x == "percent":
+        ax.set_xlabel(f"labeled images, % of |D| = {dataset_size:,} (the pool before the imbalance)")
+        top = ax.secondary_xaxis("top", functions=(lambda p: np.asarray(p) * dataset_size / 100.0,
+                                                   lambda n: 100.0 * np.asarray(n) / dataset_size))
+        top.set_xlabel("labeled images")
+    else:
+        ax.set_xlabel("labeled images")
+        _add_pool_percent_axis(ax, pool_size)
 
 
 def _add_pool_percent_axis(ax, pool_size: int) -> None:
@@ -76,22 +101,34 @@ def _add_pool_percent_axis(ax, pool_size: int) -> None:
 
 def accuracy_figure(curves: dict[GroupKey, Sequence[CurvePoint]], full_train: dict[GroupKey, Sequence[CurvePoint]],
                     pool_size: int, title: str, colors: dict[str, tuple] | None = None,
-                    ylabel: str = "test accuracy (%)") -> Figure:
-    """Accuracy against labeled count, one curve per group (mean ± std over runs), the full-train accuracy as a
-    dotted "all train" line, and the labeled share of the pool on a top axis. Random-init curves are dashed."""
+                    ylabel: str = "test accuracy (%)", x: str = "labeled",
+                    beside: dict[GroupKey, Sequence[CurvePoint]] | None = None, beside_label: str = "",
+                    dataset_size: int | None = None) -> Figure:
+    """Accuracy against labeled count (``x="labeled"``, the labeled share of the pool of ``pool_size`` images on
+    a top axis) or against its share of |D| = ``dataset_size`` in percent (``x="percent"``, the paper's figures:
+    |D| is the pool before the imbalance; labeled count on top). One curve per group (mean ± std over runs), the
+    full-train accuracy as a dotted "all train" line; random-init curves are dashed. ``beside``: a second
+    quantity per group (e.g. the final epoch's accuracy beside the kept epoch's), drawn as a thin dotted line
+    of the group's colour, named once in the legend by ``beside_label``."""
     colors = colors or config_colors([key.name for key in curves])
+    scale = _x_scale(x, dataset_size)
     figure = new_figure(ACCURACY_SIZE)
     ax = figure.add_subplot()
     for key, curve in curves.items():
-        _errorbar(ax, key, curve, colors[key.name])
+        _errorbar(ax, key, curve, colors[key.name], scale)
+    for key, curve in (beside or {}).items():
+        ax.plot([p.labeled * scale for p in curve], [p.mean for p in curve], color=colors[key.name],
+                linestyle=":", linewidth=1.0, marker=".", markersize=3)
+    if beside:
+        ax.plot([], [], color="black", linestyle=":", linewidth=1.0, marker=".", markersize=3,
+                label=beside_label or "beside")
     for key, curve in full_train.items():
         mean = curve[-1].mean
         label = "all train" + ("" if key.unsupervised else " (θ_rnd)") + f": {mean:.1f}%"
         ax.axhline(mean, color="black" if key.unsupervised else "grey", linestyle=":", linewidth=1.2, label=label)
-    ax.set_xlabel("labeled images")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    _add_pool_percent_axis(ax, pool_size)
+    _label_x_axes(ax, x, pool_size, dataset_size)
     ax.set_title(title)
     figure.legend(loc="outside right upper", fontsize="small")
     return figure
@@ -218,30 +255,34 @@ def _class_heatmap(ax, figure: Figure, labeled: Sequence[int], counts: np.ndarra
 def selection_summary_figure(entropy: dict[GroupKey, Sequence[CurvePoint]],
                              rare_share: dict[GroupKey, Sequence[CurvePoint]] | None, num_classes: int,
                              rare_classes: Sequence[int] | None, title: str,
-                             colors: dict[str, tuple] | None = None) -> Figure:
+                             colors: dict[str, tuple] | None = None, x: str = "labeled",
+                             dataset_size: int | None = None) -> Figure:
     """Left: entropy (nats) of the classes selected at each iteration (TA-VAAL's Figure 7a; ln C is a uniform
     selection). Right: cumulative share (%) of rare classes among all images selected so far, with the share a
-    class-balanced selection would have. Mean ± std over runs; random-init curves dashed."""
+    class-balanced selection would have. Mean ± std over runs; random-init curves dashed. ``x="percent"`` (with
+    ``dataset_size``) draws against the labeled share of |D|, the pool before the imbalance."""
     colors = colors or config_colors([key.name for key in entropy])
+    scale = _x_scale(x, dataset_size)
+    xlabel = f"labeled images, % of |D| = {dataset_size:,}" if x == "percent" else "labeled images"
     figure = new_figure(SUMMARY_SIZE)
     entropy_ax, rare_ax = figure.subplots(1, 2)
     for key, curve in entropy.items():
-        _errorbar(entropy_ax, key, curve, colors[key.name])
+        _errorbar(entropy_ax, key, curve, colors[key.name], scale)
     if num_classes:
         entropy_ax.axhline(math.log(num_classes), color="black", linestyle=":", linewidth=1,
                            label=f"uniform over {num_classes} classes")
-    entropy_ax.set_xlabel("labeled images")
+    entropy_ax.set_xlabel(xlabel)
     entropy_ax.set_ylabel("entropy of the selected classes (nats)")
     entropy_ax.grid(alpha=0.3)
     if rare_share is not None and rare_classes:
         for key, curve in rare_share.items():
-            _errorbar(rare_ax, key, curve, colors[key.name])
+            _errorbar(rare_ax, key, curve, colors[key.name], scale)
         if num_classes:
             balanced = 100.0 * len(rare_classes) / num_classes
             rare_ax.axhline(balanced, color="black", linestyle=":", linewidth=1)
             rare_ax.annotate("class-balanced", (0.01, balanced), xycoords=("axes fraction", "data"),
                              va="bottom", fontsize="small")
-        rare_ax.set_xlabel("labeled images")
+        rare_ax.set_xlabel(xlabel)
         rare_ax.set_ylabel(f"rare classes {_class_list(rare_classes)} among labeled (%)")
         rare_ax.grid(alpha=0.3)
     else:

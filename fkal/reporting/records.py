@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..settings import differences, flag_of, flatten
+from ..settings import differences, flag_of, flatten, value_of
 from .names import ACQUISITIONS, FULL_TRAIN, RANDOM_INIT_MARK, acquisition_of, format_ratio
 
 
@@ -37,7 +37,13 @@ FULL_TRAIN_FIELDS = (
     "config", "dataset", "run", "seed", "imbalance_ratio", "unsupervised", "iteration", "labeled", "pool_size",
     "test_accuracy",
 )
-METRICS = ("test_accuracy", "ensemble_test_accuracy")
+# What run_plot.py can draw and tabulate: fields of a record, in percent (fkal/metrics.py defines the imbalance
+# metrics). ``test_accuracy`` is the kept epoch's (the final one, or the one best on D_v with --epoch-selection val),
+# ``final_test_accuracy`` the last epoch's in either case.
+METRICS = ("test_accuracy", "ensemble_test_accuracy", "final_test_accuracy", "val_accuracy", "balanced_accuracy",
+           "macro_f1", "worst_class_accuracy", "rare_class_accuracy", "per_class_accuracy_std")
+LOWER_IS_BETTER = ("per_class_accuracy_std",)   # no label saving for these: a target is something to reach
+EPOCH_SELECTIONS = ("final", "val")
 
 _INT_FIELDS = ("run", "seed", "iteration", "labeled", "pool_size")
 _NUMBER_FIELDS = ("imbalance_ratio", "test_accuracy", "query_seconds", "train_seconds")
@@ -167,23 +173,52 @@ def group_key(record: dict) -> GroupKey:
                     record.get("settings_id"))
 
 
+def epoch_selection_of(record: dict) -> str:
+    """How the record's model was chosen among the epochs: "final" or "val" (``run.py --epoch-selection``).
+    Records written before the option existed, and full-train lines, kept the final epoch."""
+    return record.get("epoch_selection") or "final"
+
+
 def filter_records(records: Iterable[dict], only: Sequence[str] | None = None, unsupervised: int | None = None,
-                   imbalance_ratios: Sequence[float] | None = None) -> list[dict]:
-    """Records of the named configurations (full-train lines are always kept), initial model and ratios.
+                   imbalance_ratios: Sequence[float] | None = None,
+                   epoch_selection: str | None = None) -> list[dict]:
+    """Records of the named configurations (full-train lines are always kept), initial model, ratios and epoch
+    selection (full-train lines are kept for either: they train to the end and choose no epoch).
 
     ``None`` means no restriction.
     """
     ratios = None if imbalance_ratios is None else {float(r) for r in imbalance_ratios}
     kept = []
     for record in records:
-        if only is not None and record["config"] not in only and record["config"] != FULL_TRAIN:
+        full = record["config"] == FULL_TRAIN
+        if only is not None and record["config"] not in only and not full:
             continue
         if unsupervised is not None and int(record["unsupervised"]) != unsupervised:
             continue
         if ratios is not None and float(record["imbalance_ratio"]) not in ratios:
             continue
+        if epoch_selection is not None and not full and epoch_selection_of(record) != epoch_selection:
+            continue
         kept.append(record)
     return kept
+
+
+def records_with(records: Iterable[dict], metric: str) -> tuple[list[dict], list[str]]:
+    """``(records that carry metric, one note per configuration whose records lack it)``.
+
+    ``ensemble_test_accuracy`` is null for a single model and falls back to ``test_accuracy`` (kept); any other
+    metric that is absent or null (records written before it was recorded; ``rare_class_accuracy`` without rare
+    classes) leaves the record out.
+    """
+    kept, lacking = [], Counter()
+    for record in records:
+        if metric == "ensemble_test_accuracy" or _is_number(record.get(metric)):
+            kept.append(record)
+        else:
+            lacking[record["config"]] += 1
+    notes = [f"--metric {metric}: {n} record{'s' if n > 1 else ''} of {config} "
+             f"{'lack it and are' if n > 1 else 'lacks it and is'} left out" for config, n in sorted(lacking.items())]
+    return kept, notes
 
 
 def group_records(records: Iterable[dict]) -> dict[GroupKey, dict[int, list[dict]]]:
@@ -233,6 +268,22 @@ def pool_size_at(groups: dict[GroupKey, dict], imbalance_ratio: float) -> int:
     sizes = Counter(record["pool_size"] for key, runs in groups.items() if key.imbalance_ratio == imbalance_ratio
                     for records in runs.values() for record in records)
     return sizes.most_common(1)[0][0]
+
+
+def dataset_size(runs: dict[int, list[dict]]) -> int:
+    """|D| of the paper's figures: the size of the pool before the imbalance (the records' ``settings.train_size``;
+    MNIST 50,000, so that P = 125 is 0.25% at every imbalance ratio). Records without settings give their pool
+    size after the imbalance instead (the most common value, should runs disagree)."""
+    sizes = Counter((record.get("settings") or {}).get("train_size") or record["pool_size"]
+                    for records in runs.values() for record in records)
+    return sizes.most_common(1)[0][0]
+
+
+def dataset_size_at(groups: dict[GroupKey, dict], imbalance_ratio: float) -> int:
+    """``dataset_size`` over every group at one imbalance ratio."""
+    return dataset_size({i: records for i, records in enumerate(
+        records for key, runs in groups.items() if key.imbalance_ratio == imbalance_ratio
+        for records in runs.values())})
 
 
 def completeness_notes(groups: dict[GroupKey, dict[int, list[dict]]]) -> list[str]:
@@ -293,7 +344,7 @@ def _with_variants(groups: dict[GroupKey, dict]) -> dict[GroupKey, dict]:
                 variant = "settings not recorded"
             else:
                 flat = flatten(settings[key])
-                variant = ", ".join(f"{flag_of(name)} {flat.get(name)}" for name in differing[:3])
+                variant = ", ".join(f"{flag_of(name)} {value_of(flat, name)}" for name in differing[:3])
                 variant += f", +{len(differing) - 3} more" if len(differing) > 3 else ""
             renamed[GroupKey(key.config, key.imbalance_ratio, key.unsupervised, key.settings_id,
                              variant or key.settings_id or "")] = groups[key]

@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
-from .curves import LabelSaving, accuracy_curve, improvement_curve, mean_std
+from .curves import FINAL, LabelSaving, accuracy_curve, difference_curve, improvement_curve, mean_std
 from .names import FULL_TRAIN, RANDOM_INIT_MARK, format_ratio, legend_name
 from .records import GroupKey, baseline_key, pool_size, split_full_train
 
@@ -33,10 +33,20 @@ class SummaryRow:
 
 def summary_table(groups: dict[GroupKey, dict[int, list[dict]]], metric: str = "test_accuracy") -> list[SummaryRow]:
     """One row per (configuration, imbalance ratio, initial model, labeled count), in display order."""
+    return _rows(groups, lambda runs: accuracy_curve(runs, metric))
+
+
+def difference_table(groups: dict[GroupKey, dict[int, list[dict]]], metric: str, other: str) -> list[SummaryRow]:
+    """Rows of ``metric - other`` per record (``difference_curve``) for the active-learning groups; the rows'
+    ``mean`` and ``std`` are the difference's."""
+    return _rows(split_full_train(groups)[0], lambda runs: difference_curve(runs, metric, other))
+
+
+def _rows(groups: dict[GroupKey, dict[int, list[dict]]], curve_of) -> list[SummaryRow]:
     rows = []
     for key, runs in groups.items():
         pool = pool_size(runs)
-        for point in accuracy_curve(runs, metric):
+        for point in curve_of(runs):
             rows.append(SummaryRow(key.config, key.imbalance_ratio, key.unsupervised, point.labeled,
                                    100.0 * point.labeled / pool, point.mean, point.std, point.runs, key.variant))
     return rows
@@ -87,12 +97,14 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
     return lines
 
 
-def format_accuracy_markdown(rows: Sequence[SummaryRow], metric: str = "test_accuracy") -> str:
+def format_accuracy_markdown(rows: Sequence[SummaryRow], metric: str = "test_accuracy", title: str | None = None,
+                             note: str = "") -> str:
     """One wide table per imbalance ratio: a row per configuration, a column per labeled count (with its share of
-    the pool); full-train lines below each table."""
-    lines = [f"## {metric.replace('_', ' ')} (%)", "",
+    the pool); full-train lines below each table. ``title`` replaces the metric's name as the heading, ``note``
+    follows the explanation."""
+    lines = [f"## {title or metric.replace('_', ' ') + ' (%)'}", "",
              "Mean ± sample std (ddof=1) over runs, number of runs in parentheses (no std for one run). "
-             "Columns: labeled images (share of the pool).", ""]
+             "Columns: labeled images (share of the pool)." + (f" {note}" if note else ""), ""]
     for ratio in sorted({row.imbalance_ratio for row in rows}):
         at_ratio = [row for row in rows if row.imbalance_ratio == ratio]
         active = [row for row in at_ratio if row.config != FULL_TRAIN]
@@ -114,34 +126,87 @@ def format_accuracy_markdown(rows: Sequence[SummaryRow], metric: str = "test_acc
     return "\n".join(lines)
 
 
-def format_label_saving_markdown(savings: Sequence[LabelSaving]) -> str:
-    """Per (imbalance ratio, initial model): the target and a row per configuration, fewest labels first."""
-    lines = ["## Label saving", "",
-             "Target: the final mean accuracy of the best baseline (highest final mean among all but "
-             "pcc/pfk/pfk-sum). Labels: smallest labeled count at which a configuration's mean accuracy reaches the "
-             "target (linear interpolation between counts; '≤' where it is above the target from its first count "
-             "on). Saving: how many fewer labels than the baseline needs, in percent.", ""]
-    slices: dict[tuple[float, int], list[LabelSaving]] = defaultdict(list)
-    for saving in savings:
-        slices[(saving.imbalance_ratio, saving.unsupervised)].append(saving)
-    for (ratio, unsupervised), members in sorted(slices.items()):
-        first = members[0]
+def label_saving_text(resamples: int, seed: int) -> str:
+    """What the label-saving tables hold and how their spread is obtained (the paragraph above them)."""
+    return (
+        "Per imbalance ratio and initial model, one table per baseline (every configuration but pcc/pfk/pfk-sum, "
+        "the best first: highest final mean). Targets: an accuracy in percent, or 'final', the baseline's final "
+        "mean accuracy. Labels: the smallest labeled count at which a configuration's mean curve over runs reaches "
+        "the target (linear interpolation between labeled counts; '≤' where it is at the target from its first "
+        "count on). Fewer labels: 100 x (1 - labels / the baseline's labels), in percent. "
+        f"Spread: [2.5%, 97.5%] percentiles of a bootstrap over runs ({resamples} resamples, seed {seed}): each "
+        "resample draws every configuration's runs with replacement, recomputes the mean curves (and the target "
+        "'final' from the resampled baseline) and reads the labels off them again; configurations with the same "
+        "runs share the draws, because run r of every configuration starts from the same split and initial model, "
+        "so the saving's interval is that of paired runs ('unpaired' where the runs differ). ∞ labels (−∞ saving): "
+        "in more than 2.5% of the resamples the mean curve did not reach the target. Why a bootstrap and not the "
+        "labels each run needs (mean ± std over runs): a single run's curve often never reaches the target (about "
+        "half of the baseline's runs stay under its own final mean), and the number reported is read off the mean "
+        "curve, whose spread over runs is what the bootstrap measures. With two or three runs the interval can "
+        "only recombine the runs at hand and understates the uncertainty. The table of the best baseline at the "
+        "target 'final' is the earlier label-saving table (one target, one baseline), with intervals.")
+
+
+def format_label_saving_markdown(savings: Sequence[LabelSaving], resamples: int, seed: int,
+                                 x: str = "labeled", metric: str = "test_accuracy") -> str:
+    """Per (imbalance ratio, initial model) and baseline: a row per configuration, two columns per target
+    (labels with their interval, fewer labels than the baseline with its interval). ``x="percent"`` gives labels
+    in percent of |D| (the pool before the imbalance) instead of counts."""
+    lines = [f"## Label saving ({metric.replace('_', ' ')})", "", label_saving_text(resamples, seed)]
+    if x == "percent":
+        lines[-1] += (" Labels are given in percent of |D|, the pool before the imbalance (as in the paper's "
+                      "figures: 125 MNIST labels are 0.25%).")
+    lines.append("")
+    tables: dict[tuple, list[LabelSaving]] = defaultdict(list)
+    for row in savings:
+        tables[(row.imbalance_ratio, row.unsupervised, not row.best_baseline, row.baseline)].append(row)
+    for (ratio, unsupervised, not_best, baseline), rows in sorted(tables.items()):
         init = "rotation-pretrained" if unsupervised else RANDOM_INIT_MARK
-        lines += [f"### IR={format_ratio(ratio)}, {init}: target {first.target:.2f}% = final mean of "
-                  f"{first.baseline}, reached at {first.baseline_labels:.0f} labels", ""]
-        members = sorted(members, key=lambda s: (s.labels is None, s.labels or 0.0, s.config))
-        body = []
-        for s in members:
-            if s.labels is None:
-                body.append([legend_name(s.config, s.unsupervised, s.variant), f"not reached (best {s.best_mean:.2f}%)",
-                             "–"])
-            else:  # above target from the first count on: it may need fewer labels than that count
-                at_most, at_least = ("≤ ", "≥ ") if s.above_at_start else ("", "")
-                body.append([legend_name(s.config, s.unsupervised, s.variant), f"{at_most}{s.labels:.0f}",
-                             f"{at_least}{s.saving_percent:.1f}%"])
-        lines += _markdown_table(["configuration", "labels to reach target", "fewer labels than baseline"], body)
-        lines += [""]
+        best = "" if not_best else " (best baseline)"
+        lines += [f"### IR={format_ratio(ratio)}, {init}: against {baseline}{best}", ""]
+        targets = list(dict.fromkeys(row.target for row in rows))
+        value = {row.target: row.target_value for row in rows}
+        header = ["configuration", "runs"]
+        for target in targets:
+            name = f"final ({value[target]:.2f}%)" if target == FINAL else f"{target}%"
+            header += [f"labels to {name}", f"fewer labels at {name}"]
+        body: dict[tuple, list[str]] = {}
+        for row in rows:
+            cells = body.setdefault((row.config, row.unsupervised, row.variant),
+                                    [legend_name(row.config, row.unsupervised, row.variant),
+                                     f"{row.runs}" + ("" if row.paired else ", unpaired")])
+            cells += [_labels_cell(row, x), _saving_cell(row)]
+        lines += _markdown_table(header, list(body.values())) + [""]
     return "\n".join(lines)
+
+
+def _amount(labels: float, row: LabelSaving, x: str) -> str:
+    if math.isinf(labels):
+        return "∞"
+    return f"{100.0 * labels / row.dataset_size:.2f}%" if x == "percent" else f"{labels:.0f}"
+
+
+def _labels_cell(row: LabelSaving, x: str) -> str:
+    """'1003 [875, 1180]'; '≤ 125 [125, 125]'; 'not reached (best 88.10%)'."""
+    if row.labels is None:
+        share = f"; reached in {100 * row.reached_share:.0f}% of resamples" if row.reached_share > 0 else ""
+        return f"not reached (best {row.best_mean:.2f}%{share})"
+    bound = "≤ " if row.above_at_start else ""
+    return (f"{bound}{_amount(row.labels, row, x)} "
+            f"[{_amount(row.labels_low, row, x)}, {_amount(row.labels_high, row, x)}]")
+
+
+def _saving_cell(row: LabelSaving) -> str:
+    """'19.7% [4.1, 33.0]'; '≥ 50.0% [...]' where the configuration is at the target from its first count; '–' where
+    the saving is undefined (not reached, or the baseline is at the target from its first count)."""
+    if row.saving_percent is None:
+        if row.labels is not None and row.baseline_labels is None:
+            return "– (baseline does not reach it)"
+        return "– (baseline at target from its first count)" if row.baseline_above_at_start else "–"
+    bound = "≥ " if row.above_at_start else ""
+    low, high = (f"{v:.1f}" if math.isfinite(v) else ("−∞" if v < 0 else "∞")
+                 for v in (row.saving_low, row.saving_high))
+    return f"{bound}{row.saving_percent:.1f}% [{low}, {high}]"
 
 
 def format_cost_markdown(rows: Sequence[CostRow]) -> str:

@@ -1,0 +1,66 @@
+"""Picks of several acquisitions from one saved model, written by rank 0 as JSON: the tests run this script with
+one process and under ``python -m torch.distributed.run --nproc_per_node 2`` and compare (tests/test_distributed.py).
+
+usage: torchrun_picks.py DATA_ROOT MODEL_STATE OUT_JSON CONFIG [CONFIG ...]
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fkal import distributed as D  # noqa: E402
+from fkal.acquisitions.contract import QueryContext  # noqa: E402
+from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS  # noqa: E402
+from fkal.config import parse_config  # noqa: E402
+from fkal.data import DATASETS, ALData, make_split  # noqa: E402
+from fkal.data.mnist import load_mnist  # noqa: E402
+from fkal.models import lenet  # noqa: E402
+
+# tiny numbers for the acquisitions that train their own networks
+OPTIONS = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,
+           "vaal_disc_hidden": 8, "vaal_disc_layers": 1, "uncertainty_first_random": 0}
+
+
+def main() -> int:
+    root, state_path, out, *names = sys.argv[1:]
+    torch.set_num_threads(1)
+    D.init()
+    spec = DATASETS["mnist"]
+    raw = load_mnist(root, download=False)
+    split = make_split(spec, raw, seed=0, imbalance_ratio=1, pool_size=300, val_size=100)
+    labeled = np.sort(np.random.default_rng(0).choice(len(split.pool), 20, replace=False))
+    unlabeled = np.setdiff1d(np.arange(len(split.pool)), labeled)
+    state = torch.load(state_path, weights_only=True)
+    picks = {}
+    for name in names:
+        cfg = parse_config(name, ACQUISITIONS)
+        models = []
+        for _ in range(cfg.E):
+            m = lenet()
+            m.load_state_dict(state)
+            if cfg.acquisition in TASK_HOOKS:
+                m = TASK_HOOKS[cfg.acquisition].wrap(m, spec)
+            models.append(m.eval())
+        ctx = QueryContext(models=models, data=ALData(spec, raw, split), labeled=labeled, unlabeled=unlabeled,
+                           budget=12, generator=torch.Generator().manual_seed(7), device=torch.device("cpu"),
+                           config=cfg, iteration=2, batch_size=32, progress=False, options=dict(OPTIONS))
+        result = ACQUISITIONS[cfg.acquisition](ctx)
+        picks[name] = {"indices": [int(i) for i in result.indices],
+                       "scores": None if result.scores is None else [float(v) for v in result.scores],
+                       "pseudo_label_accuracy": result.pseudo_label_accuracy}
+    everyone = D.all_gather_object(picks)
+    if D.is_main():
+        Path(out).write_text(json.dumps({"world": D.world(), "picks": picks,
+                                         "ranks_agree": all(p == picks for p in everyone)}))
+    D.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
