@@ -124,15 +124,24 @@ IMBALANCE_RULES = {
                     "TA-VAAL section 4.3)",
     "tavaal-code": "the even classes each keep their first int(N_c / IR) images in file order (50 of 5,000 at "
                    "x100: the TA-VAAL code's cifar10im, which has x100 only)",
+    "similar-rare": "the last five classes (MNIST and CIFAR-10: 5-9) each keep int(n_c / IR) of their n_c pool "
+                    "images, drawn at random: SIMILAR's rare-class split (Kothawade et al., NeurIPS 2021) with "
+                    "--imbalance-ratios 10",
 }
+SIMILAR_RARE_COUNT = 5          # "similar-rare": how many classes are made rare
 
 
 def rule_rare_classes(rule: str, num_classes: int) -> Optional[tuple[int, ...]]:
-    """The classes a TA-VAAL rule reduces (None for the rules that take the spec's ``rare_classes``)."""
+    """The classes a TA-VAAL or SIMILAR rule reduces (None for the rules that take the spec's ``rare_classes``)."""
     if rule == "tavaal-paper":
         return tuple(range(num_classes // 2))
     if rule == "tavaal-code":
         return tuple(range(0, num_classes, 2))
+    if rule == "similar-rare":
+        if num_classes <= SIMILAR_RARE_COUNT:
+            raise UserError(f"imbalance rule similar-rare makes {SIMILAR_RARE_COUNT} classes rare and needs more "
+                            f"than {SIMILAR_RARE_COUNT} classes (the dataset has {num_classes})")
+        return tuple(range(num_classes - SIMILAR_RARE_COUNT, num_classes))
     if rule in IMBALANCE_RULES:
         return None
     raise UserError(f"unknown imbalance rule {rule!r}: choose one of {', '.join(IMBALANCE_RULES)}")
@@ -147,8 +156,9 @@ def _decimate(pool: np.ndarray, labels: np.ndarray, spec: DatasetSpec, ir: float
         keep = int((~rare).sum() / ir)
         kept_rare = rng.choice(np.flatnonzero(rare), size=keep, replace=False)
         return np.concatenate([pool[~rare], pool[kept_rare]]), tuple(int(c) for c in spec.rare_classes)
-    if spec.imbalance == "per_class":
-        rare_classes = rare_classes_of(spec, labels, rng)
+    if spec.imbalance in ("per_class", "similar-rare"):
+        rare_classes = (rare_classes_of(spec, labels, rng) if spec.imbalance == "per_class"
+                        else np.asarray(rule_rare_classes(spec.imbalance, spec.num_classes)))
         kept = [pool[~np.isin(labels, rare_classes)]]
         for c in rare_classes:
             members = np.flatnonzero(labels == c)
