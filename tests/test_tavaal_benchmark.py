@@ -424,6 +424,30 @@ def test_caltech101_under_the_protocol(tmp_path, monkeypatch):
     assert all(len(r["per_class_accuracy"]) == 101 for r in records)
 
 
+# A configuration name per acquisition of the registry (an acquisition missing here runs under its bare name).
+PROTOCOL_NAMES = {"pcc": "pcc-L768", "pfk": "pfk-phat-L768", "pfk-sum": "pfk-sum-phat-L768", "varR": "varR-K2",
+                  "entropy": "entropy-K2", "bald": "bald-K2", "std": "std-E2-K2"}
+
+
+def test_every_acquisition_of_the_registry_runs_under_the_protocol(tmp_path):
+    """One query of each acquisition after the initial random set, on the protocol's subset; the Fisher-kernel
+    method with the validation set it needs (--val-size)."""
+    root = write_cifar10(tmp_path / "data", per_batch=40, n_test=10)       # 200 train images
+    out = tmp_path / "out"
+    names = [PROTOCOL_NAMES.get(a, a) for a in registry.ACQUISITIONS]
+    argv = tiny_protocol("cifar10", root, out, "--imbalance-ratios", "1", "--val-size", "20", "--initial-labels",
+                         "10", "--pool-size", "4", "--subset-size", "3x", "--iterations", "2", "--only", *names)
+    assert main(argv) == 0
+    records, _ = read_jsonl(out / "CIFAR10" / "run0" / "results.jsonl")
+    assert sorted((r["config"], r["iteration"]) for r in records) == sorted((n, b) for n in names for b in (1, 2))
+    assert all(r["labeled"] == (10 if r["iteration"] == 1 else 14) and r["pool_size"] == 180 for r in records)
+    initial = {n: torch.load(out / "CIFAR10" / "run0" / "ir1" / "random" / n / "state_b02.pt")["labeled_at"]
+               for n in names}
+    first = initial[names[0]] == 1
+    assert all(torch.equal(labeled_at == 1, first) for labeled_at in initial.values())  # one initial set for all
+    assert all(int((labeled_at == 2).sum()) == 4 for labeled_at in initial.values())
+
+
 def test_every_acquisition_of_the_registry_is_known_to_reporting():
     from fkal.reporting.names import ACQUISITIONS as REPORTED
     assert set(registry.ACQUISITIONS) <= set(REPORTED)
