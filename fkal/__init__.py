@@ -9,7 +9,8 @@ Where things live:
   reporting/       results records, curves and label saving, tables, figures (``run_plot.py``)
   kernels.py       per-scale standardization, R_z (eq. 6), R_zg (eq. 12), chunked top-K
   descriptors.py   pooled descriptors z and Fisher scores g (one forward + one backward per batch)
-  pseudo_labels.py estimators S: y, yhat, phat, phat-g, trC, mi, mi-diag
+  pseudo_labels.py estimators S: y, yhat, phat, phat-g, trC, mi, mi-diag (and, from
+                   pseudo_label_estimators.py, phat-em, phat-agree, efs, efs-em: p^ corrected for class imbalance)
   selection.py     k-center greedy and the merge of per-center rankings (Algorithm 1)
   training.py      SGD training with step schedule, evaluation, rotation pretraining
   config.py        configuration names

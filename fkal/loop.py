@@ -416,6 +416,10 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
     else:
         models = _initial_models(s, data, cfg, run, unsupervised)
         labeled_at = np.full(len(split.pool), -1, dtype=np.int64)
+
+    def pretrained() -> torch.nn.Module:     # the run's rotation-pretrained initial model, for ctx.pretrained
+        return load_models(s, [load_initial(s, data, run, 1)])[0]
+
     hooks = hooks_for(s, cfg.acquisition)
     extra_loss = hooks.extra_loss(dict(s.options), s.spec) if hooks is not None else None
     records = [done[b] for b in range(1, last + 1)]
@@ -425,7 +429,7 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
                f"{cfg.name}", leave=True, disable=not s.progress)
     for b in bar:
         torch.manual_seed(derive_seed(seed, "iteration", b, cfg.name))
-        picked, result, query_seconds, unlabeled = _select(s, data, cfg, models, labeled_at, b, seed)
+        picked, result, query_seconds, unlabeled = _select(s, data, cfg, models, labeled_at, b, seed, pretrained)
         labeled_at[picked] = b
         labeled = np.flatnonzero(labeled_at >= 0)
         if s.model_per_cycle == "fresh":
@@ -464,9 +468,9 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
 
 
 def _select(s: Settings, data: ALData, cfg: Config, models: list, labeled_at: np.ndarray, b: int,
-            seed: int) -> tuple[np.ndarray, QueryResult, float, np.ndarray]:
+            seed: int, pretrained=None) -> tuple[np.ndarray, QueryResult, float, np.ndarray]:
     """Iteration b's picks ``[budget]`` (pool positions), the query result, its seconds, and the unlabeled
-    positions it chose from.
+    positions it chose from. ``pretrained``: the run's rotation-pretrained model on demand (``ctx.pretrained``).
 
     With ``--initial-labels`` iteration 1 draws that many pool images at random, the same for every configuration
     of a run (the TA-VAAL protocol's initial labeled set). Otherwise the acquisition queries the unlabeled pool,
@@ -486,7 +490,8 @@ def _select(s: Settings, data: ALData, cfg: Config, models: list, labeled_at: np
         query_models = [getattr(m, "backbone", m) for m in models] if _attached(s, cfg.acquisition) else models
         ctx = QueryContext(models=query_models, data=data, labeled=labeled, unlabeled=offered, budget=budget,
                            generator=generator(seed, "query", b), device=s.device, config=cfg, iteration=b,
-                           batch_size=s.eval_batch, progress=s.progress, options=dict(s.options))
+                           batch_size=s.eval_batch, progress=s.progress, options=dict(s.options),
+                           pretrained=pretrained)
         result = ACQUISITIONS[cfg.acquisition](ctx)
     _sync(s.device)
     query_seconds = time.perf_counter() - t0

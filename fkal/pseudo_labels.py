@@ -11,18 +11,26 @@ saves the backward pass when the estimator already computed them for the chosen 
   trC      Monte Carlo: argmax_d tr(C_zg(d)) over K perturbed copies
   mi       Monte Carlo: argmax_d I(z; g(d)) = 0.5 log(|C_zz||C_gg|/|C_[z,g]|), Cholesky log-determinants
   mi-diag  the same with diagonal covariances: -0.5 sum_l log(1 - rho_l^2)
+
+Estimators that correct p^ on an imbalanced pool (``fkal.pseudo_label_estimators``):
+
+  phat-em     p^ softened (Parzen window on R_z) and corrected to the pool's class priors by EM
+  phat-agree  a rare p^ kept only when y^ agrees, else the most similar common class
+  efs         expected Fisher score under the soft p^;  efs-em  the same under the corrected soft p^
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from .descriptors import Estimator, per_class_fisher_scores, pool
 from .kernels import Features, standardizer
+from .pseudo_label_estimators import ESTIMATORS
+from .pseudo_label_estimators import build as build_corrected
 
-PSEUDO_LABELS = ("y", "yhat", "phat", "phat-g", "trC", "mi", "mi-diag")
+PSEUDO_LABELS = ("y", "yhat", "phat", "phat-g", "trC", "mi", "mi-diag") + ESTIMATORS
 
 
 def yhat(model, x, logits, acts, z):
@@ -157,9 +165,11 @@ def _logdet(c: torch.Tensor) -> torch.Tensor:
 
 def build_estimator(name: str, val: Optional[Features], val_labels: Optional[torch.Tensor], num_classes: int,
                     taps: tuple[str, ...], k: int, generator: torch.Generator,
-                    standardization: str = "unit") -> Optional[Estimator]:
+                    standardization: str = "unit", rare: Sequence[int] = ()) -> Optional[Estimator]:
     """The estimator for a pseudo-label name; None for ``y`` (true labels are passed to ``extract``).
-    ``standardization`` is the one ``val`` was standardized with (used by ``phat`` and ``phat-g``)."""
+    ``standardization`` is the one ``val`` was standardized with; ``rare``: the rare classes (``phat-agree``
+    only). An estimator with a ``prepare`` method needs it run over the unlabeled pool before ``extract``
+    (``fkal.acquisitions.fisher_kernel.pool_descriptors`` does)."""
     if name == "y":
         return None
     if name == "yhat":
@@ -169,4 +179,6 @@ def build_estimator(name: str, val: Optional[Features], val_labels: Optional[tor
                                  standardization=standardization)
     if name in ("trC", "mi", "mi-diag"):
         return MonteCarlo(name, taps, k, generator)
+    if name in ESTIMATORS:
+        return build_corrected(name, val, val_labels, num_classes, rare, standardization)
     raise ValueError(f"unknown pseudo-label estimator {name!r}: choose one of {', '.join(PSEUDO_LABELS)}")

@@ -100,11 +100,12 @@ def mnist_root() -> Path:
 
 def make_query_context(root: Path, cfg, *, n_labeled: int = 20, budget: int = 12, models=None,
                        wrapped: bool = False, iteration: int = 2, options: dict | None = None, seed: int = 0,
-                       device: torch.device = torch.device("cpu")):
+                       device: torch.device = torch.device("cpu"), pretrained=None):
     """A ``QueryContext`` on the MNIST-format data at ``root``: a 300-image pool (IR 1) of which ``n_labeled``
     are labeled (drawn with ``seed``), a 100-image validation set, and ``cfg.E`` fresh LeNets seeded with
     ``seed`` unless ``models`` are given, on ``device``; ``wrapped`` applies the acquisition's task hooks as the
-    loop does. ``cfg`` is a ``Config`` or a configuration name."""
+    loop does. ``cfg`` is a ``Config`` or a configuration name. ``pretrained`` (the loader of ``ctx.pretrained``)
+    defaults to one more fresh LeNet."""
     from fkal.acquisitions.contract import QueryContext
     from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS
     from fkal.config import Config, parse_config
@@ -122,10 +123,14 @@ def make_query_context(root: Path, cfg, *, n_labeled: int = 20, budget: int = 12
         models = [lenet() for _ in range(cfg.E)]
         if wrapped and cfg.acquisition in TASK_HOOKS:
             models = [TASK_HOOKS[cfg.acquisition].wrap(m, spec) for m in models]
+    with torch.random.fork_rng():                # the default ctx.pretrained, leaving the global RNG as it was
+        torch.manual_seed(seed + 1)
+        pre = lenet().eval()
     return QueryContext(models=[m.to(device).eval() for m in models], data=ALData(spec, raw, split), labeled=labeled,
                         unlabeled=np.setdiff1d(np.arange(len(split.pool)), labeled), budget=budget,
                         generator=torch.Generator().manual_seed(seed), device=device, config=cfg,
-                        iteration=iteration, batch_size=64, progress=False, options=dict(options or {}))
+                        iteration=iteration, batch_size=64, progress=False, options=dict(options or {}),
+                        pretrained=pretrained or (lambda: pre.to(device)))
 
 
 @pytest.fixture

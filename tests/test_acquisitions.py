@@ -9,7 +9,7 @@ from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.config import Config, parse_config
 
 # one example configuration per acquisition (acquisitions registered later get a plain Config)
-EXAMPLES = {"pcc": "pcc-L20", "pfk": "pfk-phat-L80", "pfk-sum": "pfk-sum-yhat-L20"}
+EXAMPLES = {"pcc": "pcc-L20", "pfk": "pfk-phat-L80", "pfk-sum": "pfk-sum-yhat-L20", "similar": "similar-phat-L80"}
 # tiny settings for the acquisitions that train their own networks (VAAL, TA-VAAL)
 SMALL = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,
          "vaal_disc_hidden": 8, "vaal_disc_layers": 1}
@@ -24,7 +24,8 @@ def query_ctx(query_ctx):
 def example(name):
     if name in EXAMPLES:
         return parse_config(EXAMPLES[name], ACQUISITIONS)
-    return Config(name, K=3) if name not in ("random", "coreset", "vaal", "tavaal", "lloss") else Config(name)
+    return Config(name, K=3) if name not in ("random", "coreset", "typiclust", "vaal", "tavaal", "lloss") \
+        else Config(name)
 
 
 @pytest.mark.parametrize("name", sorted(ACQUISITIONS))
@@ -75,3 +76,15 @@ def test_config_names_roundtrip():
         assert parse_config(name, ["random", "pcc", "pfk", "pfk-sum"]).name == name
     c = parse_config("pfk-mi-diag-L80-K32", ["pfk", "pfk-sum"])
     assert (c.acquisition, c.pseudo_label, c.L, c.K) == ("pfk", "mi-diag", 80, 32)
+
+
+def test_fisher_kernel_query_returns_the_pseudo_labels_it_used(query_ctx):
+    from fkal.training import predict
+
+    ctx = query_ctx(parse_config("pfk-yhat-L20", ACQUISITIONS), budget=6)
+    result = fisher_kernel_query(ctx)
+    data = ctx.data
+    yhat = predict(ctx.models[0], data.pool_source, data.split.pool[ctx.unlabeled], ctx.device).argmax(1).numpy()
+    assert result.pseudo_labels.tolist() == yhat.tolist()
+    true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
+    assert result.pseudo_label_accuracy == pytest.approx(100.0 * (yhat == true).mean())

@@ -148,3 +148,29 @@ def test_confusion_matrix_counts():
     from fkal.diagnostics import confusion_matrix
     m = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
     assert m.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_successors_in_the_loop(tiny_mnist, tmp_path, monkeypatch):
+    """TypiClust gets the run's rotation-pretrained model from the loop (also in random-init runs); the new
+    pseudo-label estimators run inside pfk and similar, and their rare-class scores reach the records."""
+    out = tmp_path / "out"
+    assert main(["--initial"] + common(tiny_mnist, out)) == 0
+    seen = []
+    original = registry.ACQUISITIONS["typiclust"]
+
+    def spy(ctx):
+        seen.append({k: v.clone() for k, v in ctx.pretrained().state_dict().items()})
+        return original(ctx)
+    monkeypatch.setitem(registry.ACQUISITIONS, "typiclust", spy)
+    argv = common(tiny_mnist, out) + ["--unsupervised", "0", "--only", "typiclust", "similar-phat-em-L80",
+                                      "pfk-efs-em-L20", "pfk-phat-agree-L80"]
+    assert main(argv) == 0
+    rotation = torch.load(out / "MNIST" / "run0" / "ir4" / "init_rotation.pt")["model"]
+    assert len(seen) == 2 and all(torch.equal(s["conv1.weight"], rotation["conv1.weight"]) for s in seen)
+    records, warnings = read_jsonl(out / "MNIST" / "run0" / "results.jsonl")
+    assert not warnings and len(records) == 8
+    for r in records:
+        if r["config"] == "typiclust":
+            assert r["pseudo_label_accuracy"] is None and r["pseudo_label_rare_count"] is None
+        else:
+            assert r["pseudo_label_accuracy"] is not None and r["pseudo_label_rare_count"] >= 0

@@ -33,14 +33,15 @@ def test_pool_descriptors_hands_the_estimator_its_features_on_the_device(monkeyp
     found on the device of its labels, so both must be on the run's device ("meta" stands in for CUDA)."""
     seen = {}
 
-    def estimator(name, val, labels, num_classes, taps, k, generator, standardization="unit"):
+    def estimator(name, val, labels, num_classes, taps, k, generator, standardization="unit", rare=()):
         seen["devices"] = {t.device.type for t in val.z + val.g} | {labels.device.type}
         return "estimator"
     monkeypatch.setattr(fisher_kernel, "build_estimator", estimator)
     monkeypatch.setattr(fisher_kernel, "extract", lambda *a, **k: (None, None, torch.zeros(3, dtype=torch.long)))
     val = Features([torch.rand(5, 4)], [torch.rand(5, 4)])
     data = SimpleNamespace(val_labels=np.arange(5) % 2, spec=SimpleNamespace(num_classes=2),
-                           split=SimpleNamespace(pool=np.arange(3), pool_labels=np.zeros(3, dtype=np.int64)),
+                           split=SimpleNamespace(pool=np.arange(3), pool_labels=np.zeros(3, dtype=np.int64),
+                                               imbalance_ratio=1.0, rare_classes=()),
                            pool_source=None)
     fisher_kernel.pool_descriptors(None, data, np.arange(3), ("t",), "phat-g", val, True, torch.device("meta"), 8,
                                    32, torch.Generator())

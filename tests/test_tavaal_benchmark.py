@@ -240,8 +240,9 @@ def test_settings_added_by_the_protocols_leave_earlier_runs_alone():
 def test_requests_the_protocol_cannot_serve_are_one_error(tmp_path, capsys):
     root = write_cifar10(tmp_path / "data")
     base = ["--dataset", "cifar10", "--protocol", "tavaal", "--data-root", str(root), "--out", str(tmp_path / "o")]
-    assert main(base + ["--only", "pfk-phat-L768"]) == 2
-    assert "--val-size" in capsys.readouterr().err
+    for name in ("pfk-phat-L768", "similar-phat-L768"):
+        assert main(base + ["--only", name]) == 2
+        assert "--val-size" in capsys.readouterr().err
     assert main(base + ["--only", "random", "--subset-size", "500"]) == 2          # fewer than P = 1,000
     assert "--subset-size" in capsys.readouterr().err
     assert main(["--dataset", "caltech101", "--protocol", "tavaal", "--crop-padding", "4", "--data-root",
@@ -426,17 +427,19 @@ def test_caltech101_under_the_protocol(tmp_path, monkeypatch):
 
 # A configuration name per acquisition of the registry (an acquisition missing here runs under its bare name).
 PROTOCOL_NAMES = {"pcc": "pcc-L768", "pfk": "pfk-phat-L768", "pfk-sum": "pfk-sum-phat-L768", "varR": "varR-K2",
-                  "entropy": "entropy-K2", "bald": "bald-K2", "std": "std-E2-K2"}
+                  "entropy": "entropy-K2", "bald": "bald-K2", "std": "std-E2-K2", "similar": "similar-phat-L768"}
 
 
 def test_every_acquisition_of_the_registry_runs_under_the_protocol(tmp_path):
     """One query of each acquisition after the initial random set, on the protocol's subset; the Fisher-kernel
-    method with the validation set it needs (--val-size)."""
+    method and SIMILAR with the validation set they need (--val-size), TypiClust with the run's rotation-pretrained
+    model (one epoch here)."""
     root = write_cifar10(tmp_path / "data", per_batch=40, n_test=10)       # 200 train images
     out = tmp_path / "out"
     names = [PROTOCOL_NAMES.get(a, a) for a in registry.ACQUISITIONS]
     argv = tiny_protocol("cifar10", root, out, "--imbalance-ratios", "1", "--val-size", "20", "--initial-labels",
-                         "10", "--pool-size", "4", "--subset-size", "3x", "--iterations", "2", "--only", *names)
+                         "10", "--pool-size", "4", "--subset-size", "3x", "--iterations", "2", "--unsup-epochs", "1",
+                         "--only", *names)
     assert main(argv) == 0
     records, _ = read_jsonl(out / "CIFAR10" / "run0" / "results.jsonl")
     assert sorted((r["config"], r["iteration"]) for r in records) == sorted((n, b) for n in names for b in (1, 2))

@@ -32,6 +32,9 @@ class QueryContext:
     batch_size: int = 1000      # inference batch
     progress: bool = True
     options: dict = field(default_factory=dict)  # the command line's options (e.g. uncertainty_first_random)
+    # the run's rotation-pretrained initial model (self-supervised, its classifier layer untrained), loaded on
+    # demand: features for acquisitions that want a self-supervised embedding (TypiClust); None outside the loop
+    pretrained: Optional[Callable[[], nn.Module]] = None
 
     def describe(self, what: str) -> Optional[str]:
         """A progress-bar label ``"{config} b={iteration}: {what}"``, or None when progress bars are off."""

@@ -62,11 +62,51 @@ def selection_options(options: dict) -> tuple[str, str]:
     return options.get("taps") or "pre", options.get("standardize") or "unit"
 
 
-def _pool_estimator(data: ALData, taps: tuple[str, ...], pseudo: Optional[str], val_std: Features,
-                    device: torch.device, k: int, generator: torch.Generator, standardization: str):
-    return None if pseudo in (None, "y") else build_estimator(
-        pseudo, val_std.to(device), torch.as_tensor(data.val_labels, device=device), data.spec.num_classes, taps, k,
-        generator, standardization)
+def _pool_estimator(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],
+                    pseudo: Optional[str], val_std: Features, device: torch.device, batch_size: int, k: int,
+                    generator: torch.Generator, standardization: str, desc: Optional[str] = None):
+    """The estimator of S, ready for ``extract``: one that needs the whole pool first (``prepare``, e.g. the EM
+    prior correction of ``phat-em``) gets its forward pass over the unlabeled pool here (gathered from every rank,
+    so that every rank estimates the same priors). ``val_std`` may be on any device: it is moved to ``device``,
+    where the estimator's validation labels are."""
+    if pseudo in (None, "y"):
+        return None
+    estimator = build_estimator(pseudo, val_std.to(device), torch.as_tensor(data.val_labels, device=device),
+                                data.spec.num_classes, taps, k, generator, standardization, rare=rare_classes(data))
+    if hasattr(estimator, "prepare"):
+        estimator.prepare(model, data.pool_source, data.split.pool[unlabeled], taps, device, batch_size,
+                          desc=None if desc is None else f"{desc} (prior estimation)")
+    return estimator
+
+
+def rare_classes(data: ALData) -> tuple[int, ...]:
+    """The classes the bias decimated, for the estimators that treat them apart (``phat-agree``): none on a
+    balanced split (IR = 1), where the protocol's rare classes are not rare."""
+    if data.split.imbalance_ratio <= 1 or not data.split.rare_classes:
+        return ()
+    return tuple(int(c) for c in data.split.rare_classes)
+
+
+def misclassified(val_probs: torch.Tensor, val_labels: np.ndarray) -> np.ndarray:
+    """M^ (Algorithm 1, lines 3-4): positions of the validation images the model gets wrong; all of them when it
+    gets none wrong (then the whole validation set is matched)."""
+    wrong = np.flatnonzero(val_probs.argmax(1).numpy() != val_labels)
+    return wrong if len(wrong) else np.arange(len(val_labels))
+
+
+def kcenter_centers(similarity_to, n: int, budget: int, generator: torch.Generator) -> np.ndarray:
+    """Lines 5-7: ``budget`` centers among n misclassified images by k-center greedy under the kernel, the first
+    drawn from ``generator``. ``similarity_to(i) -> [n]``."""
+    first = int(torch.randint(n, (1,), generator=generator))
+    return kcenter_greedy(similarity_to, n, budget, first)
+
+
+def pseudo_label_stats(data: ALData, unlabeled: np.ndarray, used: torch.Tensor) -> dict:
+    """The QueryResult fields that describe pseudo-labels ``used [len(unlabeled)]`` (all rows): their accuracy
+    against the pool's true labels (percent) and the labels themselves (the loop scores them on the rare
+    classes)."""
+    true = data.pool_source.labels[data.split.pool[unlabeled]]
+    return {"pseudo_label_accuracy": float(100.0 * (used.numpy() == true).mean()), "pseudo_labels": used.numpy()}
 
 
 def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],
@@ -75,10 +115,11 @@ def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps
                      standardization: str = "unit") -> tuple[Features, torch.Tensor]:
     """Descriptors (and Fisher scores) of the unlabeled pool positions with the pseudo-labels S (Algorithm 1,
     line 8), at the model's current ``tap_point``. ``val_std``: validation features standardized by
-    ``standardization``, for the estimators that match against D_v (on any device: they are moved to ``device``,
-    where the estimator's validation labels are). Returns the raw features and the labels used ``[len(unlabeled)]``
-    (-1 where none was needed), all rows on every rank (``pool_descriptors_shard`` keeps each rank's own)."""
-    estimator = _pool_estimator(data, taps, pseudo, val_std, device, k, generator, standardization)
+    ``standardization``, for the estimators that match against D_v (on any device). Returns the raw features and
+    the labels used ``[len(unlabeled)]`` (-1 where none was needed), all rows on every rank
+    (``pool_descriptors_shard`` keeps each rank's own)."""
+    estimator = _pool_estimator(model, data, unlabeled, taps, pseudo, val_std, device, batch_size, k, generator,
+                                standardization, desc)
     given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
     feats, _, used = extract(model, data.pool_source, data.split.pool[unlabeled], taps, device, batch_size,
                              labels=given, estimator=estimator, fisher=fisher, desc=desc)
@@ -91,7 +132,8 @@ def pool_descriptors_shard(model: nn.Module, data: ALData, unlabeled: np.ndarray
                            standardization: str = "unit", sink=None) -> tuple[Features, torch.Tensor, np.ndarray]:
     """``pool_descriptors`` of this rank's batches: ``(features, labels used, positions into unlabeled)``;
     with a ``sink`` (``DiskFeatures``) the features go to disk, standardized, and the sink is returned."""
-    estimator = _pool_estimator(data, taps, pseudo, val_std, device, k, generator, standardization)
+    estimator = _pool_estimator(model, data, unlabeled, taps, pseudo, val_std, device, batch_size, k, generator,
+                                standardization, desc)
     given = data.split.pool_labels[unlabeled] if pseudo == "y" else None
     feats, _, used, where = extract_shard(model, data.pool_source, data.split.pool[unlabeled], taps, device,
                                           batch_size, labels=given, estimator=estimator, fisher=fisher, desc=desc,
@@ -157,13 +199,10 @@ def _query(ctx: QueryContext, how: str) -> QueryResult:
                                       labels=val_labels, fisher=needs_g or pseudo == "phat-g",
                                       desc=ctx.describe("validation descriptors"))
     val_std = val_feats.standardized(how).to(ctx.device)
-    wrong = np.flatnonzero(val_probs.argmax(1).numpy() != val_labels)
-    if len(wrong) == 0:                       # nothing misclassified: match the whole validation set
-        wrong = np.arange(len(val_labels))
+    wrong = misclassified(val_probs, val_labels)
     centers = val_std.rows(wrong)
     if len(wrong) > ctx.budget:
-        first = int(torch.randint(len(wrong), (1,), generator=ctx.generator))
-        pick = kcenter_greedy(lambda i: kernel(centers.rows([i]), centers)[0], len(wrong), ctx.budget, first)
+        pick = kcenter_centers(lambda i: kernel(centers.rows([i]), centers)[0], len(wrong), ctx.budget, ctx.generator)
         centers = centers.rows(pick)
 
     unlabeled = np.asarray(ctx.unlabeled)
@@ -185,14 +224,10 @@ def _query(ctx: QueryContext, how: str) -> QueryResult:
             if len(picked) >= ctx.budget or k >= len(unlabeled):
                 break
             k *= 2
-    pl_acc, labels_used = None, None
-    if pseudo is not None:                                                 # counted over all ranks
-        labels_used = D.gather_rows(used, where, len(unlabeled)).numpy()
-        true = data.pool_source.labels[data.split.pool[unlabeled]]
-        pl_acc = float(100.0 * (labels_used == true).mean())
+    stats = {} if pseudo is None else pseudo_label_stats(data, unlabeled, D.gather_rows(used, where, len(unlabeled)))
     best: dict[int, float] = {}                                           # each picked image's best similarity
     for i, v in zip(ranked.flatten().tolist(), values.flatten().tolist()):
         best[i] = max(v, best.get(i, -math.inf))
     scores = np.array([best[int(i)] for i in picked])
-    return QueryResult(unlabeled[picked], scores, pl_acc, labels_used,
+    return QueryResult(unlabeled[picked], scores, **stats,
                        extras={"pool_features": "disk-float16" if on_disk else "memory-float32"})

@@ -15,7 +15,7 @@ from typing import Callable
 
 from vaal import acquisitions as vaal
 
-from . import coreset, fisher_kernel, random_sampling, uncertainty
+from . import coreset, fisher_kernel, random_sampling, similar, typiclust, uncertainty
 from .contract import Acquisition, TaskHooks
 
 ACQUISITIONS: dict[str, Acquisition] = {
@@ -30,6 +30,9 @@ ACQUISITIONS: dict[str, Acquisition] = {
     "bald": uncertainty.uncertainty_query,
     "std": uncertainty.uncertainty_query,
     "coreset": coreset.coreset_query,
+    # successors for rare classes: SIMILAR (FLQMI with Q = the misclassified validation images), TypiClust
+    "similar": similar.similar_query,
+    "typiclust": typiclust.typiclust_query,
     # vaal/: VAAL, TA-VAAL, learning loss
     "vaal": vaal.vaal_query,
     "tavaal": vaal.tavaal_query,
@@ -51,6 +54,8 @@ ATTACHED_OPTIONS: tuple[str, ...] = vaal.ATTACHED_OPTIONS
 ARGUMENT_GROUPS: tuple[Callable, ...] = (
     fisher_kernel.add_arguments,
     uncertainty.add_arguments,
+    similar.add_arguments,
+    typiclust.add_arguments,
     vaal.add_arguments,
 )
 
@@ -58,5 +63,7 @@ ARGUMENT_GROUPS: tuple[Callable, ...] = (
 # run is resumed. An acquisition without options is absent.
 ACQUISITION_OPTIONS: dict[str, tuple[str, ...]] = {
     **{name: uncertainty.OPTIONS for name in ("varR", "entropy", "bald", "std")},
+    "similar": similar.OPTIONS,
+    "typiclust": typiclust.OPTIONS,
     **vaal.OPTIONS,
 }

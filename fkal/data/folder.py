@@ -457,8 +457,9 @@ class DaliFolderSource(FolderSource):
 
     Each ``batches()`` pass builds one pipeline and frees it at the end of the pass:
 
-    - ``fn.readers.file`` over the pass's files in the pass's order (``random_shuffle=False``; one shard until runs
-      are spread over several processes, then ``shard_id``/``num_shards`` per rank), ``pad_last_batch=True``, with
+    - ``fn.readers.file`` over the pass's files in the pass's order (``random_shuffle=False``, one shard: under
+      torchrun each rank's pass is already its own share of the pool, whole batches dealt out round-robin by
+      ``fkal.distributed.sharded``, so each rank's pipeline reads only its own files), ``pad_last_batch=True``, with
       each file's position in the pass as its label; ``DALIGenericIterator`` with ``reader_name`` and
       ``LastBatchPolicy.PARTIAL`` returns every image once, the last batch short (the padding dropped). The labels
       come back with the images and are checked against the expected positions.

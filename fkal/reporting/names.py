@@ -15,18 +15,20 @@ from ..errors import UserError
 FULL_TRAIN = "full-train"
 
 # Configuration grammar. Order matters only for display (tables and legends list acquisitions in this order).
-ACQUISITIONS = ("random", "pcc", "pfk", "pfk-sum", "varR", "entropy", "bald", "std", "coreset", "vaal",
-                "tavaal", "lloss", "lloss-v2")
+ACQUISITIONS = ("random", "pcc", "pfk", "pfk-sum", "varR", "entropy", "bald", "std", "coreset", "similar",
+                "typiclust", "vaal", "tavaal", "lloss", "lloss-v2")
 OURS = ("pcc", "pfk", "pfk-sum")  # everything else is a baseline for the label saving
 
 _ACQUISITION_NOTATION = {
     "random": "random", "pcc": "R_z", "pfk": "R_zg", "pfk-sum": "R_z+R_g", "varR": "varR",
-    "entropy": "max entropy", "bald": "BALD", "std": "mean std", "coreset": "core-set", "vaal": "VAAL",
+    "entropy": "max entropy", "bald": "BALD", "std": "mean std", "coreset": "core-set", "similar": "SIMILAR (FLQMI)",
+    "typiclust": "TypiClust", "vaal": "VAAL",
     "tavaal": "TA-VAAL", "lloss": "learning loss", "lloss-v2": "learning loss v2",
 }
 _PSEUDO_LABEL_NOTATION = {
     "y": "S=y", "yhat": "S=y^", "phat": "S=p^(y,z)", "phat-g": "S=p^(y,z,g)", "trC": "S=tr(C_zg)",
-    "mi": "S=I(z;g)", "mi-diag": "S=I(z;g) diag",
+    "mi": "S=I(z;g)", "mi-diag": "S=I(z;g) diag", "phat-em": "S=p^(y,z) EM priors",
+    "phat-agree": "S=p^(y,z) if y^ agrees", "efs": "S=E_q[g]", "efs-em": "S=E_q[g] EM priors",
 }
 RANDOM_INIT_MARK = "θ_rnd"  # the paper's mark for the random-weights initial model (unsupervised=0)
 

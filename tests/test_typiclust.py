@@ -1,0 +1,130 @@
+"""TypiClust: typicality by brute force, picks on hand-made blobs, the cluster order, seeding."""
+import numpy as np
+import pytest
+import torch
+
+from fkal.acquisitions.coreset import penultimate_features
+from fkal.acquisitions.typiclust import cluster_order, select, typicality, typiclust, typiclust_query
+
+
+def brute_typicality(x: np.ndarray, k: int, squared: bool = False) -> np.ndarray:
+    out = np.empty(len(x))
+    for i in range(len(x)):
+        d = sorted(float(np.sqrt(((x[i] - x[j]) ** 2).sum())) for j in range(len(x)) if j != i)
+        if squared:
+            d = sorted(v * v for v in d)
+        out[i] = 1.0 / (np.mean(d[:k]) + 1e-5)
+    return out
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_typicality_equals_brute_force(squared):
+    x = torch.randn(25, 3, generator=torch.Generator().manual_seed(0))
+    for k in (1, 5, 20):
+        np.testing.assert_allclose(typicality(x, k, squared).numpy(), brute_typicality(x.numpy(), k, squared),
+                                   rtol=1e-5)
+
+
+def blobs(sizes, seed=0, spread=0.3):
+    """Well separated 2-D Gaussian blobs; returns features [N, 2] and blob ids [N]."""
+    rng = np.random.default_rng(seed)
+    centers = 10 * np.array([[1, 0], [0, 1], [-1, 0], [0, -1], [0.7, 0.7], [-0.7, -0.7]])  # apart in angle too
+    xs, ids = [], []
+    for b, n in enumerate(sizes):
+        xs.append(centers[b] + spread * rng.standard_normal((n, 2)))
+        ids.append(np.full(n, b))
+    return torch.tensor(np.concatenate(xs), dtype=torch.float32), np.concatenate(ids)
+
+
+def densest(x: torch.Tensor, candidates: np.ndarray, k_nn: int = 20) -> int:
+    k = min(k_nn, len(candidates) // 2)
+    return int(candidates[np.argmax(brute_typicality(x[candidates].numpy(), k))])
+
+
+def test_one_pick_per_uncovered_large_cluster_the_densest_of_each():
+    x, ids = blobs([40, 30, 20, 12])
+    labeled = np.zeros(len(x), dtype=bool)
+    labeled[np.flatnonzero(ids == 1)[:2]] = True                   # blob 1 (30 images) is covered
+    picks, scores = select(x, ids, labeled, 3)
+    assert [int(ids[p]) for p in picks] == [0, 2, 3]                # uncovered, largest first; blob 1 skipped
+    for p, score in zip(picks, scores):
+        cand = np.flatnonzero((ids == ids[p]) & ~labeled)
+        assert p == densest(x, cand)
+        k = min(20, len(cand) // 2)
+        assert score == pytest.approx(brute_typicality(x[cand].numpy(), k).max(), rel=1e-5)
+
+
+def test_fewer_uncovered_clusters_than_picks_continue_with_the_least_labeled():
+    x, ids = blobs([40, 30, 20, 12])
+    labeled = np.zeros(len(x), dtype=bool)
+    labeled[np.flatnonzero(ids == 0)[:3]] = True                   # blob 0: 3 labeled
+    labeled[np.flatnonzero(ids == 2)[:1]] = True                   # blob 2: 1 labeled
+    labeled[np.flatnonzero(ids == 3)[:1]] = True                   # blob 3: 1 labeled
+    picks, _ = select(x, ids, labeled, 6)
+    # order: blob 1 (0 labeled), then 1 labeled: blob 2 (20) before blob 3 (12), then blob 0 (3 labeled);
+    # the sixth and seventh picks wrap around to blob 1 and blob 2
+    assert [int(ids[p]) for p in picks] == [1, 2, 3, 0, 1, 2]
+    # typicality is computed among the cluster's unlabeled images: recompute without the labeled ones
+    assert picks[3] == densest(x, np.flatnonzero((ids == 0) & ~labeled))
+    # the second pick from blob 1 is the densest of what is left after the first
+    left = np.flatnonzero((ids == 1) & ~labeled)
+    assert picks[4] == densest(x, left[left != picks[0]])
+
+
+def test_labeled_core_is_not_a_neighbour_nor_a_candidate():
+    x, ids = blobs([40, 30])
+    core = np.flatnonzero(ids == 0)
+    labeled = np.zeros(len(x), dtype=bool)
+    labeled[core[:15]] = True                                      # many labeled images in blob 0's core
+    x[core[:15]] = x[core[20]] + 0.001 * torch.arange(15).unsqueeze(1)
+    picks, _ = select(x, ids, labeled, 2)
+    assert not labeled[picks].any()
+    assert picks[1] == densest(x, np.flatnonzero((ids == 0) & ~labeled))
+
+
+def test_small_clusters_are_dropped():
+    x, ids = blobs([30, 20, 5])                                      # blob 2 has 5 images: dropped
+    order = cluster_order(ids, np.zeros(len(x), dtype=bool))
+    assert order.tolist() == [0, 1]
+    picks, _ = select(x, ids, np.zeros(len(x), dtype=bool), 3)
+    assert [int(ids[p]) for p in picks] == [0, 1, 0]
+
+
+def test_kmeans_on_blobs_end_to_end_and_seeded():
+    x, ids = blobs([40, 30, 20, 12], spread=0.5)
+    labeled = np.zeros(len(x), dtype=bool)
+    labeled[np.flatnonzero(ids == 1)[:2]] = True                   # |L| + P = 2 + 2 = 4 clusters = 4 blobs
+    torch_state, np_state = torch.random.get_rng_state(), np.random.get_state()[1].copy()
+    a, _ = typiclust(x, labeled, 2, torch.Generator().manual_seed(4))
+    b, _ = typiclust(x, labeled, 2, torch.Generator().manual_seed(4))
+    assert a.tolist() == b.tolist()
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state)
+    assert [int(ids[p]) for p in a] == [0, 2]                       # the two largest uncovered blobs
+    xn = x / x.norm(dim=1, keepdim=True)                            # TypiClust normalizes the features
+    for p in a:
+        assert p == densest(xn, np.flatnonzero(ids == ids[p]))
+
+
+def test_query_uses_the_pretrained_models_features_on_the_whole_pool(query_ctx):
+    ctx = query_ctx("typiclust", n_labeled=30, budget=8, seed=3)
+    result = typiclust_query(ctx)
+    # recomputed from the pieces: penultimate features of ctx.pretrained() for every pool image, the same draw
+    data = ctx.data
+    feats = penultimate_features(ctx.pretrained(), data.pool_source, data.split.pool, ctx.device)
+    labeled = np.isin(np.arange(len(data.split.pool)), ctx.labeled)
+    expected, scores = typiclust(feats, labeled, 8, torch.Generator().manual_seed(3))
+    assert result.indices.tolist() == expected.tolist()
+    np.testing.assert_allclose(result.scores, scores)
+    assert not np.isin(result.indices, ctx.labeled).any()
+    # the current task model's features give other picks (its weights differ from the pretrained model's)
+    current = typiclust_query(query_ctx("typiclust", n_labeled=30, budget=8, seed=3,
+                                        options={"typiclust_features": "current"}))
+    assert current.indices.tolist() != result.indices.tolist()
+
+
+def test_query_without_a_pretrained_model_says_so(query_ctx):
+    ctx = query_ctx("typiclust", budget=4)
+    ctx.pretrained = None
+    with pytest.raises(ValueError, match="pretrained"):
+        typiclust_query(ctx)
