@@ -432,14 +432,14 @@ PROTOCOL_NAMES = {"pcc": "pcc-L768", "pfk": "pfk-phat-L768", "pfk-sum": "pfk-sum
 
 def test_every_acquisition_of_the_registry_runs_under_the_protocol(tmp_path):
     """One query of each acquisition after the initial random set, on the protocol's subset; the Fisher-kernel
-    method and SIMILAR with the validation set they need (--val-size), TypiClust with the run's rotation-pretrained
-    model (one epoch here)."""
+    method and SIMILAR with the validation set they need (--val-size); TypiClust on the task model's features
+    (its rotation-pretrained path is tested in test_typiclust.py)."""
     root = write_cifar10(tmp_path / "data", per_batch=40, n_test=10)       # 200 train images
     out = tmp_path / "out"
     names = [PROTOCOL_NAMES.get(a, a) for a in registry.ACQUISITIONS]
     argv = tiny_protocol("cifar10", root, out, "--imbalance-ratios", "1", "--val-size", "20", "--initial-labels",
-                         "10", "--pool-size", "4", "--subset-size", "3x", "--iterations", "2", "--unsup-epochs", "1",
-                         "--only", *names)
+                         "10", "--pool-size", "4", "--subset-size", "3x", "--iterations", "2",
+                         "--typiclust-features", "current", "--only", *names)
     assert main(argv) == 0
     records, _ = read_jsonl(out / "CIFAR10" / "run0" / "results.jsonl")
     assert sorted((r["config"], r["iteration"]) for r in records) == sorted((n, b) for n in names for b in (1, 2))
