@@ -52,6 +52,12 @@ class QueryResult:
 
 Acquisition = Callable[[QueryContext], QueryResult]
 
+# Acquisitions that reveal each pick's label and use it for the later picks of the same batch (an oracle inside
+# the batch, DESIGN section 10): fine in a benchmark, where every label is known, impossible in a one-shot
+# annotation round on unlabeled images, so label_next.py refuses them (by configuration name: ``galaxy``,
+# ``direct-...``), whether or not they are registered.
+REVEALS_LABELS: frozenset[str] = frozenset({"galaxy", "direct"})
+
 
 @dataclass(frozen=True)
 class TaskHooks:

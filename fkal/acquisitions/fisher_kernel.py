@@ -104,9 +104,12 @@ def kcenter_centers(similarity_to, n: int, budget: int, generator: torch.Generat
 def pseudo_label_stats(data: ALData, unlabeled: np.ndarray, used: torch.Tensor) -> dict:
     """The QueryResult fields that describe pseudo-labels ``used [len(unlabeled)]`` (all rows): their accuracy
     against the pool's true labels (percent) and the labels themselves (the loop scores them on the rare
-    classes)."""
+    classes). The accuracy counts only the images whose label is known (-1: an image nobody has labeled yet, as in a
+    labeling round on the user's images); None when none is."""
     true = data.pool_source.labels[data.split.pool[unlabeled]]
-    return {"pseudo_label_accuracy": float(100.0 * (used.numpy() == true).mean()), "pseudo_labels": used.numpy()}
+    known = true >= 0
+    accuracy = float(100.0 * (used.numpy()[known] == true[known]).mean()) if known.any() else None
+    return {"pseudo_label_accuracy": accuracy, "pseudo_labels": used.numpy()}
 
 
 def pool_descriptors(model: nn.Module, data: ALData, unlabeled: np.ndarray, taps: tuple[str, ...],

@@ -10,6 +10,8 @@ where z and g are taken and how that differs from the paper and the authors' rel
   lenet.py    LeNet (MNIST)
   resnet.py   ResNet-10/18 with taps, built from torchvision's classes (SVHN, CIFAR, ImageNet)
   layers.py   MCDropout
+  torchvision_taps.py  any torchvision classification architecture, taps by graph-node name
+                       (model names ``torchvision:{arch}:{tap}+{tap}:{image size}``)
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import torch.nn as nn
 from .lenet import LeNet, lenet
 from .layers import TAP_POINTS, MCDropout
 from .resnet import TapResNet, resnet10, resnet18
+
+TORCHVISION_PREFIX = "torchvision:"   # fkal.models.torchvision_taps.PREFIX (that module imports torchvision lazily)
 
 # Builder names: the stem is part of the name, because a model is rebuilt from its name alone (the MC-dropout
 # copy, the rotation model, resume).
@@ -38,6 +42,10 @@ __all__ = ["MODELS", "LeNet", "MCDropout", "TAP_POINTS", "TapResNet", "build_mod
 
 
 def build_model(name: str, num_classes: int, mc_dropout: bool = False, **kwargs) -> nn.Module:
+    """The model named ``name``: a key of ``MODELS`` or a ``torchvision:{arch}:{taps}:{size}`` name."""
+    if name.startswith(TORCHVISION_PREFIX):
+        from .torchvision_taps import build_torchvision
+        return build_torchvision(name, num_classes=num_classes, mc_dropout=mc_dropout, **kwargs)
     return MODELS[name](num_classes=num_classes, mc_dropout=mc_dropout, **kwargs)
 
 
