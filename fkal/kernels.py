@@ -85,9 +85,14 @@ class DiskFeatures:
                     f.write(standardizer(self.how)(t.float()).numpy().astype(self.dtype).tobytes())
         self.n += len(z[0])
 
-    def rows(self, idx: slice) -> Features:
-        start, stop, _ = idx.indices(self.n)
-        count = max(0, stop - start)
+    def rows(self, idx) -> Features:
+        """The rows ``idx`` (a slice, or a sequence of row numbers) as float32 ``Features`` on ``device``."""
+        if isinstance(idx, slice):
+            start, stop, _ = idx.indices(self.n)
+            count, pick = max(0, stop - start), None
+        else:                                                     # listed rows: the whole file mapped, rows read
+            pick = np.asarray(idx, dtype=np.int64)
+            start, count = 0, (self.n if len(pick) else 0)
 
         def read(kind: str, j: int) -> torch.Tensor:
             width = self.widths[j]
@@ -95,7 +100,7 @@ class DiskFeatures:
                 return torch.zeros(0, width, device=self.device)
             mapped = np.memmap(self._path(kind, j), dtype=self.dtype, mode="r",
                                offset=start * width * np.dtype(self.dtype).itemsize, shape=(count, width))
-            chunk = np.array(mapped, dtype=np.float32)            # [count, L_j], copied out
+            chunk = np.array(mapped if pick is None else mapped[pick], dtype=np.float32)   # [count or len(idx), L_j]
             del mapped                                            # unmapped: its pages leave the process
             return torch.from_numpy(chunk).to(self.device)
         z = [read("z", j) for j in range(len(self.widths))]

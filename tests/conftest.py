@@ -90,6 +90,13 @@ def tiny_mnist(tmp_path) -> Path:
     return write_mnist(tmp_path / "data")
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that reads the real MNIST is marked ``real_data`` (mutation testing leaves them out)."""
+    for item in items:
+        if "mnist_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
+
+
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     root = os.environ.get("FKAL_DATA_ROOT")

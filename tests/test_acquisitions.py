@@ -1,42 +1,90 @@
-"""One contract for every registered acquisition: exactly P distinct unlabeled positions."""
-import functools
+"""One contract for every registered acquisition, strict: run on models trained a few steps and wrapped as the
+loop wraps them, with the example settings of ``acquisition_cases.CASES``.
+
+Every acquisition returns P distinct unlabeled positions (within its random subset where it selects within one),
+the same picks twice under the same generator, leaves the global random states alone, and copes with no labeled
+images and with a budget equal to the unlabeled count (or refuses with one clear error). That its picks are the
+right ones, and its scores those of its picks, is checked by brute force in ``test_picks_<family>.py``.
+"""
+import random
 
 import numpy as np
 import pytest
+import torch
 
+from acquisition_cases import case_context, case_of, check_contract
 from fkal.acquisitions.fisher_kernel import fisher_kernel_query
 from fkal.acquisitions.registry import ACQUISITIONS
-from fkal.config import Config, parse_config
-
-# one example configuration per acquisition (acquisitions registered later get a plain Config)
-EXAMPLES = {"pcc": "pcc-L20", "pfk": "pfk-phat-L80", "pfk-sum": "pfk-sum-yhat-L20", "similar": "similar-phat-L80"}
-# tiny settings for the acquisitions that train their own networks (VAAL, TA-VAAL)
-SMALL = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,
-         "vaal_disc_hidden": 8, "vaal_disc_layers": 1}
+from fkal.config import parse_config
+from fkal.errors import UserError
 
 
-@pytest.fixture
-def query_ctx(query_ctx):
-    """Every query here with the tiny VAE settings."""
-    return functools.partial(query_ctx, options=SMALL)
+def _rng_states():
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
 
 
-def example(name):
-    if name in EXAMPLES:
-        return parse_config(EXAMPLES[name], ACQUISITIONS)
-    return Config(name, K=3) if name not in ("random", "coreset", "typiclust", "vaal", "tavaal", "lloss") \
-        else Config(name)
+def _same_rng_states(a, b) -> bool:
+    return (torch.equal(a[0], b[0]) and a[1][0] == b[1][0] and np.array_equal(a[1][1], b[1][1])
+            and a[1][2:] == b[1][2:] and a[2] == b[2])
 
 
 @pytest.mark.parametrize("name", sorted(ACQUISITIONS))
-def test_every_acquisition_returns_budget_distinct_unlabeled(query_ctx, name, devices):
-    ctx = query_ctx(example(name), device=devices)
-    result = ACQUISITIONS[name](ctx)
-    picked = np.asarray(result.indices)
-    assert len(picked) == ctx.budget and len(np.unique(picked)) == ctx.budget
-    assert np.isin(picked, ctx.unlabeled).all() and not np.isin(picked, ctx.labeled).any()
-    if result.scores is not None:
-        assert len(result.scores) == ctx.budget
+def test_every_acquisition_keeps_the_strict_contract(tiny_mnist, name, devices):
+    ctx = case_context(tiny_mnist, name, device=devices)
+    torch.manual_seed(7)
+    np.random.seed(7)
+    random.seed(7)
+    before = _rng_states()
+    first = ACQUISITIONS[name](ctx)
+    assert _same_rng_states(before, _rng_states()), f"{name} changed a global random state"
+    picked = check_contract(ctx, first)
+    again = ACQUISITIONS[name](case_context(tiny_mnist, name, device=devices))   # a fresh context, the same seed
+    np.testing.assert_array_equal(np.asarray(again.indices), picked)
+    if first.scores is not None:
+        np.testing.assert_array_equal(np.asarray(again.scores), np.asarray(first.scores))
+
+
+@pytest.mark.parametrize("name", sorted(ACQUISITIONS))
+def test_every_acquisition_copes_with_no_labeled_images(tiny_mnist, name):
+    ctx = case_context(tiny_mnist, name, n_labeled=0, iteration=1)
+    before = _rng_states()
+    try:
+        result = ACQUISITIONS[name](ctx)
+    except (UserError, ValueError) as e:                                    # allowed: one clear error
+        assert str(e) and len(str(e).splitlines()) == 1
+        return
+    assert _same_rng_states(before, _rng_states()), f"{name} changed a global random state"
+    check_contract(ctx, result)
+    again = ACQUISITIONS[name](case_context(tiny_mnist, name, n_labeled=0, iteration=1))
+    np.testing.assert_array_equal(np.asarray(again.indices), np.asarray(result.indices))
+
+
+@pytest.mark.parametrize("name", sorted(ACQUISITIONS))
+def test_every_acquisition_copes_with_a_budget_of_the_whole_unlabeled_pool(tiny_mnist, name):
+    ctx = case_context(tiny_mnist, name, n_labeled=20, budget=280, epochs=1)
+    assert len(ctx.unlabeled) == 280
+    try:
+        result = ACQUISITIONS[name](ctx)
+    except (UserError, ValueError) as e:
+        assert str(e) and len(str(e).splitlines()) == 1
+        return
+    picked = check_contract(ctx, result)
+    assert sorted(picked.tolist()) == ctx.unlabeled.tolist()
+
+
+@pytest.mark.parametrize("name", sorted(ACQUISITIONS))
+def test_subset_methods_select_within_a_subset_smaller_than_the_pool(tiny_mnist, name):
+    """An acquisition that declares a random candidate subset is run with one smaller than the unlabeled pool:
+    its picks stay in the unlabeled positions (not positions into the subset), and differ with the generator."""
+    case = case_of(name)
+    if case.subset_option is None:
+        pytest.skip(f"{name} selects over the whole unlabeled pool")
+    results = [ACQUISITIONS[name](case_context(tiny_mnist, name, seed=s)) for s in (0, 0, 3)]
+    ctx = case_context(tiny_mnist, name, seed=0, epochs=0)
+    for r in results[:2]:
+        check_contract(ctx, r)
+    np.testing.assert_array_equal(results[0].indices, results[1].indices)
+    assert not np.array_equal(np.sort(results[0].indices), np.sort(results[2].indices))
 
 
 @pytest.mark.parametrize("cfg", ["pfk-y-L20", "pfk-phat-g-L30", "pfk-trC-L20-K4", "pcc-L80", "pfk-sum-phat-L20"])
@@ -76,6 +124,21 @@ def test_config_names_roundtrip():
         assert parse_config(name, ["random", "pcc", "pfk", "pfk-sum"]).name == name
     c = parse_config("pfk-mi-diag-L80-K32", ["pfk", "pfk-sum"])
     assert (c.acquisition, c.pseudo_label, c.L, c.K) == ("pfk", "mi-diag", 80, 32)
+
+
+@pytest.mark.parametrize("name", sorted(ACQUISITIONS))
+def test_picks_ignore_the_labels_of_unlabeled_images(tiny_mnist, name):
+    """Unless it declares ``reveals_labels``, an acquisition picks the same images when every unlabeled image
+    carries another label: it reads no annotation it has not paid for."""
+    if case_of(name).reveals_labels:
+        pytest.skip(f"{name} reveals labels while picking")
+    honest = ACQUISITIONS[name](case_context(tiny_mnist, name))
+    ctx = case_context(tiny_mnist, name)
+    positions = ctx.unlabeled
+    ctx.data.split.pool_labels[positions] = (ctx.data.split.pool_labels[positions] + 3) % 10
+    source = ctx.data.pool_source
+    source.labels[ctx.data.split.pool[positions]] = (source.labels[ctx.data.split.pool[positions]] + 3) % 10
+    np.testing.assert_array_equal(ACQUISITIONS[name](ctx).indices, honest.indices)
 
 
 def test_fisher_kernel_query_returns_the_pseudo_labels_it_used(query_ctx):

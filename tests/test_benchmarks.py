@@ -7,6 +7,7 @@ import pytest
 
 from fkal.errors import UserError
 
+pytestmark = pytest.mark.e2e
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "query_cost.py"
 
 

@@ -79,3 +79,27 @@ def test_first_iteration_without_labels_is_seeded(query_ctx):
     b = ACQUISITIONS["coreset"](query_ctx("coreset", n_labeled=0, budget=10, seed=1))
     np.testing.assert_array_equal(a.indices, b.indices)
     assert len(np.unique(a.indices)) == 10
+
+
+def test_budgets_of_zero_and_one():
+    picked, radius = coreset_select(line(0.0), line(1, 5, 2), 0)
+    assert picked.dtype == np.int64 and picked.shape == (0,) and radius.shape == (0,)
+    picked, radius = coreset_select(line(0.0), line(1, 5, 2), 1)
+    assert picked.tolist() == [1] and radius.tolist() == [5.0]
+
+
+def test_no_labeled_points_and_no_first_center_is_a_clear_error():
+    import pytest
+    with pytest.raises(ValueError, match="^with no labeled points the first center must be given$"):
+        coreset_select(torch.empty(0, 2), line(0, 1), 1)
+
+
+def test_distances_are_exact_far_from_the_origin():
+    """30 points 1e-2 to 0.3 away from 30 centers at 1e3 from the origin: the matrix-product shortcut that cdist
+    takes by default for more than 25 rows would lose them."""
+    centers = torch.full((30, 8), 1e3)
+    points = centers.clone()
+    points[:, 0] += torch.arange(1, 31) * 1e-2
+    exact = (points - centers).norm(dim=1)                                  # 0.01, 0.02, ..., 0.3
+    assert not torch.allclose(torch.cdist(points, centers).min(1).values, exact)
+    torch.testing.assert_close(nearest_distance(points, centers), exact)

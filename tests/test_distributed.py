@@ -97,7 +97,7 @@ def trained_state(tmp_path_factory):
 
 
 CONFIGS = ["random", "pfk-phat-L80", "pcc-L20", "pfk-trC-L20-K4", "coreset", "varR-K4", "bald-E2-K3", "lloss",
-           "vaal"]
+           "vaal", "similar-phat-L80", "typiclust"]
 
 
 def test_two_processes_pick_exactly_what_one_picks(trained_state, tmp_path):

@@ -58,3 +58,21 @@ def test_topk_similar_in_chunks_equals_the_full_matrix():
     full_v, full_i = pfk(centers, pool).topk(9, dim=1)
     torch.testing.assert_close(values, full_v)
     assert torch.equal(index, full_i)
+
+
+def test_disk_features_read_listed_rows_as_the_slices_do(tmp_path):
+    """``DiskFeatures.rows`` of a list of rows (in any order, repeated) equals those rows read one slice at a
+    time, and the stored rows equal the standardized features up to float16 rounding."""
+    from fkal.kernels import DiskFeatures
+    f = random_features(13, seed=5)
+    disk = DiskFeatures(tmp_path, how="unit")
+    disk.append([z[:8] for z in f.z], [g[:8] for g in f.g])
+    disk.append([z[8:] for z in f.z], [g[8:] for g in f.g])
+    order = [12, 0, 7, 7, 3]
+    listed = disk.rows(order)
+    for j in range(len(f.z)):
+        one_by_one = torch.cat([disk.rows(slice(i, i + 1)).z[j] for i in order])
+        assert torch.equal(listed.z[j], one_by_one)
+        assert torch.equal(listed.g[j], torch.cat([disk.rows(slice(i, i + 1)).g[j] for i in order]))
+        np.testing.assert_allclose(listed.z[j].numpy(), f.standardized().z[j][order].numpy(), atol=2e-3)
+    assert len(disk.rows([]).z[0]) == 0

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from fkal.acquisitions import registry
@@ -21,6 +22,7 @@ def common(root, out):
             "--pool-size", "10", "--no-progress", "--eval-batch", "128"]
 
 
+@pytest.mark.e2e
 def test_initial_then_iterations_write_records(tiny_mnist, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--initial"] + common(tiny_mnist, out)) == 0
@@ -46,6 +48,7 @@ def test_initial_then_iterations_write_records(tiny_mnist, tmp_path, capsys):
     assert (state["labeled_at"] == 1).sum() == 10 and (state["labeled_at"] == 2).sum() == 10
 
 
+@pytest.mark.e2e
 def test_resume_redoes_only_missing_iterations(tiny_mnist, tmp_path, monkeypatch):
     out = tmp_path / "out"
     argv = common(tiny_mnist, out) + ["--only", "random"]
@@ -70,6 +73,7 @@ def test_resume_redoes_only_missing_iterations(tiny_mnist, tmp_path, monkeypatch
     assert main(argv) == 0 and calls == [1, 2, 2]                              # complete: nothing redone
 
 
+@pytest.mark.e2e
 def test_ensemble_members_and_full_train(tiny_mnist, tmp_path):
     from fkal.acquisitions.random_sampling import random_query
     out = tmp_path / "out"
@@ -87,6 +91,7 @@ def test_ensemble_members_and_full_train(tiny_mnist, tmp_path):
     assert len(full) == 1 and full[0]["iteration"] == 0 and full[0]["labeled"] == full[0]["pool_size"]
 
 
+@pytest.mark.e2e
 def test_stage_scripts_run_on_their_own(tiny_mnist, tmp_path):
     out = tmp_path / "out"
     args = common(tiny_mnist, out)
@@ -105,6 +110,7 @@ def test_stage_scripts_run_on_their_own(tiny_mnist, tmp_path):
     assert np.load(folder / "val_z_conv2.npy").shape == (100, 20)
 
 
+@pytest.mark.e2e
 def test_help_of_every_entry_point():
     for script in ("run.py", "mnist/unsup.py", "mnist/gen_descr.py", "mnist/main_descr.py"):
         proc = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
@@ -123,6 +129,7 @@ def test_unknown_configuration_is_a_clear_error(tiny_mnist, tmp_path, capsys):
     assert "pfk-xyz-L20" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.e2e
 def test_visualize_tsne_draws_confusion_and_tsne(tiny_mnist, tmp_path, capsys):
     import importlib.util
     from PIL import Image

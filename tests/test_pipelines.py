@@ -23,7 +23,7 @@ from fkal.data.svhn import load_svhn
 from fkal.cli import main
 from fkal.io import read_jsonl
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*differs from the official release")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*differs from the official release"), pytest.mark.e2e]
 
 FIELDS = {"config", "dataset", "run", "seed", "imbalance_ratio", "unsupervised", "iteration", "labeled",
           "test_accuracy", "per_class_accuracy", "selected_class_counts", "pseudo_label_accuracy",

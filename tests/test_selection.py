@@ -37,3 +37,25 @@ def test_merge_by_rank_gives_distinct_items_rank_major():
     # rank 0: centers by score 1 (7), 0 (7 dup), 2 (4); rank 1: 2 (3), 1 (5), 0 (3 dup); rank 2: ...
     assert merge_by_rank(ranked, scores, 4).tolist() == [7, 4, 3, 5]
     assert merge_by_rank(ranked, scores, 100).tolist() == [7, 4, 3, 5, 9, 2, 1]
+
+
+def test_kcenter_distance_without_initial_starts_from_point_zero():
+    pts = torch.tensor([5.0, 0.0, 1.0, 9.0, 4.0])
+    dist = lambda i: (pts - pts[i]).abs()
+    # first center: point 0 (5.0); farthest from it 0.0 (5); then 9.0 (4 from 5.0); then 1.0 or 4.0 (1 each)
+    got = kcenter_greedy_distance(dist, len(pts), 4)
+    assert got.tolist()[:3] == [0, 1, 3] and got[3] in (2, 4)
+    assert kcenter_greedy_distance(dist, len(pts), 1).tolist() == [0]
+    assert sorted(kcenter_greedy_distance(dist, len(pts), 9).tolist()) == [0, 1, 2, 3, 4]   # k capped at n
+
+
+def test_kcenter_starts_at_point_zero_and_never_repeats_a_center():
+    """A similarity under which a point is not its own most similar point (diagonal -10): the first center
+    must still never be chosen again."""
+    g = torch.Generator().manual_seed(0)
+    sim = torch.rand(12, 12, generator=g)
+    sim = (sim + sim.T) / 2                                                  # symmetric, as every kernel
+    sim.fill_diagonal_(-10.0)
+    got = kcenter_greedy(lambda i: sim[i], 12, 6)
+    assert got[0] == 0 and len(set(got.tolist())) == 6
+    np.testing.assert_array_equal(got, naive_kcenter(sim.numpy(), 6, 0))

@@ -177,3 +177,12 @@ def test_query_takes_the_top_scores_deterministically(query_ctx, name):
                        model_name="lenet", num_classes=10)
     assert scores.shape == (len(ctx.unlabeled),)
     assert result.scores.min() >= scores.sort(descending=True).values[ctx.budget - 1].item() - 1e-7
+
+
+def test_no_images_give_empty_passes_and_scores():
+    torch.manual_seed(0)
+    model, source = lenet().eval(), random_source()
+    args = ([model], source, np.zeros(0, dtype=np.int64), 2, torch.device("cpu"), 10, torch.Generator())
+    probs = mc_probabilities(*args, model_name="lenet", num_classes=10)
+    scores = mc_scores(METRICS["bald"], *args, model_name="lenet", num_classes=10)
+    assert probs.shape == (0,) and scores.shape == (0,)

@@ -306,6 +306,7 @@ def common(root, out, iterations=2):
             "--iterations", str(iterations), "--pool-size", "10", "--no-progress", "--eval-batch", "128"] + TINY_ARGS
 
 
+@pytest.mark.e2e
 def test_two_iterations_end_to_end_with_resume(tiny_mnist, tmp_path):
     out = tmp_path / "out"
     configs = ["lloss", "tavaal", "vaal"]
@@ -323,3 +324,37 @@ def test_two_iterations_end_to_end_with_resume(tiny_mnist, tmp_path):
         assert any(k.startswith("loss_module.") for k in state["models"][0])
         assert (state["labeled_at"] >= 0).sum() == 20
     assert not any(k.startswith("loss_module.") for k in torch.load(ir / "vaal" / "state_b02.pt")["models"][0])
+
+
+def test_ranking_losses_on_more_hand_made_pairs():
+    # margin: pair (0, 1) with l0 > l1, p0 - p1 = 0.25 -> 1 - 0.25 = 0.75 (a quotient would give 1 - 4 < 0)
+    assert margin_ranking_loss(torch.tensor([0.5, 0.25]), torch.tensor([2.0, 1.0])).item() == pytest.approx(0.75)
+    # RankNet: a tie is "not greater" (target 0): -log(1 - sigmoid(1)); one element: no pair, 0 with a gradient
+    tie = ranknet_loss(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])).item()
+    assert tie == pytest.approx(math.log(1 + math.e))
+    single = torch.tensor([3.0], requires_grad=True)
+    loss = ranknet_loss(single, torch.tensor([1.0]))
+    assert loss.item() == 0.0 and torch.isfinite(torch.autograd.grad(loss, single)[0]).all()
+
+
+def test_extra_losses_default_to_unit_weights():
+    torch.manual_seed(0)
+    model = with_loss_module(lenet())
+    x, y = torch.randn(6, 1, 28, 28), torch.arange(6) % 10
+    logits, taps = model(x)
+    true = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    pred = model.predict_loss(taps)
+    torch.testing.assert_close(lloss_extra_loss(model, logits, taps, y, 0, 10), margin_ranking_loss(pred, true, 1.0))
+    torch.testing.assert_close(tavaal_extra_loss(model, logits, taps, y, 0, 10), ranknet_loss(pred, true))
+
+
+def test_extra_loss_on_a_plain_model_names_what_is_missing():
+    net = lenet()
+    logits, taps = net(torch.randn(2, 1, 28, 28))
+    with pytest.raises(TypeError, match=r"LossPredictionModel\), got LeNet"):
+        tavaal_extra_loss(net, logits, taps, torch.tensor([0, 1]), 0, 10)
+
+
+def test_highest_takes_lists_arrays_and_tensors():
+    for scores in ([0.2, 0.9, 0.5], np.array([0.2, 0.9, 0.5]), torch.tensor([0.2, 0.9, 0.5])):
+        assert highest(scores, 2).tolist() == [1, 2]

@@ -24,7 +24,9 @@ from fkal.models import lenet  # noqa: E402
 
 # tiny numbers for the acquisitions that train their own networks
 OPTIONS = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,
-           "vaal_disc_hidden": 8, "vaal_disc_layers": 1, "uncertainty_first_random": 0}
+           "vaal_disc_hidden": 8, "vaal_disc_layers": 1, "uncertainty_first_random": 0,
+           "similar_kernel": "pfk", "similar_eta": 1.0, "similar_query": "centers",
+           "typiclust_features": "current", "typiclust_max_clusters": 500}
 
 
 def main() -> int:

@@ -170,6 +170,19 @@ def gathered_candidates(kernel, centers: Features, pool_std, where: np.ndarray, 
     return global_top_k(values, positions, k)
 
 
+def best_similarity(kernel, centers: Features, pool_std, where: np.ndarray, picked: np.ndarray) -> np.ndarray:
+    """Each picked image's best similarity over all centers, ``[P]`` in the order of ``picked`` (positions into the
+    unlabeled pool), the same on every rank. A pick is in the top k of some centers only, so the candidates' values
+    are not enough: each rank evaluates ``kernel(centers, its picked rows)`` ``[C, P_r]`` and takes the max over
+    centers, and the ranks' values are gathered."""
+    local = {int(p): r for r, p in enumerate(np.asarray(where).tolist())}     # pool position -> row of this shard
+    mine = [int(p) for p in picked if int(p) in local]
+    values = (kernel(centers, pool_std.rows([local[p] for p in mine])).max(0).values.float().cpu().tolist()
+              if mine else [])                                              # [P_r]
+    best = {p: v for part in D.all_gather_object((mine, values)) for p, v in zip(*part)}
+    return np.array([best[int(p)] for p in picked], dtype=np.float64)
+
+
 def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     """Algorithm 1: distribution matching between misclassified validation images and the unlabeled pool.
 
@@ -227,10 +240,7 @@ def _query(ctx: QueryContext, how: str) -> QueryResult:
             if len(picked) >= ctx.budget or k >= len(unlabeled):
                 break
             k *= 2
+        scores = best_similarity(kernel, centers, pool_std, where, picked)
     stats = {} if pseudo is None else pseudo_label_stats(data, unlabeled, D.gather_rows(used, where, len(unlabeled)))
-    best: dict[int, float] = {}                                           # each picked image's best similarity
-    for i, v in zip(ranked.flatten().tolist(), values.flatten().tolist()):
-        best[i] = max(v, best.get(i, -math.inf))
-    scores = np.array([best[int(i)] for i in picked])
     return QueryResult(unlabeled[picked], scores, **stats,
                        extras={"pool_features": "disk-float16" if on_disk else "memory-float32"})

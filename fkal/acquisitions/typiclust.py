@@ -33,6 +33,7 @@ the configuration. ``--typiclust-features current`` takes the current task model
 from __future__ import annotations
 
 import argparse
+import random
 
 import numpy as np
 import torch
@@ -59,8 +60,11 @@ def typicality(features: torch.Tensor, k: int, squared: bool = False, eps: float
 def kmeans_labels(features: np.ndarray, n_clusters: int, generator: torch.Generator) -> np.ndarray:
     """k-means cluster of every row, seeded from one draw of ``generator`` (the authors' choice of algorithm:
     KMeans up to 50 clusters, MiniBatchKMeans with batches of 5000 above)."""
-    from sklearn.cluster import KMeans, MiniBatchKMeans
-
+    state = random.getstate()
+    try:
+        from sklearn.cluster import KMeans, MiniBatchKMeans
+    finally:                                    # sklearn.metrics, imported on the way, draws from Python's RNG
+        random.setstate(state)
     seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
     if n_clusters <= 50:
         km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed)

@@ -1,0 +1,120 @@
+"""One table of example settings per acquisition, and contexts built the way the loop builds them.
+
+The strict contract test (``test_acquisitions.py``) runs every acquisition of
+``fkal.acquisitions.registry.ACQUISITIONS`` with the ``Case`` found here (an acquisition missing from ``CASES``
+gets ``Case(name)``: a plain configuration and no options). The brute-force tests (``test_picks_<family>.py``)
+use the same contexts and recompute each acquisition's scores independently of the implementation.
+
+To add an acquisition: one line in ``CASES`` (its example configuration, its options, and whether it selects
+within a random subset of the unlabeled pool or reveals labels while picking), then a ``test_picks_<name>.py``
+that recomputes its scores by brute force on the small pool of ``trained_context`` and checks that the picks are
+the best P under them and that ``result.scores`` are the scores of ``result.indices``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+# tiny VAE / discriminator settings so a VAAL or TA-VAAL query takes a fraction of a second
+TINY_VAAL = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,
+             "vaal_disc_hidden": 8, "vaal_disc_layers": 1}
+
+
+@dataclass(frozen=True)
+class Case:
+    config: str                          # an example configuration name (fkal.config)
+    options: dict = field(default_factory=dict)   # ctx.options (argparse dests)
+    subset_option: Optional[str] = None  # the option that sizes the random subset it selects within, if any
+    reveals_labels: bool = False         # reads labels of unlabeled images while picking (an oracle in the batch)
+
+
+CASES: dict[str, Case] = {
+    "random": Case("random"),
+    "pcc": Case("pcc-L20"),
+    "pfk": Case("pfk-phat-L80"),
+    "pfk-sum": Case("pfk-sum-yhat-L20"),
+    "varR": Case("varR-E2-K3"),
+    "entropy": Case("entropy-K4"),
+    "bald": Case("bald-E2-K3"),
+    "std": Case("std-K4"),
+    "coreset": Case("coreset"),
+    "vaal": Case("vaal", TINY_VAAL),
+    "tavaal": Case("tavaal", {**TINY_VAAL, "tavaal_subset_factor": 3}, subset_option="tavaal_subset_factor"),
+    "lloss": Case("lloss", {"lloss_subset": 60}, subset_option="lloss_subset"),
+    "similar": Case("similar-phat-L80"),
+    "typiclust": Case("typiclust"),
+}
+
+
+def case_of(name: str) -> Case:
+    return CASES.get(name, Case(name))
+
+
+def trained_context(root: Path, cfg, *, options: Optional[dict] = None, n_labeled: int = 20, budget: int = 12,
+                    seed: int = 0, iteration: int = 2, epochs: int = 3, device: torch.device = torch.device("cpu")):
+    """A ``QueryContext`` on the MNIST-format data at ``root`` (a 300-image pool, 100 validation images; see
+    ``conftest.make_query_context``) whose ``cfg.E`` models are built and wrapped as ``fkal.loop.load_models``
+    wraps the initial models (the acquisition's task hooks: the ranker of lloss and TA-VAAL), then trained
+    ``epochs`` epochs on the labeled images with the acquisition's extra loss, as the loop trains them, on
+    ``device``."""
+    from conftest import make_query_context
+    from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS
+    from fkal.config import Config, parse_config
+    from fkal.data import DATASETS
+    from fkal.loop import Settings, load_models
+    from fkal.models import lenet
+    from fkal.training import train
+
+    spec = DATASETS["mnist"]
+    cfg = cfg if isinstance(cfg, Config) else parse_config(cfg, ACQUISITIONS)
+    settings = Settings(out=root, spec=spec, train=spec.train, unsup=spec.unsup, query_size=budget, iterations=1,
+                        device=device, progress=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1000 + seed)
+        states = [lenet().state_dict() for _ in range(cfg.E)]
+    models = load_models(settings, states, cfg.acquisition)
+    ctx = make_query_context(root, cfg, n_labeled=n_labeled, budget=budget, models=models, iteration=iteration,
+                             options=options, seed=seed, device=device)
+    hooks = TASK_HOOKS.get(cfg.acquisition)
+    extra = hooks.extra_loss(dict(ctx.options), spec) if hooks is not None else None
+    if len(ctx.labeled) > 0 and epochs > 0:
+        schedule = spec.train.with_epochs(epochs)
+        for e, m in enumerate(ctx.models):
+            train(m, ctx.data.pool_source, ctx.data.split.pool[ctx.labeled], ctx.data.split.pool_labels[ctx.labeled],
+                  schedule, ctx.device, torch.Generator().manual_seed(100 * seed + e), extra_loss=extra,
+                  progress=False)
+    for m in ctx.models:
+        m.eval()
+    # the global RNG in a state unlike the query's generator (make_query_context seeds both with ``seed``), so
+    # that a query drawing from the global RNG instead of ctx.generator cannot match a brute-force recomputation
+    torch.manual_seed(2 ** 31 - 1 - seed)
+    return ctx
+
+
+def case_context(root: Path, name: str, **knobs):
+    """``trained_context`` with the example configuration and options of ``CASES[name]``."""
+    case = case_of(name)
+    options = {**case.options, **knobs.pop("options", {})}
+    return trained_context(root, case.config if name in CASES else _plain(name), options=options, **knobs)
+
+
+def _plain(name: str):
+    from fkal.config import Config
+    return Config(name)
+
+
+def check_contract(ctx, result) -> np.ndarray:
+    """P distinct unlabeled positions, scores aligned with them; returns the picks."""
+    picked = np.asarray(result.indices)
+    assert picked.shape == (ctx.budget,), (picked.shape, ctx.budget)
+    assert np.issubdtype(picked.dtype, np.integer)
+    assert len(np.unique(picked)) == ctx.budget, "repeated picks"
+    assert np.isin(picked, ctx.unlabeled).all(), "a pick outside the unlabeled positions"
+    assert not np.isin(picked, ctx.labeled).any(), "a labeled image picked again"
+    if result.scores is not None:
+        assert np.asarray(result.scores).shape == (ctx.budget,)
+    return picked

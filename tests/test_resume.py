@@ -1,0 +1,119 @@
+"""An interrupted run, resumed, equals the run that was never interrupted: the records (timings aside), the
+labeled history and the weights of every iteration's saved state. Through ``fkal.loop`` directly, on tiny data."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from fkal.acquisitions.registry import ACQUISITIONS
+from fkal.config import parse_config
+from fkal.data import DATASETS
+from fkal.data.mnist import load_mnist
+from fkal.loop import RunPaths, Settings, run_config, run_initial
+
+TIMINGS = ("query_seconds", "train_seconds")
+
+
+def settings(out, iterations: int) -> Settings:
+    spec = DATASETS["mnist"]
+    return Settings(out=out, spec=spec, train=spec.train.with_epochs(2), unsup=spec.unsup.with_epochs(1),
+                    query_size=10, iterations=iterations, device=torch.device("cpu"), pool_size=400, val_size=100,
+                    eval_batch=128, progress=False, options=(("lloss_subset", 40),))
+
+
+def saved(s: Settings, cfg, b: int) -> dict:
+    return torch.load(RunPaths.of(s.out, s.spec, 0).state(4.0, 0, cfg.name, b), map_location="cpu")
+
+
+@pytest.mark.parametrize("name", ["random", "pfk-phat-L80", "lloss"])
+def test_resumed_run_equals_the_uninterrupted_run(tiny_mnist, tmp_path, name):
+    raw = load_mnist(str(tiny_mnist), download=False)
+    cfg = parse_config(name, ACQUISITIONS)
+    whole = settings(tmp_path / "whole", 3)
+    run_initial(whole, raw, 0, 4.0)
+    straight = run_config(whole, raw, cfg, 0, 4.0, 0)
+
+    first = settings(tmp_path / "resumed", 1)                               # stopped after iteration 1
+    run_initial(first, raw, 0, 4.0)
+    run_config(first, raw, cfg, 0, 4.0, 0)
+    resumed = run_config(replace(first, iterations=3), raw, cfg, 0, 4.0, 0)
+
+    assert [r["iteration"] for r in resumed] == [1, 2, 3]
+    for a, b in zip(straight, resumed):
+        assert {k: v for k, v in a.items() if k not in TIMINGS} == {k: v for k, v in b.items() if k not in TIMINGS}
+    for b in (1, 2, 3):
+        x, y = saved(whole, cfg, b), saved(first, cfg, b)
+        assert torch.equal(x["labeled_at"], y["labeled_at"])
+        assert x["labeled_at"].max() == b and int((x["labeled_at"] >= 0).sum()) == 10 * b
+        for mx, my in zip(x["models"], y["models"]):
+            assert mx.keys() == my.keys()
+            for k in mx:
+                assert torch.equal(mx[k], my[k]), (b, k)
+    # the iterations after the interruption changed the weights they resumed from
+    one, three = saved(first, cfg, 1)["models"][0], saved(first, cfg, 3)["models"][0]
+    assert not torch.equal(one["fc2.weight" if "fc2.weight" in one else "backbone.fc2.weight"],
+                           three["fc2.weight" if "fc2.weight" in three else "backbone.fc2.weight"])
+    assert np.isfinite([r["test_accuracy"] for r in resumed]).all()
+
+
+def test_run_paths_name_every_file(tmp_path):
+    p = RunPaths.of(tmp_path, DATASETS["mnist"], 3)
+    assert p.root == tmp_path / "MNIST" / "run3" and p.results == p.root / "results.jsonl"
+    assert p.ir(4.0) == p.root / "ir4" and p.ir(1.5) == p.root / "ir1.5"
+    assert p.split(4.0) == p.root / "ir4" / "split.npz" and p.initial_info(4.0) == p.root / "ir4" / "initial.json"
+    assert p.initial(4.0, 0) == p.root / "ir4" / "init_random.pt"
+    assert p.initial(4.0, 1) == p.root / "ir4" / "init_rotation.pt"
+    assert p.initial(4.0, 1, 2) == p.root / "ir4" / "init_rotation_e2.pt"
+    assert p.state(4.0, 1, "pfk-phat-L80", 3) == p.root / "ir4" / "rotation" / "pfk-phat-L80" / "state_b03.pt"
+    assert p.state(4.0, 0, "random", 12) == p.root / "ir4" / "random" / "random" / "state_b12.pt"
+
+
+def test_seeds_by_their_definition():
+    import zlib
+    from fkal.loop import derive_seed, generator
+    want = int(np.random.SeedSequence([5, zlib.crc32(b"query"), 2]).generate_state(2, dtype=np.uint64)[0]) // 2
+    assert derive_seed(5, "query", 2) == want and 0 <= want < 2 ** 63
+    first = torch.randint(2 ** 62, (3,), generator=generator(5, "query", 2))
+    assert torch.equal(first, torch.randint(2 ** 62, (3,), generator=torch.Generator().manual_seed(want)))
+    assert not torch.equal(first, torch.randint(2 ** 62, (3,), generator=generator(5, "train", 2)))
+    assert not torch.equal(first, torch.randint(2 ** 62, (3,), generator=generator(5, "query", 3)))
+
+
+def test_initial_models_and_full_train_record(tiny_mnist, tmp_path):
+    from fkal.io import read_jsonl
+    from fkal.loop import run_full_train
+    raw = load_mnist(str(tiny_mnist), download=False)
+    s = settings(tmp_path, 1)
+    run_initial(s, raw, 0, 4.0)
+    paths = RunPaths.of(tmp_path, s.spec, 0)
+    assert {f.name for f in paths.ir(4.0).iterdir()} == {"split.npz", "init_random.pt", "init_rotation.pt",
+                                                          "initial.json", paths.initial_lock(4.0).name}
+    saved0, saved1 = (torch.load(paths.initial(4.0, u), map_location="cpu") for u in (0, 1))
+    assert (saved0["unsupervised"], saved1["unsupervised"], saved0["member"]) == (0, 1, 0)
+    rnd, rot = saved0["model"], saved1["model"]
+    assert torch.equal(rnd["fc2.weight"], rot["fc2.weight"]) and not torch.equal(rnd["conv1.weight"],
+                                                                                   rot["conv1.weight"])
+    run_initial(s, raw, 0, 4.0, members=2)                                 # a second member, its own weights
+    second = torch.load(paths.initial(4.0, 0, 1), map_location="cpu")
+    assert second["member"] == 1 and not torch.equal(second["model"]["fc2.weight"], rnd["fc2.weight"])
+    assert paths.initial(4.0, 1, 1).exists()
+    record = run_full_train(s, raw, 0, 4.0, 0)
+    split = np.load(paths.split(4.0))
+    pool = split["pool"]
+    assert record["iteration"] == 0 and record["config"] == "full-train" and record["query_size"] == 0
+    assert record["labeled"] == record["pool_size"] == len(pool)
+    assert record["selected_class_counts"] == np.bincount(raw.train.labels[pool], minlength=10).tolist()
+    assert 0 <= record["test_accuracy"] <= 100 and len(record["per_class_accuracy"]) == 10
+    assert run_full_train(s, raw, 0, 4.0, 0) == record                     # done: read back, not trained again
+    assert len(read_jsonl(paths.results)[0]) == 1
+
+
+def test_full_train_on_a_fresh_run_folder_makes_its_split_and_initial_model(tiny_mnist, tmp_path):
+    from fkal.loop import run_full_train
+    raw = load_mnist(str(tiny_mnist), download=False)
+    s = settings(tmp_path, 1)
+    record = run_full_train(s, raw, 0, 4.0, 0)
+    paths = RunPaths.of(tmp_path, s.spec, 0)
+    assert paths.split(4.0).exists() and paths.initial(4.0, 0).exists()
+    assert record["labeled"] == len(np.load(paths.split(4.0))["pool"])

@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""Mutation score of the modules that decide which images are picked, with mutmut 3.x.
+
+    pip install "mutmut>=3,<4"
+    nohup python tools/mutation_score.py --run > mutation.log 2>&1 &     # hours on two cores; resumable
+    python tools/mutation_score.py                                       # the table from what has run so far
+    python tools/mutation_score.py --survivors                           # and every surviving mutant's name
+    python tools/mutation_score.py --survivors --diffs                   # with the lines each one changes
+    python tools/mutation_score.py --run --recheck                       # after adding tests: survivors again
+
+mutmut reads its settings from ``setup.cfg`` ([mutmut]: the modules to mutate and the tests to run, the fast unit
+tests only: ``-m "not e2e and not real_data"``). It copies the code into ``mutants/``, runs the tests once to
+learn which tests reach which function, then runs, for each mutant, only the tests that reach its function.
+Every verdict is written to ``mutants/<module>.meta`` as soon as it is known, so an interrupted run resumes where
+it stopped: ``--run`` passes mutmut the mutants without a verdict, module by module in the order of ``MODULES``
+(a run cut short leaves whole modules done), one worker (``--max-children 1``) under ``nice -n 19`` with
+``OMP_NUM_THREADS=1``.
+
+The score of a module is killed / (mutants - equivalent - unchecked): a timeout or a crash of the tests counts
+as killed, a mutant that no test reaches ("no tests") as survived. Equivalent mutants (no test can tell them from
+the original) are listed in ``tools/mutation_equivalent.txt``, one a line: the mutant's name, then why.
+This runs outside CI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EQUIVALENT = ROOT / "tools" / "mutation_equivalent.txt"
+
+# display name -> file; the order in which --run works through them
+MODULES: dict[str, str] = {
+    "selection": "fkal/selection.py",
+    "kernels": "fkal/kernels.py",
+    "descriptors": "fkal/descriptors.py",
+    "pseudo-labels": "fkal/pseudo_labels.py",
+    "acquisitions/random": "fkal/acquisitions/random_sampling.py",
+    "acquisitions/fisher-kernel": "fkal/acquisitions/fisher_kernel.py",
+    "uncertainty": "fkal/acquisitions/uncertainty.py",
+    "core-set": "fkal/acquisitions/coreset.py",
+    "vaal/train": "vaal/train.py",
+    "vaal/acquisitions": "vaal/acquisitions.py",
+    "vaal/models": "vaal/models.py",
+    "loop": "fkal/loop.py",
+}
+
+KILLED = {1, 3, -11, -9}              # test failure, pytest internal error, crash
+TIMEOUT = {36, 24, -24, 152, 255}     # mutmut's timeout codes (SIGXCPU)
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def equivalent_mutants(path: Path = EQUIVALENT) -> dict[str, str]:
+    """name -> reason, from lines ``name  reason`` (``#`` starts a comment)."""
+    out = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip() if line.lstrip().startswith("#") else line.strip()
+            if line:
+                name, _, reason = line.partition(" ")
+                out[name] = reason.strip()
+    return out
+
+
+def verdicts(source: str, mutants_dir: Path) -> dict[str, int | None]:
+    """mutant name -> mutmut's exit code (None: not run yet) for one source file."""
+    meta = mutants_dir / (source + ".meta")
+    if not meta.exists():
+        return {}
+    return json.loads(meta.read_text())["exit_code_by_key"]
+
+
+def module_row(name: str, source: str, mutants_dir: Path, equivalent: dict[str, str]) -> dict:
+    codes = verdicts(source, mutants_dir)
+    row = {"module": name, "mutants": len(codes), "killed": 0, "survived": 0, "no tests": 0, "timeout": 0,
+           "equivalent": 0, "unchecked": 0, "survivors": []}
+    for mutant, code in codes.items():
+        if mutant in equivalent and code in KILLED | TIMEOUT:
+            print(f"warning: {mutant} is listed as equivalent but a test kills it: remove it from "
+                  f"{EQUIVALENT.name}", file=sys.stderr)
+        if mutant in equivalent:
+            row["equivalent"] += 1
+        elif code is None:
+            row["unchecked"] += 1
+        elif code in KILLED:
+            row["killed"] += 1
+        elif code in TIMEOUT:
+            row["timeout"] += 1
+        elif code in NO_TESTS:
+            row["no tests"] += 1
+            row["survivors"].append(mutant)
+        else:                                                   # 0, and anything mutmut calls suspicious
+            row["survived"] += 1
+            row["survivors"].append(mutant)
+    denominator = row["mutants"] - row["equivalent"] - row["unchecked"]
+    row["score"] = None if denominator == 0 else 100.0 * (row["killed"] + row["timeout"]) / denominator
+    return row
+
+
+def changed_lines(mutant: str, source: str, root: Path) -> list[str]:
+    """The removed and added lines of a mutant (mutmut's own diff), read from ``root/mutants``."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        diff = get_diff_for_mutant(mutant, path=source)
+    finally:
+        os.chdir(cwd)
+    return [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
+
+def print_table(rows: list[dict], survivors: bool = False, diffs_root: Path | None = None) -> None:
+    cols = ["module", "mutants", "killed", "survived", "no tests", "timeout", "equivalent", "unchecked", "score"]
+    print(f"{cols[0]:<28}" + "".join(f"{c:>11}" for c in cols[1:]))
+    for r in rows:
+        score = "-" if r["score"] is None else f"{r['score']:.1f}%"
+        done = "" if r["unchecked"] == 0 else "  (unfinished)"
+        print(f"{r['module']:<28}" + "".join(f"{r[c]:>11}" for c in cols[1:-1]) + f"{score:>11}{done}")
+    total = {c: sum(r[c] for r in rows) for c in cols[1:-1]}
+    denominator = total["mutants"] - total["equivalent"] - total["unchecked"]
+    score = "-" if denominator == 0 else f"{100.0 * (total['killed'] + total['timeout']) / denominator:.1f}%"
+    print(f"{'all':<28}" + "".join(f"{total[c]:>11}" for c in cols[1:-1]) + f"{score:>11}")
+    if survivors:
+        for r in rows:
+            for m in r["survivors"]:
+                print(f"survived  {r['module']:<26} {m}")
+                if diffs_root is not None:
+                    for line in changed_lines(m, MODULES[r["module"]], diffs_root):
+                        print("    " + line.strip()[:150])
+
+
+def forget_survivors(source: str, mutants_dir: Path) -> int:
+    """Clear the verdicts of the survivors (and "no tests") of one source file, so that --run checks them again
+    with the tests as they are now. Returns how many."""
+    meta = mutants_dir / (source + ".meta")
+    if not meta.exists():
+        return 0
+    data = json.loads(meta.read_text())
+    codes = data["exit_code_by_key"]
+    again = [m for m, code in codes.items() if code is not None and code not in KILLED | TIMEOUT]
+    for m in again:
+        codes[m] = None
+    meta.write_text(json.dumps(data))
+    return len(again)
+
+
+def run_mutmut(names: list[str], cwd: Path) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    cmd = ["nice", "-n", "19", "mutmut", "run", "--max-children", "1", *names]
+    print("$", " ".join(cmd[:6]), f"<{len(names)} mutants>" if names else "", flush=True)
+    return subprocess.call(cmd, cwd=cwd, env=env)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", action="store_true", help="run mutmut on the mutants without a verdict first")
+    parser.add_argument("--recheck", action="store_true",
+                        help="with --run: check the surviving mutants again (after adding tests)")
+    parser.add_argument("--modules", nargs="+", choices=list(MODULES), default=list(MODULES),
+                        help="the modules to run and report (default: all, in this order)")
+    parser.add_argument("--survivors", action="store_true", help="list every surviving mutant")
+    parser.add_argument("--diffs", action="store_true", help="with --survivors: the lines each survivor changes")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout holding setup.cfg and mutants/")
+    args = parser.parse_args(argv)
+    mutants_dir = args.root / "mutants"
+    if args.run:
+        if args.recheck:
+            for name in args.modules:
+                print(f"== {name}: {forget_survivors(MODULES[name], mutants_dir)} survivors to check again")
+        for name in args.modules:
+            if not verdicts(MODULES[name], mutants_dir):        # first run: mutmut generates every mutant
+                print(f"== {name}: every mutant", flush=True)
+                run_mutmut([MODULES[name][:-3].replace("/", ".") + ".*"], args.root)
+                continue
+            pending = [m for m, code in verdicts(MODULES[name], mutants_dir).items() if code is None]
+            if pending:
+                print(f"== {name}: {len(pending)} mutants to run", flush=True)
+                run_mutmut(pending, args.root)
+    equivalent = equivalent_mutants()
+    print_table([module_row(n, MODULES[n], mutants_dir, equivalent) for n in args.modules], args.survivors,
+                args.root if args.diffs else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
