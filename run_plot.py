@@ -40,7 +40,10 @@ Printed (and written with --save as results.md and CSV files):
     accuracy ('final': the baseline's final mean): the labels each configuration's mean curve needs to reach it
     (linear interpolation between labeled counts) and how many fewer than the baseline's, in percent, each with a
     95% interval from a bootstrap over runs (runs shared with the baseline are resampled in pairs);
-  - query and training seconds per iteration.
+  - improvement over random sampling: a configuration's --metric minus random's in the same run (trial) at the
+    same labeled count, mean ± std over runs (TA-VAAL's Figures 3-4; paired with the random runs of the same
+    settings);
+  - query (selection) and training seconds per iteration.
 
 Figures (--save; PNG and PDF, one set per imbalance ratio, file names end in _IR{ratio}):
   accuracy_IR*           the --metric against labeled images, or against their share of |D| (the pool before
@@ -52,6 +55,9 @@ Figures (--save; PNG and PDF, one set per imbalance ratio, file names end in _IR
                          configuration
   selection_summary_IR*  entropy of each iteration's selected classes (TA-VAAL Fig. 7a) and the cumulative share
                          of the rare classes among the labeled images
+  improvement_IR*        accuracy minus random sampling's, paired by run, mean with the std shaded (TA-VAAL
+                         Figs. 3-4)
+  accuracy_band_IR*      accuracy, mean with the std over runs shaded (TA-VAAL Figs. 11-12)
 
 Legends give the paper's notation beside the configuration name, e.g. 'pfk-phat-L80  (R_zg, S=p^(y,z), L=80)'.
 Records without the --metric (written before it was recorded) are left out with a note.
@@ -67,6 +73,7 @@ examples:
   python run_plot.py --epoch-selection val --targets 85 90 final --x percent --save
   python run_plot.py --epoch-selection val --beside final_test_accuracy      # kept epoch against final epoch
   python run_plot.py --metric balanced_accuracy --targets 80 final
+  python run_plot.py --dataset cifar10 --out local_data/tavaal --save   # TA-VAAL's benchmark (run.py --protocol tavaal)
 """
 
 
@@ -103,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "before run.py had --epoch-selection) or the epoch best on D_v (val) "
                              "(default: both, as separate rows)")
     parser.add_argument("--rare-classes", nargs="+", type=int, metavar="CLASS", default=None,
-                        help="classes counted as rare in the selection figure (default: 5-9 for mnist and svhn; "
-                             "none for imagenet and cifar10, whose rare classes depend on the split)")
+                        help="classes counted as rare in the selection figure (default: the classes the records "
+                             "name when they all name the same, else 5-9 for mnist and svhn)")
     parser.add_argument("--metric", choices=report.METRICS, default="test_accuracy",
                         help="what to draw and tabulate, in percent: test_accuracy (the kept epoch's; for "
                              "ensembles the members' mean), ensemble_test_accuracy (the averaged prediction; "
@@ -191,6 +198,11 @@ def tables(groups: dict, args: argparse.Namespace) -> tuple[str, dict[str, str],
                          + (f" (--baselines {' '.join(args.baselines)})" if args.baselines else ""))
         parts.append(report.format_label_saving_markdown(savings, args.resamples, args.seed, args.x, metric))
         csvs["label_saving.csv"] = report.to_csv(savings)
+    improvement, improvement_notes = report.improvement_table(groups, metric)
+    notes += improvement_notes
+    if improvement:
+        parts.append(report.format_improvement_markdown(improvement))
+        csvs["improvement.csv"] = report.to_csv(improvement)
     parts.append(report.format_cost_markdown(costs))
     csvs["cost.csv"] = report.to_csv(costs)
     return "\n".join(parts), csvs, notes
@@ -222,6 +234,8 @@ def draw_figures(groups: dict, dataset: str, metric: str, rare_classes: Sequence
         entropy = {key: report.entropy_curve(runs) for key, runs in at.items()}
         rare = ({key: report.rare_share_curve(runs, rare_classes) for key, runs in at.items()}
                 if rare_classes else None)
+        improvement = {key: report.improvement_curve(runs, at[base], metric) for key, runs in at.items()
+                       if key.config != "random" and (base := report.baseline_key(at, key)) is not None}
         figures = {
             "accuracy": plots.accuracy_figure(curves, full_curves, pool,
                                               f"{name}, IR={ir}: {metric_name} (mean ± std over runs)", colors,
@@ -233,7 +247,13 @@ def draw_figures(groups: dict, dataset: str, metric: str, rare_classes: Sequence
             "selection_summary": plots.selection_summary_figure(entropy, rare, num_classes, rare_classes,
                                                                 f"{name}, IR={ir}: what was selected", colors,
                                                                 x=x, dataset_size=size),
+            "accuracy_band": plots.band_figure(curves, f"{name}, IR={ir}: {metric_name} (mean, std over runs shaded)",
+                                               f"{metric_name} (%)", colors),
         }
+        if improvement:
+            figures["improvement"] = plots.band_figure(
+                improvement, f"{name}, IR={ir}: improvement over random sampling, paired by run (mean, std shaded)",
+                f"{metric_name} minus random's (points)", colors, zero_line="random")
         for stem, figure in figures.items():
             written += plots.save_figure(figure, folder / f"{stem}_IR{ir}")
     return written
@@ -262,7 +282,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.save:
         print(f"(figures not drawn: add --save to write them and the tables into {folder})")
         return 0
-    rare = args.rare_classes if args.rare_classes is not None else report.DEFAULT_RARE_CLASSES.get(args.dataset)
+    rare = args.rare_classes if args.rare_classes is not None else (
+        report.rare_classes_in(groups) or report.DEFAULT_RARE_CLASSES.get(args.dataset))
     if not rare:
         print(f"note: no rare classes for {args.dataset}: give --rare-classes to draw their share",
               file=sys.stderr)

@@ -3,8 +3,8 @@
 Where things live:
   acquisitions/    which images to label next, one module per family behind one ``query(ctx)`` contract;
                    ``acquisitions/registry.py`` names every acquisition (``vaal/`` adds VAAL, TA-VAAL, learning loss)
-  data/            the protocol registry (``data/protocol.py``), one module per source (MNIST, SVHN, CIFAR-10, image
-                   folders with DALI), the biased split and ``ALData``
+  data/            the protocol registry (``data/protocol.py``), one module per source (MNIST, SVHN, CIFAR-10/100,
+                   Caltech-101, image folders with DALI), the biased split with its imbalance rules and ``ALData``
   models/          task models returning ``(logits, taps)`` and their MC-dropout variants (LeNet, ResNet-10/18)
   reporting/       results records, curves and label saving, tables, figures (``run_plot.py``)
   kernels.py       per-scale standardization, R_z (eq. 6), R_zg (eq. 12), chunked top-K
@@ -14,6 +14,8 @@ Where things live:
   selection.py     k-center greedy and the merge of per-center rankings (Algorithm 1)
   training.py      SGD training with step schedule, evaluation, rotation pretraining
   config.py        configuration names
+  protocols.py     benchmarks by name (--protocol fk | tavaal | tavaal-paper): command-line defaults per dataset,
+                   the initial random labeled set and the per-cycle unlabeled subset
   loop.py          initial models and the active-learning iterations, results records, resume
   cli.py           the command line shared by run.py and the dataset stage scripts
   device.py        the run's device, chosen once (--gpu), and CUDA determinism (set and recorded)

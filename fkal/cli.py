@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from . import protocols
 from .acquisitions.registry import ACQUISITIONS, ARGUMENT_GROUPS
 from .arguments import OneLineErrors, integer, number
 from .config import Config, parse_config
@@ -55,8 +56,10 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
         p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(sorted(DATASETS))}")
     p.add_argument("--data-root", default=None,
                    help="folder that holds the dataset: MNIST/raw/ (MNIST), SVHN/*.mat (SVHN), "
-                        "cifar-10-batches-py/ (CIFAR-10), ImageNet/{train,val}/<wnid>/ (ImageNet); default: --out. "
-                        "MNIST, SVHN and CIFAR-10 are downloaded there when missing and online")
+                        "cifar-10-batches-py/ (CIFAR-10), cifar-100-python/ (CIFAR-100), "
+                        "caltech101/101_ObjectCategories/<class>/ (Caltech-101), ImageNet/{train,val}/<wnid>/ "
+                        "(ImageNet); default: --out. MNIST, SVHN, CIFAR-10 and CIFAR-100 are downloaded there when "
+                        "missing and online")
     p.add_argument("--out", default="local_data", help="results go to {out}/{DATASET}/run{r}/")
     p.add_argument("--run-start", type=integer(0), default=0, help="first run index")
     p.add_argument("--run-stop", type=integer(1), default=None,
@@ -75,9 +78,10 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
     p.add_argument("--batch-size", type=integer(1), default=None,
                    help="training batch size (default: protocol); under torchrun it is the GLOBAL batch, each "
                         "batch dealt out over the processes, so N processes train on the protocol's batches")
-    p.add_argument("--train-size", type=integer(1), default=None,
-                   help="size of the pool D before the imbalance is applied (default: protocol, 50000 for MNIST)")
-    p.add_argument("--val-size", type=integer(1), default=None,
+    p.add_argument("--train-size", type=integer(0), default=None,
+                   help="size of the pool D before the imbalance is applied; 0: every train image not in D_v "
+                        "(default: protocol, 50000 for MNIST)")
+    p.add_argument("--val-size", type=integer(0), default=None,
                    help="size of the validation set D_v (default: protocol)")
     p.add_argument("--eval-batch", type=integer(1), default=1000, help="batch size of inference and descriptor passes")
     p.add_argument("--epoch-selection", choices=("final", "val"), default="final",
@@ -103,6 +107,7 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
     if stage == "gen_descr":
         p.add_argument("--iteration", type=integer(0), default=0,
                    help="model state: 0 the initial model, b after iteration b")
+    protocols.add_arguments(p)
     for add in ARGUMENT_GROUPS:
         add(p)
     p.add_argument("--members", type=integer(1), default=None,
@@ -116,13 +121,13 @@ def settings_from(args: argparse.Namespace, spec, device: Optional[torch.device]
     if args.batch_size is not None:
         train = replace(train, batch_size=args.batch_size)
     unsup = spec.unsup if args.unsup_epochs is None else spec.unsup.with_epochs(args.unsup_epochs)
-    return Settings(out=Path(args.out), spec=spec, train=train, unsup=unsup,
+    return protocols.apply_to_settings(Settings(out=Path(args.out), spec=spec, train=train, unsup=unsup,
                     query_size=spec.query_size if args.pool_size is None else args.pool_size,
                     iterations=spec.iterations if args.iterations is None else args.iterations,
                     device=device or device_from_args(args), seed=args.seed, noise_ratio=args.noise_ratio,
                     pool_size=args.train_size, val_size=args.val_size, eval_batch=args.eval_batch,
                     progress=not args.no_progress and D.is_main(), options=tuple(sorted(vars(args).items())),
-                    epoch_selection=args.epoch_selection, fresh=tuple(getattr(args, "fresh", ()) or ()))
+                    epoch_selection=args.epoch_selection, fresh=tuple(getattr(args, "fresh", ()) or ())), args)
 
 
 def pick_device(gpu: Optional[int]) -> torch.device:
@@ -144,7 +149,7 @@ def stage_main(script: str) -> int:
 
 def main(argv: Optional[Sequence[str]] = None, dataset: Optional[str] = None, stage: Optional[str] = None) -> int:
     try:
-        args = build_parser(dataset, stage).parse_args(argv)
+        args = protocols.parse(build_parser(dataset, stage), argv, dataset)
     except SystemExit as e:                 # --help, or a usage error already printed as one line
         return int(e.code or 0)
     try:
@@ -195,7 +200,7 @@ def _main(args: argparse.Namespace, dataset: str, stage: Optional[str], gpu: Opt
 
 def _prepare(args: argparse.Namespace, dataset: str, stage: Optional[str], gpu: Optional[torch.device]):
     """``(settings, data, configurations, runs, members)`` from the command line, or Nones after ``--list``."""
-    spec = get_spec(dataset)
+    spec = protocols.apply_to_spec(get_spec(dataset), args)
     if getattr(args, "list", False):
         if D.is_main():
             for cfg in default_configs(spec):
@@ -215,7 +220,9 @@ def _prepare(args: argparse.Namespace, dataset: str, stage: Optional[str], gpu: 
         raise UserError(f"--run-stop {args.run_stop} must be above --run-start {args.run_start}")
     check_writable(Path(args.out))
     s = settings_from(args, spec, gpu)
-    raw = load_raw(spec, args.data_root or args.out, D.is_main(), s.device)     # only rank 0 may download
+    protocols.check(s, spec, configs, spec.val_size if args.val_size is None else args.val_size)
+    raw = protocols.prepare_data(load_raw(spec, args.data_root or args.out, D.is_main(), s.device),  # only rank 0
+                                 spec, args, Path(args.out), write=D.is_main())                    # downloads, writes
     runs = range(args.run_start, spec.runs if args.run_stop is None else args.run_stop)
     members = args.members or max([c.E for c in configs] + [1])
     return s, raw, configs, runs, members

@@ -26,9 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as D
+from . import protocols
 from . import settings as settings_mod
-from .acquisitions.contract import QueryContext
-from .acquisitions.registry import ACQUISITION_OPTIONS, ACQUISITIONS, TASK_HOOKS
+from .acquisitions.contract import QueryContext, QueryResult, TaskHooks
+from .acquisitions.registry import ACQUISITION_OPTIONS, ACQUISITIONS, ATTACHED_HOOKS, ATTACHED_OPTIONS, TASK_HOOKS
 from .config import Config
 from .data import ALData, DatasetSpec, RawData, Schedule, Split, make_split
 from .device import cuda_settings
@@ -106,6 +107,13 @@ class Settings:
     options: tuple = ()              # (key, value) pairs of the command line, passed to acquisitions
     epoch_selection: str = "final"   # "final": the last epoch's model; "val": the epoch best on D_v
     fresh: tuple[str, ...] = ()      # configurations to start afresh when their folder holds other settings
+    # fkal.protocols (TA-VAAL's benchmark); the defaults are the Fisher-kernel protocol's
+    protocol: str = "fk"             # the protocol whose defaults the command line filled in
+    initial_labels: int = 0          # >0: iteration 1 labels this many random pool images (same for every config)
+    subset_size: protocols.SubsetSize = None   # acquisitions select from a random unlabeled subset of this size
+    model_per_cycle: str = "warm"    # "fresh": every iteration trains from the run's initial model
+    loss_module_all: int = 0         # 1: every acquisition's task model carries the loss-prediction module
+    crop_padding: Optional[int] = None  # recorded override of the loader's crop augmentation
 
     def seed_of(self, run: int) -> int:
         return run if self.seed is None else self.seed
@@ -142,18 +150,37 @@ def initial_settings(s: Settings, raw: RawData, run: int, ir: float, unsupervise
 
 def config_settings(s: Settings, raw: RawData, cfg: Config, run: int, ir: float, unsupervised: int) -> dict:
     options = dict(s.options)
+    dests = ACQUISITION_OPTIONS.get(cfg.acquisition, ()) + (ATTACHED_OPTIONS if _attached(s, cfg.acquisition) else ())
     return settings_mod.config_settings(
         initial_settings(s, raw, run, ir, unsupervised), cfg.name, unsupervised, s.train, s.query_size,
-        s.epoch_selection, {d: options.get(d) for d in ACQUISITION_OPTIONS.get(cfg.acquisition, ())},
+        s.epoch_selection, {d: options.get(d) for d in dests},
         s.device.type, taps=options.get("taps", "pre"), standardize=options.get("standardize", "unit"),
         world_size=D.world(), cuda=cuda_settings(s.device),
-        **({"eval_batch": s.eval_batch} if _batch_seeded(cfg) else {}))
+        **({"eval_batch": s.eval_batch} if _batch_seeded(cfg) else {}), **protocol_settings(s))
 
 
 def _batch_seeded(cfg: Config) -> bool:
     """Whether a configuration's picks depend on ``--eval-batch``: its random draws (MC-dropout masks, the Monte
     Carlo estimators' perturbations) are seeded per batch of the pool."""
     return cfg.acquisition in ("varR", "entropy", "bald", "std") or cfg.pseudo_label in ("trC", "mi", "mi-diag")
+
+
+def protocol_settings(s: Settings) -> dict:
+    """The settings ``fkal.protocols`` adds (``fkal.settings.ADDED_LATER`` holds their earlier values)."""
+    return {"protocol": s.protocol, "initial_labels": s.initial_labels, "subset_size": s.subset_size,
+            "model_per_cycle": s.model_per_cycle, "loss_module_all": s.loss_module_all,
+            "crop_padding": s.crop_padding}
+
+
+def _attached(s: Settings, acquisition: Optional[str]) -> bool:
+    """True where ``--loss-module-all`` gives an acquisition without task hooks of its own the loss module (never
+    for ``acquisition`` None: a plain model, e.g. an initial one)."""
+    return bool(s.loss_module_all) and acquisition is not None and acquisition not in TASK_HOOKS
+
+
+def hooks_for(s: Settings, acquisition: Optional[str]) -> Optional[TaskHooks]:
+    """The task hooks of an acquisition: its own, or with ``--loss-module-all`` the attached loss module's."""
+    return ATTACHED_HOOKS if _attached(s, acquisition) else TASK_HOOKS.get(acquisition)
 
 
 def _check_same(stored: Optional[dict], current: dict, what: Path, fix: str) -> None:
@@ -191,8 +218,9 @@ def _ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: 
         split = make_split(s.spec, raw, s.seed_of(run), ir, s.noise_ratio, s.pool_size, s.val_size)
         split.settings = current
     if query_budget is not None and query_budget > len(split.pool):
-        raise UserError(f"{s.iterations} iterations of {s.query_size} images need {query_budget} pool images, but "
-                        f"the pool of run{run} at IR={ir:g} holds {len(split.pool)}: lower --pool-size or "
+        raise UserError(f"{s.iterations} iterations of {s.query_size} images"
+                        f"{f' (the first {s.initial_labels})' if s.initial_labels else ''} need {query_budget} pool "
+                        f"images, but the pool of run{run} at IR={ir:g} holds {len(split.pool)}: lower --pool-size or "
                         "--iterations (or raise --train-size)")
     if not path.exists():
         with exclusive(paths.initial_lock(ir), f"run{run} IR={ir:g} initial models", wait=True):
@@ -371,7 +399,7 @@ def load_models(s: Settings, states: list[dict], acquisition: Optional[str] = No
     """Models from state dicts; ``wrapped`` states were saved with the acquisition's task hooks applied,
     plain ones (initial models) get the hooks applied after loading. Weights that do not fit the model are a
     ``UserError`` naming ``origin`` (the file they came from) and ``fix``."""
-    hooks = TASK_HOOKS.get(acquisition)
+    hooks = hooks_for(s, acquisition)
     models = []
     for st in states:
         m = new_model(s)
@@ -448,7 +476,8 @@ def run_config(s: Settings, raw: RawData, cfg: Config, run: int, ir: float, unsu
     if cfg.acquisition not in ACQUISITIONS:
         raise UserError(f"configuration {cfg.name}: acquisition '{cfg.acquisition}' is not available")
     paths = RunPaths.of(s.out, s.spec, run)
-    split = ensure_split(s, raw, run, ir, query_budget=s.query_size * s.iterations)
+    split = ensure_split(s, raw, run, ir,
+                         query_budget=protocols.labels_needed(s.initial_labels, s.query_size, s.iterations))
     data = ALData(s.spec, raw, split)
     current = config_settings(s, raw, cfg, run, ir, unsupervised)
     sid = settings_mod.settings_id(current)
@@ -478,19 +507,13 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
             models = load_models(s, state["models"], cfg.acquisition, wrapped=True, origin=path, fix=fix)
         labeled_at = state["labeled_at"].numpy().astype(np.int64)
     else:
-        models = []
-        for e in range(cfg.E):
-            initial = load_initial(s, data, run, unsupervised, e)
-            with D.agreed():
-                models += load_models(s, [initial], cfg.acquisition, origin=paths.initial(ir, unsupervised, e),
-                                      fix=_REMAKE_INITIAL)
+        models = _initial_models(s, data, cfg, run, ir, unsupervised)
         labeled_at = np.full(len(split.pool), -1, dtype=np.int64)
-    acquire = ACQUISITIONS[cfg.acquisition]
 
     def pretrained() -> torch.nn.Module:     # the run's rotation-pretrained initial model, for ctx.pretrained
         return load_models(s, [load_initial(s, data, run, 1)])[0]
 
-    hooks = TASK_HOOKS.get(cfg.acquisition)
+    hooks = hooks_for(s, cfg.acquisition)
     extra_loss = hooks.extra_loss(dict(s.options), s.spec) if hooks is not None else None
     records = [done[b] for b in range(1, last + 1)]
     test_idx = np.arange(len(raw.test))
@@ -499,23 +522,11 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
                f"{cfg.name}", leave=True, disable=not s.progress)
     for b in bar:
         torch.manual_seed(derive_seed(seed, "iteration", b, cfg.name))
-        labeled, unlabeled = np.flatnonzero(labeled_at >= 0), np.flatnonzero(labeled_at < 0)
-        ctx = QueryContext(models=models, data=data, labeled=labeled, unlabeled=unlabeled, budget=s.query_size,
-                           generator=generator(seed, "query", b), device=s.device, config=cfg, iteration=b,
-                           batch_size=s.eval_batch, progress=s.progress, options=dict(s.options),
-                           pretrained=pretrained)
-        _sync(s.device)
-        t0 = time.perf_counter()
-        result = acquire(ctx)
-        _sync(s.device)
-        query_seconds = time.perf_counter() - t0
-        picked = np.asarray(D.broadcast_object(np.asarray(result.indices)))     # rank 0's picks, on every rank
-        if len(picked) != s.query_size or len(np.unique(picked)) != s.query_size or (labeled_at[picked] >= 0).any():
-            raise RuntimeError(f"{cfg.name} returned {len(picked)} positions ({len(np.unique(picked))} distinct, "
-                               f"{int((labeled_at[picked] >= 0).sum())} already labeled) for a budget of "
-                               f"{s.query_size}")
+        picked, result, query_seconds, unlabeled = _select(s, data, cfg, models, labeled_at, b, seed, pretrained)
         labeled_at[picked] = b
         labeled = np.flatnonzero(labeled_at >= 0)
+        if s.model_per_cycle == "fresh":
+            models = _initial_models(s, data, cfg, run, ir, unsupervised)
         train_seconds, final_probs, chosen, val_accs = 0.0, [], [], []
         for e, m in enumerate(models):
             keeper = KeepBestEpoch(m, lambda model: _accuracy(s, model, data.val_source, val_idx, data.val_labels))
@@ -552,8 +563,59 @@ def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupe
     return records
 
 
+def _select(s: Settings, data: ALData, cfg: Config, models: list, labeled_at: np.ndarray, b: int,
+            seed: int, pretrained=None) -> tuple[np.ndarray, QueryResult, float, np.ndarray]:
+    """Iteration b's picks ``[budget]`` (pool positions), the query result, its seconds, and the unlabeled
+    positions it chose from. ``pretrained``: the run's rotation-pretrained model on demand (``ctx.pretrained``).
+
+    With ``--initial-labels`` iteration 1 draws that many pool images at random, the same for every configuration
+    of a run (the TA-VAAL protocol's initial labeled set). Otherwise the acquisition queries the unlabeled pool,
+    or with ``--subset-size`` a random subset of it drawn anew each iteration (the same draw for every
+    configuration whose unlabeled pool is the same). The picks are checked: distinct, unlabeled, offered.
+    """
+    labeled, unlabeled = np.flatnonzero(labeled_at >= 0), np.flatnonzero(labeled_at < 0)
+    budget = protocols.iteration_budget(s.initial_labels, s.query_size, b)
+    _sync(s.device)
+    t0 = time.perf_counter()
+    if b == 1 and s.initial_labels:
+        offered = unlabeled
+        result = QueryResult(protocols.initial_draw(unlabeled, budget, generator(seed, "initial-labels")))
+    else:
+        offered = protocols.candidate_subset(unlabeled, protocols.subset_count(s.subset_size, budget),
+                                             generator(seed, "subset", b))
+        query_models = [getattr(m, "backbone", m) for m in models] if _attached(s, cfg.acquisition) else models
+        ctx = QueryContext(models=query_models, data=data, labeled=labeled, unlabeled=offered, budget=budget,
+                           generator=generator(seed, "query", b), device=s.device, config=cfg, iteration=b,
+                           batch_size=s.eval_batch, progress=s.progress, options=dict(s.options),
+                           pretrained=pretrained)
+        result = ACQUISITIONS[cfg.acquisition](ctx)
+    _sync(s.device)
+    query_seconds = time.perf_counter() - t0
+    picked = np.asarray(D.broadcast_object(np.asarray(result.indices)))         # rank 0's picks, on every rank
+    bad = (labeled_at[picked] >= 0) | ~np.isin(picked, offered)
+    if len(picked) != budget or len(np.unique(picked)) != budget or bad.any():
+        raise RuntimeError(f"{cfg.name} returned {len(picked)} positions ({len(np.unique(picked))} distinct, "
+                           f"{int(bad.sum())} already labeled or not offered) for a budget of {budget}")
+    return picked, result, query_seconds, offered
+
+
+def _initial_models(s: Settings, data: ALData, cfg: Config, run: int, ir: float,
+                    unsupervised: int) -> list[torch.nn.Module]:
+    """The E initial models of the run, with the configuration's hooks (also each cycle's fresh model under
+    ``--model-per-cycle fresh``)."""
+    models = []
+    for e in range(cfg.E):
+        initial = load_initial(s, data, run, unsupervised, e)
+        with D.agreed():
+            models += load_models(s, [initial], cfg.acquisition,
+                                  origin=RunPaths.of(s.out, s.spec, run).initial(ir, unsupervised, e), fix=_REMAKE_INITIAL)
+    return models
+
+
 def _accuracy(s: Settings, model: torch.nn.Module, source, idx: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy (%) of ``model`` on ``source[idx]``."""
+    """Accuracy (%) of ``model`` on ``source[idx]`` (nan on an empty set: no validation set)."""
+    if len(idx) == 0:
+        return float("nan")
     probs = predict(model, source, idx, s.device, s.eval_batch)
     return float(100.0 * (probs.argmax(1).numpy() == np.asarray(labels)).mean())
 
@@ -576,8 +638,8 @@ def _record(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsuper
         rare_scores = pseudo_label_rare_scores(result.pseudo_labels, data.pool_source.labels[split.pool[unlabeled]],
                                                split.rare_classes)
     return {
-        "config": cfg.name, "dataset": s.spec.name, "run": run, "seed": s.seed_of(run), "imbalance_ratio": float(ir),
-        "unsupervised": unsupervised, "iteration": b, "labeled": int(len(labeled)),
+        "config": cfg.name, "dataset": s.spec.name, "protocol": s.protocol, "run": run, "seed": s.seed_of(run),
+        "imbalance_ratio": float(ir), "unsupervised": unsupervised, "iteration": b, "labeled": int(len(labeled)),
         "pool_size": int(len(split.pool)),
         "test_accuracy": float(np.mean([a.overall for a in accs])),
         "ensemble_test_accuracy": ens.overall if len(probs) > 1 else None,
@@ -586,10 +648,10 @@ def _record(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsuper
                                              minlength=C).tolist(),
         "pseudo_label_accuracy": result.pseudo_label_accuracy,
         "query_seconds": query_seconds, "train_seconds": train_seconds,
-        "epochs": s.train.epochs, "query_size": s.query_size,
+        "epochs": s.train.epochs, "query_size": int(len(picked)),
         "epoch_selection": s.epoch_selection, "chosen_epochs": [int(c) for c in chosen],
         "final_test_accuracy": float(np.mean([a.overall for a in final_accs])),
-        "val_accuracy": float(np.mean(val_accs)),
+        "val_accuracy": None if np.isnan(np.mean(val_accs)) else float(np.mean(val_accs)),
         **metrics,
         "pseudo_label_rare_precision": rare_scores.get("pseudo_label_rare_precision"),
         "pseudo_label_rare_recall": rare_scores.get("pseudo_label_rare_recall"),
@@ -626,7 +688,8 @@ def run_full_train(s: Settings, raw: RawData, run: int, ir: float, unsupervised:
         acc = accuracy(probs.argmax(1).numpy(), raw.test.labels, s.spec.num_classes)
         metrics = imbalance_metrics(*class_scores(acc.predictions, raw.test.labels, s.spec.num_classes),
                                     split.rare_classes, split.pool_labels)
-        record = {"config": cfg.name, "dataset": s.spec.name, "run": run, "seed": seed, "imbalance_ratio": float(ir),
+        record = {"config": cfg.name, "dataset": s.spec.name, "protocol": s.protocol, "run": run, "seed": seed,
+                  "imbalance_ratio": float(ir),
                   "unsupervised": unsupervised, "iteration": 0, "labeled": int(len(split.pool)),
                   "pool_size": int(len(split.pool)), "test_accuracy": acc.overall, "ensemble_test_accuracy": None,
                   "per_class_accuracy": acc.per_class,

@@ -29,7 +29,12 @@ FLAGS = {
     "val_size": "--val-size", "model": "the dataset's model", "unsup": "--unsup-epochs", "train": "--epochs/--batch-size",
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "unsup.epochs": "--unsup-epochs",
     "query_size": "--pool-size", "epoch_selection": "--epoch-selection", "taps": "--taps", "device": "--gpu",
-    "unsupervised": "--unsupervised", "config": "--only", "world_size": "torchrun --nproc_per_node",
+    "unsupervised": "--unsupervised", "config": "--only",
+    "imbalance": "--imbalance-rule", "imbalance.rule": "--imbalance-rule", "train.lr": "--lr",
+    "train.momentum": "--momentum", "train.weight_decay": "--weight-decay", "train.milestones": "--lr-milestones",
+    "protocol": "--protocol", "initial_labels": "--initial-labels", "subset_size": "--subset-size",
+    "model_per_cycle": "--model-per-cycle", "loss_module_all": "--loss-module-all", "crop_padding": "--crop-padding",
+    "world_size": "torchrun --nproc_per_node",
     "eval_batch": "--eval-batch", "standardize": "--standardize", "cuda": "--gpu/--nondeterministic",
 }
 
@@ -38,6 +43,18 @@ FLAGS = {
 # without one of them equals a current dict that holds it at this value (flattened names; see ``comparable``).
 ADDED_LATER: dict[str, Any] = {
     "taps": "pre",              # --taps: descriptors and Fisher scores before the ReLU (post: the release's choice)
+    # fkal.protocols (TA-VAAL's benchmark): the Fisher-kernel protocol's values
+    "protocol": "fk",           # --protocol
+    "initial_labels": 0,        # --initial-labels: no initial random set, iteration 1 is the acquisition's query
+    "subset_size": None,        # --subset-size: every method selects from the whole unlabeled pool
+    "model_per_cycle": "warm",  # --model-per-cycle: each iteration trains on from the previous one's model
+    "loss_module_all": 0,       # --loss-module-all: only lloss, lloss-v2 and tavaal carry a loss module
+    "crop_padding": None,       # --crop-padding: the loader's own augmentation
+    # vaal/ options added with the TA-VAAL benchmark
+    "options.vaal_epochs": None,            # --vaal-epochs: --vaal-iterations counts the training
+    "options.tavaal_epochs": None,          # --tavaal-epochs: --tavaal-iterations counts the training
+    "options.tavaal_disc_rank": "sigmoid",  # --tavaal-disc-rank: the discriminator sees sigmoid(r)
+    "options.tavaal_first_uniform": 0,      # --tavaal-first-uniform: r from the ranker from the first iteration on
     "world_size": 1,            # processes under torchrun (training is DistributedDataParallel)
     "eval_batch": 1000,         # --eval-batch, for the configurations whose random draws are seeded per batch
     "standardize": "unit",      # --standardize: every scale of unit norm (release: scale j weighs L_j - 1)

@@ -58,7 +58,7 @@ def test_split_save_load_roundtrip(tiny_mnist, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--imbalance-ratios", "0.5"], "--imbalance-ratios: must be at least 1 (got 0.5)"),
     (["--train-size", "590", "--val-size", "100"], "but only 600 exist"),
-    (["--dataset", "cifar100"], "unknown dataset 'cifar100'"),
+    (["--dataset", "cifar1000"], "unknown dataset 'cifar1000'"),
 ])
 def test_impossible_requests_exit_2_with_one_line_and_write_nothing(tiny_mnist, tmp_path, capsys, argv, message):
     out = tmp_path / "out"

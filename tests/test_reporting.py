@@ -35,7 +35,9 @@ def write_lines(path, lines):
 # ------------------------------------------------------------------------------------------------ reading
 
 def test_dataset_dirs_and_result_paths_in_run_order(tmp_path):
-    assert report.DATASET_DIRS == {"mnist": "MNIST", "svhn": "SVHN", "imagenet": "ImageNet", "cifar10": "CIFAR10"}
+    assert report.DATASET_DIRS == {"mnist": "MNIST", "svhn": "SVHN", "imagenet": "ImageNet", "cifar10": "CIFAR10",
+                                   "cifar100": "CIFAR100", "caltech101": "Caltech101",
+                                   "caltech101-bg": "Caltech101-bg"}
     for run in (10, 2, 0):
         write_lines(tmp_path / "SVHN" / f"run{run}" / "results.jsonl", [make_record(run=run)])
     paths = report.result_paths(tmp_path, "svhn")

@@ -128,3 +128,16 @@ def test_query_without_a_pretrained_model_says_so(query_ctx):
     ctx.pretrained = None
     with pytest.raises(ValueError, match="pretrained"):
         typiclust_query(ctx)
+
+
+def test_query_on_an_offered_subset_sees_the_labeled_and_the_offered_images_only(query_ctx):
+    """TA-VAAL's protocol offers a random subset of the unlabeled pool: TypiClust clusters the labeled and the
+    offered images and picks among the offered ones (the contract: picks in ctx.unlabeled)."""
+    ctx = query_ctx("typiclust", n_labeled=30, budget=8, seed=3)
+    ctx.unlabeled = np.sort(np.random.default_rng(0).choice(ctx.unlabeled, size=120, replace=False))
+    result = typiclust_query(ctx)
+    assert np.isin(result.indices, ctx.unlabeled).all() and len(set(result.indices.tolist())) == 8
+    seen = np.sort(np.concatenate([ctx.labeled, ctx.unlabeled]))                  # recomputed on those alone
+    feats = penultimate_features(ctx.pretrained(), ctx.data.pool_source, ctx.data.split.pool[seen], ctx.device)
+    expected, _ = typiclust(feats, np.isin(seen, ctx.labeled), 8, torch.Generator().manual_seed(3))
+    assert result.indices.tolist() == seen[expected].tolist()

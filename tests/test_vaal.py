@@ -203,7 +203,8 @@ def reaches_backbone(model, loss) -> bool:
 
 @pytest.mark.parametrize("name,options,weight", [
     ("lloss", {"lloss_weight": 0.5, "lloss_margin": 2.0, "lloss_cutoff": 0.8}, 0.5),
-    ("tavaal", {"tavaal_eta": 0.25, "lloss_cutoff": 0.8}, 0.25)])
+    ("tavaal", {"tavaal_eta": 0.25, "lloss_cutoff": 0.8}, 0.25),
+    ("lloss-v2", {"lloss_weight": 0.5, "lloss_margin": 2.0, "lloss_cutoff": 0.8}, 0.5)])
 def test_task_hooks_train_with_the_command_line_numbers(name, options, weight):
     torch.manual_seed(0)
     model = TASK_HOOKS[name].wrap(lenet(), SPEC)

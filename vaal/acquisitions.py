@@ -9,6 +9,12 @@
           r = sigmoid(ranker output) of the frozen ranker, and selects the P lowest D(mu, r) of the subset.
   lloss   Yoo and Kweon 2019. The task model carries a loss prediction module trained with the margin ranking
           loss; the query selects the P highest predicted losses within a random subset of the unlabeled pool.
+  lloss-v2  TA-VAAL's "learning loss_v2" (its section 5.1): learning loss whose module is trained with TA-VAAL's
+          RankNet loss (eq. 1) instead of the margin loss; the TA-VAAL code's "lloss" is this one.
+
+``--loss-module-all 1`` (fkal.protocols; the TA-VAAL code, whose test ``method == 'lloss' or 'TA-VAAL'`` is
+always true) attaches the module to every other acquisition's task model too, trained with the RankNet loss at
+weight ``--lloss-weight``: ``ATTACHED_HOOKS``.
 
 With nothing labeled yet (the first iteration of this protocol, whose initial model saw no labels) all three
 select uniformly at random: the discriminator has no labeled images to learn from and the ranker has never
@@ -41,8 +47,8 @@ from fkal.errors import UserError
 from fkal.training import ExtraLoss
 
 from .models import VAE, Discriminator, LossPredictionModel, with_loss_module
-from .train import (AdversarySchedule, ImageFeed, discriminator_scores, highest, lloss_extra_loss, lowest,
-                    predicted_losses, tavaal_extra_loss, train_adversary)
+from .train import (AdversarySchedule, ImageFeed, discriminator_scores, highest, iterations_for, lloss_extra_loss,
+                    lowest, predicted_losses, tavaal_extra_loss, train_adversary)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -76,8 +82,12 @@ class Options:
     vae_steps: int = 2
     disc_steps: int = 1
     tavaal_eta: float = 1.0
-    tavaal_subset_factor: int = 10
-    lloss_subset: int = 10_000
+    tavaal_subset_factor: int = 10      # 0: no subset of its own (the loop's --subset-size serves)
+    lloss_subset: int = 10_000          # 0: no subset of its own
+    vaal_epochs: Optional[float] = None     # given: iterations = int((N_l + N_u) x epochs / batch)
+    tavaal_epochs: Optional[float] = None   # (the TA-VAAL code: 100 epochs over labeled + subset)
+    tavaal_disc_rank: str = "sigmoid"   # what the discriminator sees: sigmoid(r) (the paper) or raw r (the code)
+    tavaal_first_uniform: int = 0       # 1: r ~ uniform(0, 1) in the first VAE iteration (the code)
     lloss_weight: float = 1.0
     lloss_margin: float = 1.0
     ranker_cutoff: float = 0.6
@@ -96,16 +106,20 @@ class Options:
 
     def checked(self) -> "Options":
         flag = {f: "--" + d.replace("_", "-") for f, d in DESTS.items()}
-        for f in ("batch_size", "latent", "width", "disc_hidden", "vae_steps", "disc_steps", "tavaal_subset_factor",
-                  "lloss_subset"):
+        for f in ("batch_size", "latent", "width", "disc_hidden", "vae_steps", "disc_steps"):
             if getattr(self, f) < 1:
                 raise UserError(f"{flag[f]} must be at least 1 (got {getattr(self, f)})")
-        for f in ("vaal_iterations", "tavaal_iterations", "disc_layers"):
+        for f in ("vaal_iterations", "tavaal_iterations", "disc_layers", "tavaal_subset_factor", "lloss_subset"):
             if getattr(self, f) < 0:
                 raise UserError(f"{flag[f]} must not be negative (got {getattr(self, f)})")
         if self.image_size < 16 or self.image_size % 16:
             raise UserError(f"--vaal-image-size must be a multiple of 16 (the VAE halves it four times), "
                             f"got {self.image_size}; use 32 for MNIST, SVHN and CIFAR")
+        for f in ("vaal_epochs", "tavaal_epochs"):
+            if getattr(self, f) is not None and getattr(self, f) <= 0:
+                raise UserError(f"{flag[f]} must be above 0 (got {getattr(self, f)})")
+        if self.tavaal_disc_rank not in ("sigmoid", "raw"):
+            raise UserError(f"--tavaal-disc-rank is sigmoid or raw (got {self.tavaal_disc_rank!r})")
         if not 0.0 <= self.ranker_cutoff <= 1.0:
             raise UserError(f"--lloss-cutoff is a share of the epochs in [0, 1] (got {self.ranker_cutoff})")
         return self
@@ -118,18 +132,23 @@ DESTS = {"vaal_iterations": "vaal_iterations", "tavaal_iterations": "tavaal_iter
          "lr": "vaal_lr", "beta": "vaal_beta", "adversary": "vaal_lambda", "vae_steps": "vaal_vae_steps",
          "disc_steps": "vaal_disc_steps", "tavaal_eta": "tavaal_eta", "tavaal_subset_factor": "tavaal_subset_factor",
          "lloss_subset": "lloss_subset", "lloss_weight": "lloss_weight", "lloss_margin": "lloss_margin",
-         "ranker_cutoff": "lloss_cutoff", "joint_batch_norm": "vaal_joint_bn"}
+         "ranker_cutoff": "lloss_cutoff", "joint_batch_norm": "vaal_joint_bn", "vaal_epochs": "vaal_epochs",
+         "tavaal_epochs": "tavaal_epochs", "tavaal_disc_rank": "tavaal_disc_rank",
+         "tavaal_first_uniform": "tavaal_first_uniform"}
 
 
 # The options (argparse dests) that shape each acquisition's picks and training: part of every record's settings.
 _SHARED = ("batch_size", "latent", "width", "disc_hidden", "disc_layers", "image_size", "lr", "beta", "adversary",
            "joint_batch_norm")
 OPTIONS = {
-    "vaal": tuple(DESTS[f] for f in ("vaal_iterations", *_SHARED, "vae_steps", "disc_steps")),
+    "vaal": tuple(DESTS[f] for f in ("vaal_iterations", *_SHARED, "vae_steps", "disc_steps", "vaal_epochs")),
     "tavaal": tuple(DESTS[f] for f in ("tavaal_iterations", *_SHARED, "tavaal_eta", "tavaal_subset_factor",
-                                       "ranker_cutoff")),
+                                       "ranker_cutoff", "tavaal_epochs", "tavaal_disc_rank", "tavaal_first_uniform")),
     "lloss": tuple(DESTS[f] for f in ("lloss_subset", "lloss_weight", "lloss_margin", "ranker_cutoff")),
+    "lloss-v2": tuple(DESTS[f] for f in ("lloss_subset", "lloss_weight", "ranker_cutoff")),
 }
+# --loss-module-all: the options that shape the attached module's training (recorded for every acquisition)
+ATTACHED_OPTIONS = tuple(DESTS[f] for f in ("lloss_weight", "ranker_cutoff"))
 
 
 def image_side(text: str) -> int:
@@ -145,7 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Options()
     g = parser.add_argument_group(
         "VAAL / TA-VAAL / learning loss",
-        "Baselines of vaal/ (configurations vaal, tavaal, lloss). Architecture, Adam 5e-4, beta, lambda, eta, "
+        "Baselines of vaal/ (configurations vaal, tavaal, lloss, lloss-v2). Architecture, Adam 5e-4, beta, lambda, eta, "
         "latent size, subset sizes and the ranker's cut-off are the references'; unset widths and batch follow "
         "the dataset (MNIST: the FK paper's adaptation, widths halved). The training lengths are sized for MNIST "
         "on a CPU: on the 25,000-image IR=100 pool one VAAL iteration of the VAE and discriminator takes about "
@@ -188,12 +207,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "scores with the running statistics")
     g.add_argument("--tavaal-eta", type=number(0), default=d.tavaal_eta,
                    help="TA-VAAL: weight eta of the ranker's RankNet loss in the task loss (eq. 2)")
-    g.add_argument("--tavaal-subset-factor", type=integer(1), default=d.tavaal_subset_factor,
-                   help="TA-VAAL: the random unlabeled subset it trains on and selects from is this times P")
-    g.add_argument("--lloss-subset", type=integer(1), default=d.lloss_subset,
-                   help="learning loss: size of the random unlabeled subset it selects from")
+    g.add_argument("--tavaal-subset-factor", type=integer(0), default=d.tavaal_subset_factor,
+                   help="TA-VAAL: the random unlabeled subset it trains on and selects from is this times P (0: no "
+                        "subset of its own: all the unlabeled images the loop offers, see --subset-size)")
+    g.add_argument("--lloss-subset", type=integer(0), default=d.lloss_subset,
+                   help="learning loss (lloss, lloss-v2): size of the random unlabeled subset it selects from (0: "
+                        "no subset of its own, see --subset-size)")
+    g.add_argument("--vaal-epochs", type=number(0, above=True), default=None,
+                   help="VAAL: train the VAE and discriminator for int((labeled + unlabeled) x this / batch) "
+                        "iterations instead of --vaal-iterations (VAAL reference: 100)")
+    g.add_argument("--tavaal-epochs", type=number(0, above=True), default=None,
+                   help="TA-VAAL: int((labeled + subset) x this / batch) iterations instead of --tavaal-iterations "
+                        "(the TA-VAAL code: 100)")
+    g.add_argument("--tavaal-disc-rank", choices=("sigmoid", "raw"), default=d.tavaal_disc_rank,
+                   help="TA-VAAL: the ranker score the discriminator sees next to mu: sigmoid (the paper's "
+                        "normalized r, section 3.2) or raw (the TA-VAAL code); the decoder always gets sigmoid(r)")
+    g.add_argument("--tavaal-first-uniform", type=int, choices=(0, 1), default=d.tavaal_first_uniform,
+                   help="TA-VAAL: 1 gives decoder and discriminator r ~ uniform(0, 1) in the first VAE iteration of "
+                        "each query, as the TA-VAAL code (its Algorithm 1: during the first epoch); 0 the ranker's "
+                        "score throughout")
     g.add_argument("--lloss-weight", type=number(0), default=d.lloss_weight,
-                   help="learning loss: weight lambda of the margin ranking loss in the task loss")
+                   help="learning loss: weight lambda of the ranking loss in the task loss (lloss: margin loss; "
+                        "lloss-v2 and --loss-module-all: RankNet loss)")
     g.add_argument("--lloss-margin", type=number(0), default=d.lloss_margin,
                    help="learning loss: margin of the ranking loss")
     g.add_argument("--lloss-cutoff", type=number(0, 1), default=d.ranker_cutoff,
@@ -215,8 +250,18 @@ def tavaal_training_loss(options: dict, spec) -> ExtraLoss:
     return partial(tavaal_extra_loss, eta=o.tavaal_eta, cutoff=o.ranker_cutoff)
 
 
+def ranknet_training_loss(options: dict, spec) -> ExtraLoss:
+    """``TaskHooks.extra_loss`` of lloss-v2 and of the module ``--loss-module-all`` attaches: the RankNet loss
+    (TA-VAAL eq. 1) at weight ``--lloss-weight``, cut after ``--lloss-cutoff`` (the TA-VAAL code's
+    ``LossPredLoss`` at ``WEIGHT`` 1, for every method)."""
+    o = Options.from_options(options, spec)
+    return partial(tavaal_extra_loss, eta=o.lloss_weight, cutoff=o.ranker_cutoff)
+
+
 LLOSS_HOOKS = TaskHooks(wrap=with_loss_module, extra_loss=lloss_training_loss)
+LLOSS_V2_HOOKS = TaskHooks(wrap=with_loss_module, extra_loss=ranknet_training_loss)
 TAVAAL_HOOKS = TaskHooks(wrap=with_loss_module, extra_loss=tavaal_training_loss)
+ATTACHED_HOOKS = TaskHooks(wrap=with_loss_module, extra_loss=ranknet_training_loss)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -234,9 +279,10 @@ def seeded(ctx: QueryContext) -> Iterator[torch.Generator]:
 
 
 def random_subset(ctx: QueryContext, size: int) -> np.ndarray:
-    """``size`` positions of ``ctx.unlabeled`` drawn without replacement (all of them, in order, if fewer)."""
+    """``size`` positions of ``ctx.unlabeled`` drawn without replacement (all of them, in order, if fewer or if
+    ``size`` is 0)."""
     unlabeled = np.asarray(ctx.unlabeled)
-    if size >= len(unlabeled):
+    if size == 0 or size >= len(unlabeled):
         return unlabeled
     return unlabeled[np.sort(torch.randperm(len(unlabeled), generator=ctx.generator)[:size].numpy())]
 
@@ -283,7 +329,9 @@ def vaal_query(ctx: QueryContext) -> QueryResult:
         vae, disc = _adversary_models(ctx, opts, rank_dim=0)
         lab = ImageFeed(src, pool[ctx.labeled], opts.image_size)
         unl = ImageFeed(src, pool[unlabeled], opts.image_size)
-        schedule = AdversarySchedule(opts.vaal_iterations, opts.batch_size, opts.lr, opts.beta, opts.adversary,
+        iterations = iterations_for(opts.vaal_iterations, opts.vaal_epochs, len(ctx.labeled), len(unlabeled),
+                                    opts.batch_size)
+        schedule = AdversarySchedule(iterations, opts.batch_size, opts.lr, opts.beta, opts.adversary,
                                      opts.vae_steps, opts.disc_steps, kl="sum",
                                      joint_batch_norm=bool(opts.joint_batch_norm))
         train_adversary(vae, disc, lab, unl, schedule, ctx.device, order, ctx.describe("VAE + discriminator"),
@@ -294,14 +342,13 @@ def vaal_query(ctx: QueryContext) -> QueryResult:
 
 
 def tavaal_query(ctx: QueryContext) -> QueryResult:
-    """TA-VAAL: a random subset of ``tavaal_subset_factor`` x P unlabeled images; r = sigmoid(ranker output)
-    of the frozen ranker for the labeled images and the subset (uniform(0, 1) where the ranker was never
-    trained: a model without one); a fresh rank-conditioned VAE (r concatenated to z before the decoder) and
-    discriminator (r concatenated to mu) trained with 1 + 1 steps per iteration and a mean KL; the P lowest
-    D(mu, r) of the subset. Random while nothing is labeled.
-
-    The paper feeds the normalized r to both decoder and discriminator (section 3.2), so both get sigmoid(r)
-    here; the TA-VAAL code passes the raw ranker output to its discriminator.
+    """TA-VAAL: a random subset of ``tavaal_subset_factor`` x P unlabeled images (0: every unlabeled image the
+    loop offers); the frozen ranker's score r of the labeled images and the subset (uniform(0, 1) where the
+    ranker was never trained: a model without one); a fresh rank-conditioned VAE (sigmoid(r) concatenated to z
+    before the decoder) and discriminator (r concatenated to mu: sigmoid(r) as the paper, or the raw r as the
+    TA-VAAL code, ``--tavaal-disc-rank``) trained with 1 + 1 steps per iteration and a mean KL (``--tavaal-first-
+    uniform``: r uniform at the first iteration, as the code); the P lowest D(mu, r) of the subset (eq. 7).
+    Random while nothing is labeled.
     """
     opts = Options.from_ctx(ctx)
     trained = isinstance(ctx.models[0], LossPredictionModel)
@@ -312,17 +359,22 @@ def tavaal_query(ctx: QueryContext) -> QueryResult:
     with seeded(ctx) as order:
         if trained:
             ranker = ctx.models[0]
-            r_l = torch.sigmoid(predicted_losses(ranker, src, pool[ctx.labeled], ctx.device, ctx.batch_size))
-            r_u = torch.sigmoid(predicted_losses(ranker, src, pool[subset], ctx.device, ctx.batch_size,
-                                                 ctx.describe("ranker")))
+            raw_l = predicted_losses(ranker, src, pool[ctx.labeled], ctx.device, ctx.batch_size)
+            raw_u = predicted_losses(ranker, src, pool[subset], ctx.device, ctx.batch_size, ctx.describe("ranker"))
+            r_l, r_u = torch.sigmoid(raw_l), torch.sigmoid(raw_u)
+            d_l, d_u = (raw_l, raw_u) if opts.tavaal_disc_rank == "raw" else (r_l, r_u)
         else:
             r_l, r_u = torch.rand(len(ctx.labeled)), torch.rand(len(subset))
+            d_l, d_u = r_l, r_u
         vae, disc = _adversary_models(ctx, opts, rank_dim=1)
-        lab = ImageFeed(src, pool[ctx.labeled], opts.image_size, r_l)
-        unl = ImageFeed(src, pool[subset], opts.image_size, r_u)
-        schedule = AdversarySchedule(opts.tavaal_iterations, opts.batch_size, opts.lr, opts.beta, opts.adversary,
+        lab = ImageFeed(src, pool[ctx.labeled], opts.image_size, r_l, d_l)
+        unl = ImageFeed(src, pool[subset], opts.image_size, r_u, d_u)
+        iterations = iterations_for(opts.tavaal_iterations, opts.tavaal_epochs, len(ctx.labeled), len(subset),
+                                    opts.batch_size)
+        schedule = AdversarySchedule(iterations, opts.batch_size, opts.lr, opts.beta, opts.adversary,
                                      vae_steps=1, disc_steps=1, kl="mean",
-                                     joint_batch_norm=bool(opts.joint_batch_norm))
+                                     joint_batch_norm=bool(opts.joint_batch_norm),
+                                     first_uniform=bool(opts.tavaal_first_uniform))
         train_adversary(vae, disc, lab, unl, schedule, ctx.device, order, ctx.describe("VAE + discriminator"),
                         ctx.progress)
         scores = _scores(ctx, opts, vae, disc, unl)
@@ -331,13 +383,14 @@ def tavaal_query(ctx: QueryContext) -> QueryResult:
 
 
 def lloss_query(ctx: QueryContext) -> QueryResult:
-    """Learning loss: the P highest predicted losses within a random subset of ``lloss_subset`` unlabeled
-    images (10,000 in the paper); scores are the predicted losses. Random while nothing is labeled."""
+    """Learning loss (``lloss``, and ``lloss-v2`` whose module trains with the RankNet loss): the P highest
+    predicted losses within a random subset of ``lloss_subset`` unlabeled images (10,000 in the paper; 0: all
+    the loop offers); scores are the predicted losses. Random while nothing is labeled."""
     opts = Options.from_ctx(ctx)
     if len(ctx.labeled) == 0:
         return random_query(ctx)
     ranker = ranker_of(ctx)
-    subset = random_subset(ctx, max(opts.lloss_subset, ctx.budget))
+    subset = random_subset(ctx, opts.lloss_subset and max(opts.lloss_subset, ctx.budget))
     pred = predicted_losses(ranker, ctx.data.pool_source, ctx.data.split.pool[subset], ctx.device, ctx.batch_size,
                             ctx.describe("predicted losses"))
     pick = highest(pred, ctx.budget)

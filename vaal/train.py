@@ -139,23 +139,33 @@ def highest(scores, k: int) -> np.ndarray:
 # Data feeds
 # ----------------------------------------------------------------------------------------------------------------
 class ImageFeed:
-    """VAE inputs from a shared source: ``source[idx]`` as ``[B, C, S, S]`` in [0, 1], with a rank r ``[B]``
-    per image for TA-VAAL. Images are converted per batch, so the pool is never held as floats."""
+    """VAE inputs from a shared source: ``source[idx]`` as ``[B, C, S, S]`` in [0, 1], with, for TA-VAAL, a rank
+    per image for the decoder (``ranks`` [N]) and one for the discriminator (``disc_ranks`` [N]; default: the
+    same). The paper feeds the normalized score sigmoid(r) to both; the TA-VAAL code gives the decoder sigmoid(r)
+    and the discriminator the raw r. Images are converted per batch, so the pool is never held as floats."""
 
-    def __init__(self, source, idx: np.ndarray, image_size: int = 32, ranks: Optional[torch.Tensor] = None):
+    def __init__(self, source, idx: np.ndarray, image_size: int = 32, ranks: Optional[torch.Tensor] = None,
+                 disc_ranks: Optional[torch.Tensor] = None):
         self.source, self.idx, self.size = source, np.asarray(idx), image_size
         self.ranks = None if ranks is None else torch.as_tensor(ranks, dtype=torch.float32).reshape(-1)
-        if self.ranks is not None and len(self.ranks) != len(self.idx):
-            raise ValueError(f"{len(self.ranks)} ranks for {len(self.idx)} images")
+        self.disc_ranks = self.ranks if disc_ranks is None else \
+            torch.as_tensor(disc_ranks, dtype=torch.float32).reshape(-1)
+        for r in (self.ranks, self.disc_ranks):
+            if r is not None and len(r) != len(self.idx):
+                raise ValueError(f"{len(r)} ranks for {len(self.idx)} images")
 
     def __len__(self) -> int:
         return len(self.idx)
 
-    def batch(self, pos: np.ndarray, device: torch.device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Positions into ``idx`` -> (images ``[b, C, S, S]``, ranks ``[b]`` or None) on ``device``."""
+    def batch(self, pos: np.ndarray, device: torch.device
+              ) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Positions into ``idx`` -> (images ``[b, C, S, S]``, decoder ranks ``[b]`` or None, discriminator
+        ranks ``[b]`` or None) on ``device``."""
         x = to_vae_input(self.source.get(self.idx[pos]), self.source.mean, self.source.std, self.size)
-        r = None if self.ranks is None else self.ranks[torch.as_tensor(pos, dtype=torch.long)].to(device)
-        return x.to(device, non_blocking=True), r
+        at = torch.as_tensor(pos, dtype=torch.long)
+        r = None if self.ranks is None else self.ranks[at].to(device)
+        rd = None if self.disc_ranks is None else self.disc_ranks[at].to(device)
+        return x.to(device, non_blocking=True), r, rd
 
     def stream(self, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
         """Endless shuffled epochs of positions; full batches only (the reference's ``drop_last``), or the
@@ -187,6 +197,16 @@ class AdversarySchedule:
     disc_steps: int = 1
     kl: str = "sum"
     joint_batch_norm: bool = False  # one VAE pass over labeled + unlabeled (shared batch-norm statistics)
+    first_uniform: bool = False     # TA-VAAL: r ~ uniform(0, 1) for decoder and discriminator at iteration 0
+
+
+def iterations_for(iterations: int, epochs: Optional[float], n_labeled: int, n_unlabeled: int,
+                   batch_size: int) -> int:
+    """Training iterations of the VAE and discriminator: ``iterations``, or with ``epochs`` given the TA-VAAL
+    code's ``int((N_l + N_u) * epochs / batch)`` (its ``(ADDENDUM * cycle + SUBSET) * EPOCHV / BATCH``)."""
+    if epochs is None:
+        return iterations
+    return int((n_labeled + n_unlabeled) * epochs / batch_size)
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -217,8 +237,10 @@ def train_adversary(vae: VAE, disc: Discriminator, labeled: ImageFeed, unlabeled
           vae_loss(labeled) + vae_loss(unlabeled) + lambda [BCE(D(mu_l), 1) + BCE(D(mu_u), 1)]
       ``disc_steps`` discriminator steps on mu computed without gradient (a fresh pair after the first):
           BCE(D(mu_l), 1) + BCE(D(mu_u), 0)
-    with separate Adam optimizers. For TA-VAAL the feeds carry the normalized rank r, which the decoder and the
-    discriminator receive next to z / mu. Returns the last losses and the wall seconds.
+    with separate Adam optimizers. For TA-VAAL the feeds carry the ranks the decoder and the discriminator receive
+    next to z / mu (``ImageFeed``); with ``first_uniform`` both get r ~ uniform(0, 1) in the first iteration (the
+    TA-VAAL code; its Algorithm 1 draws them during the first epoch). Returns the last losses and the wall
+    seconds.
 
     Batch norm: the references pass the labeled and the unlabeled batch through the VAE separately, so each is
     normalized with its own statistics, which removes whatever sets the two batches apart on average; they
@@ -239,29 +261,32 @@ def train_adversary(vae: VAE, disc: Discriminator, labeled: ImageFeed, unlabeled
     loss = d_loss = None
     bar = tqdm(range(s.iterations), desc=desc or "VAE + discriminator", leave=False, disable=not progress)
     for it in bar:
-        xl, rl = labeled.batch(next(lab), device)                  # [b, C, S, S], [b] or None
-        xu, ru = unlabeled.batch(next(unl), device)
+        xl, rl, dl = labeled.batch(next(lab), device)              # [b, C, S, S], ranks [b] or None (x2)
+        xu, ru, du = unlabeled.batch(next(unl), device)
+        if it == 0 and s.first_uniform and rl is not None:         # the TA-VAAL code's r_l_0, r_u_0
+            rl, ru = torch.rand_like(rl), torch.rand_like(ru)
+            dl, du = rl, ru
         for step in range(s.vae_steps):
             if step > 0:
-                xl, rl = labeled.batch(next(lab), device)
-                xu, ru = unlabeled.batch(next(unl), device)
+                xl, rl, dl = labeled.batch(next(lab), device)
+                xu, ru, du = unlabeled.batch(next(unl), device)
             (recon_l, mu_l, logvar_l), (recon_u, mu_u, logvar_u) = _vae_pair(vae, xl, rl, xu, ru, s.joint_batch_norm)
             loss = (vae_loss(xl, recon_l, mu_l, logvar_l, s.beta, s.kl)
                     + vae_loss(xu, recon_u, mu_u, logvar_u, s.beta, s.kl)
-                    + s.adversary * (_bce(disc.logits(mu_l, rl), 1.0) + _bce(disc.logits(mu_u, ru), 1.0)))
+                    + s.adversary * (_bce(disc.logits(mu_l, dl), 1.0) + _bce(disc.logits(mu_u, du), 1.0)))
             opt_vae.zero_grad(set_to_none=True)
             loss.backward()
             opt_vae.step()
         for step in range(s.disc_steps):
             if step > 0:
-                xl, rl = labeled.batch(next(lab), device)
-                xu, ru = unlabeled.batch(next(unl), device)
+                xl, rl, dl = labeled.batch(next(lab), device)
+                xu, ru, du = unlabeled.batch(next(unl), device)
             with torch.no_grad():
                 if s.joint_batch_norm:
                     mu_l, mu_u = vae.encode(torch.cat([xl, xu]))[0].split([len(xl), len(xu)])
                 else:
                     mu_l, mu_u = vae.encode(xl)[0], vae.encode(xu)[0]
-            d_loss = _bce(disc.logits(mu_l, rl), 1.0) + _bce(disc.logits(mu_u, ru), 0.0)
+            d_loss = _bce(disc.logits(mu_l, dl), 1.0) + _bce(disc.logits(mu_u, du), 0.0)
             opt_disc.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_disc.step()
@@ -294,8 +319,8 @@ def discriminator_scores(vae: VAE, disc: Discriminator, feed: ImageFeed, device:
     out, where = [], []
     mine = D.my_batches(len(feed), batch_size)                       # whole batches per rank: same statistics
     for _, start, stop in tqdm(mine, desc=desc, leave=False, disable=desc is None or not D.is_main()):
-        x, r = feed.batch(np.arange(start, stop), device)
-        out.append(disc(vae.encode(x)[0], r).float().cpu())
+        x, _, rd = feed.batch(np.arange(start, stop), device)          # rd: the rank the discriminator sees
+        out.append(disc(vae.encode(x)[0], rd).float().cpu())
         where.append(np.arange(start, stop))
     vae.eval()
     if not len(feed):

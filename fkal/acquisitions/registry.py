@@ -43,12 +43,19 @@ ACQUISITIONS: dict[str, Acquisition] = {
     "vaal": vaal.vaal_query,
     "tavaal": vaal.tavaal_query,
     "lloss": vaal.lloss_query,
+    "lloss-v2": vaal.lloss_query,       # TA-VAAL's "learning loss_v2": the module trained with its RankNet loss
 }
 
 TASK_HOOKS: dict[str, TaskHooks] = {
     "lloss": vaal.LLOSS_HOOKS,
+    "lloss-v2": vaal.LLOSS_V2_HOOKS,
     "tavaal": vaal.TAVAAL_HOOKS,
 }
+
+# ``--loss-module-all 1`` (the TA-VAAL code): the hooks every acquisition without its own gets, and the options
+# that shape them (recorded for every acquisition run so).
+ATTACHED_HOOKS: TaskHooks = vaal.ATTACHED_HOOKS
+ATTACHED_OPTIONS: tuple[str, ...] = vaal.ATTACHED_OPTIONS
 
 ARGUMENT_GROUPS: tuple[Callable, ...] = (
     fisher_kernel.add_arguments,

@@ -150,7 +150,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def typiclust_query(ctx: QueryContext) -> QueryResult:
-    """TypiClust on the whole pool's self-supervised features; scores are the picks' typicality."""
+    """TypiClust on the self-supervised features of the labeled and offered unlabeled images (the whole pool in
+    the Fisher-kernel protocol); scores are the picks' typicality."""
     data = ctx.data
     which = ctx.options.get("typiclust_features") or "pretrained"
     if which == "pretrained":
@@ -162,9 +163,11 @@ def typiclust_query(ctx: QueryContext) -> QueryResult:
         model = ctx.models[0]
     else:
         raise ValueError(f"unknown TypiClust features {which!r}: choose one of {', '.join(FEATURES)}")
-    positions = np.arange(len(data.split.pool))
-    feats = penultimate_features(model, data.pool_source, data.split.pool, ctx.device, ctx.batch_size,
-                                 ctx.describe("self-supervised features")).cpu()     # [N, d], every pool image
+    # the images the query sees: the labeled and the offered unlabeled ones (the whole pool, unless the protocol
+    # offers a random subset of the unlabeled pool: fkal.protocols, --subset-size)
+    positions = np.sort(np.concatenate([ctx.labeled, ctx.unlabeled]))
+    feats = penultimate_features(model, data.pool_source, data.split.pool[positions], ctx.device, ctx.batch_size,
+                                 ctx.describe("self-supervised features")).cpu()     # [N, d]
     labeled = np.isin(positions, ctx.labeled)
     max_clusters = int(ctx.options.get("typiclust_max_clusters") or MAX_CLUSTERS)
     picks, scores = typiclust(feats, labeled, ctx.budget, ctx.generator, max_clusters=max_clusters)

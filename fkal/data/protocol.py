@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import UserError
-from .cifar import load_cifar10
+from .caltech import CaltechLoader
+from .cifar import load_cifar10, load_cifar100
 from .folder import ImageFolderLoader
 from .mnist import load_mnist
 from .sources import RawData
@@ -42,7 +43,7 @@ class DatasetSpec:
     name: str                       # command-line name, e.g. "mnist"
     folder: str                     # folder under --out, e.g. "MNIST"
     num_classes: int
-    pool_size: int                  # |D| before the imbalance is applied
+    pool_size: int                  # |D| before the imbalance is applied (0: every train image not in D_v)
     val_size: int                   # |D_v|
     rare_classes: tuple[int, ...]   # classes decimated by the imbalance ratio
     model: str                      # builder name in fkal.models.MODELS
@@ -53,8 +54,9 @@ class DatasetSpec:
     runs: int
     default_L: int                  # descriptor length of the paper's best configuration
     load: Callable[[str, bool], "RawData"] = field(repr=False, compare=False, default=None)
-    imbalance: str = "grouped"      # "grouped": rare classes together keep int(n_common / IR)
-    #                                 "per_class": each rare class c keeps int(n_c / IR) of its pool images
+    imbalance: str = "grouped"      # a rule of fkal.data.split.IMBALANCE_RULES, e.g. "grouped": rare classes
+    #                                 together keep int(n_common / IR); "per_class": each rare class c keeps
+    #                                 int(n_c / IR) of its pool images
     rare_share: float = 0.0         # "per_class" with no fixed rare_classes: this share of the classes present in
     #                                 the pool is chosen as rare by the split's seed (ImageNet: 0.5, 500 of 1000)
     configs: tuple[str, ...] = ()   # the dataset's default cfg list (configuration names); empty: the command
@@ -108,7 +110,32 @@ DATASETS: dict[str, DatasetSpec] = {
         query_size=1_000, iterations=10, runs=5, default_L=768, load=load_cifar10,
         # TA-VAAL's comparison (random, MC dropout, core-set, learning loss, VAAL, TA-VAAL) and ours
         configs=("random", "varR-K64", "coreset", "lloss", "vaal", "tavaal", "pfk-phat-L256", "pfk-phat-L768")),
+    # CIFAR-100 (TA-VAAL section 4.2, balanced only): as CIFAR-10, 100 classes of 500 train / 100 test images;
+    # P = 1,000 (the text; its supplement and code: 2,000, see fkal.protocols). The imbalance (not in TA-VAAL)
+    # reduces the 50 even classes as CIFAR-10's.
+    "cifar100": DatasetSpec(
+        name="cifar100", folder="CIFAR100", num_classes=100, pool_size=45_000, val_size=5_000,
+        rare_classes=tuple(range(0, 100, 2)), imbalance="per_class", model="resnet18-small",
+        train=Schedule(epochs=200, lr=0.1, batch_size=128, milestones=(160,), momentum=0.9, weight_decay=5e-4),
+        unsup=Schedule(epochs=30, lr=0.1, batch_size=128, milestones=(15, 25), momentum=0.9, weight_decay=5e-4),
+        query_size=1_000, iterations=10, runs=5, default_L=768, load=load_cifar100,
+        configs=("random", "varR-K64", "coreset", "lloss", "lloss-v2", "vaal", "tavaal", "pfk-phat-L768")),
+    # Caltech-101 (TA-VAAL section 4.3 and its supplement's table): one fixed seeded split of the image folder
+    # (fkal.data.caltech), every train image in the pool, no validation set (the Fisher-kernel method needs
+    # --val-size); 224 x 224 images with flips, ResNet-18 (ImageNet stem), SGD lr 0.01, batch 16, 200 epochs
+    # (x0.1 at 160 and momentum 0.9, weight decay 5e-4 as for CIFAR: not given); 500 per stage, 10 stages, 5
+    # trials. Naturally imbalanced: no rare classes are reduced. Rotation pretraining (not in TA-VAAL): 30
+    # epochs, lr x0.1 at 20. ``caltech101-bg`` adds the background folder as class 102 (TA-VAAL's 9,144 images).
+    "caltech101": DatasetSpec(
+        name="caltech101", folder="Caltech101", num_classes=101, pool_size=0, val_size=0,
+        rare_classes=(), imbalance="per_class", model="resnet18",
+        train=Schedule(epochs=200, lr=0.01, batch_size=16, milestones=(160,), momentum=0.9, weight_decay=5e-4),
+        unsup=Schedule(epochs=30, lr=0.01, batch_size=16, milestones=(20,), momentum=0.9, weight_decay=5e-4),
+        query_size=500, iterations=10, runs=5, default_L=768, load=CaltechLoader(),
+        configs=("random", "varR-K64", "coreset", "lloss", "lloss-v2", "vaal", "tavaal")),
 }
+DATASETS["caltech101-bg"] = replace(DATASETS["caltech101"], name="caltech101-bg", folder="Caltech101-bg",
+                                    num_classes=102, load=CaltechLoader(background=True))
 
 
 def load_raw(spec: DatasetSpec, root: str, download: bool = True, device=None) -> RawData:

@@ -77,12 +77,14 @@ class RawData:
     """A dataset as stored: the source the pool and validation set are drawn from, and the test source.
 
     ``val`` is None where the validation set is drawn from ``train`` (MNIST, SVHN); ImageNet's val folder is
-    both validation and test set.
+    both validation and test set. ``manifest`` describes a split the loader made itself (Caltech-101's fixed
+    train / test split: its files), written beside the runs (``fkal.protocols.prepare_data``).
     """
 
     train: TensorSource
     test: TensorSource
     val: Optional[TensorSource] = None
+    manifest: Optional[dict] = None
 
     def fingerprint(self) -> dict[str, str]:
         """The sources' digests (``TensorSource.fingerprint``): part of the settings every record carries."""

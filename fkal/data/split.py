@@ -94,10 +94,10 @@ def make_split(spec: DatasetSpec, raw: RawData, seed: int, imbalance_ratio: floa
                noise_ratio: float = 0.0, pool_size: Optional[int] = None, val_size: Optional[int] = None) -> Split:
     """The seeded split of DESIGN section 3.
 
-    1. A permutation of the train source gives D_v (``val_size``) and the pool (``pool_size``), unless the
-       dataset has its own validation source.
-    2. Imbalance ("grouped"): common classes keep all their pool images; the rare classes together keep
-       ``int(n_common / IR)`` images drawn at random.
+    1. A permutation of the train source gives D_v (``val_size``) and the pool (``pool_size``; 0: every train
+       image not in D_v), unless the dataset has its own validation source.
+    2. Imbalance by the spec's rule (``IMBALANCE_RULES``), e.g. "grouped": common classes keep all their pool
+       images; the rare classes together keep ``int(n_common / IR)`` images drawn at random.
     3. Label noise: a ``noise_ratio`` share of the pool gets a random wrong label.
     """
     check_request(spec, imbalance_ratio, noise_ratio)
@@ -105,6 +105,11 @@ def make_split(spec: DatasetSpec, raw: RawData, seed: int, imbalance_ratio: floa
     val_size = spec.val_size if val_size is None else val_size
     rng = np.random.default_rng(seed)
     n_train = len(raw.train)
+    if pool_size == 0:                                      # the whole train source (less D_v)
+        pool_size = n_train - (val_size if raw.val is None else 0)
+    if imbalance_ratio > 1 and not spec.rare_classes and not spec.rare_share:
+        raise UserError(f"{spec.name} names no rare classes to reduce: use --imbalance-ratios 1 (Caltech-101 is "
+                        "imbalanced as it is)")
     if raw.val is None:
         if pool_size + val_size > n_train:
             raise UserError(f"a pool of {pool_size} and a validation set of {val_size} need {pool_size + val_size} "
@@ -120,7 +125,7 @@ def make_split(spec: DatasetSpec, raw: RawData, seed: int, imbalance_ratio: floa
     labels = raw.train.labels[pool]
     rare_classes = tuple(int(c) for c in spec.rare_classes) or None
     if imbalance_ratio > 1:
-        pool, rare_classes = _decimate(pool, labels, spec, imbalance_ratio, rng)
+        pool, rare_classes = _decimate(pool, labels, spec, imbalance_ratio, rng, raw.train.labels)
     pool = np.sort(pool)
     pool_labels = raw.train.labels[pool].copy()
     if noise_ratio > 0:
@@ -131,20 +136,67 @@ def make_split(spec: DatasetSpec, raw: RawData, seed: int, imbalance_ratio: floa
                  noise_ratio=float(noise_ratio), rare_classes=rare_classes)
 
 
+# The imbalance rules by name (``DatasetSpec.imbalance``, ``--imbalance-rule``): which classes are reduced and how.
+IMBALANCE_RULES = {
+    "grouped": "the rare classes together keep int(n_common / IR) of their pool images, drawn at random (the "
+               "Fisher-kernel paper: MNIST and SVHN classes 5-9)",
+    "per_class": "each rare class keeps int(n_c / IR) of its n_c pool images, drawn at random",
+    "tavaal-paper": "the first half of the classes (CIFAR-10: 0-4) each keep int(N_c / IR) images drawn at random, "
+                    "N_c the class's images in the train source (5,000 for CIFAR-10: 500 at x10, 50 at x100; "
+                    "TA-VAAL section 4.3)",
+    "tavaal-code": "the even classes each keep their first int(N_c / IR) images in file order (50 of 5,000 at "
+                   "x100: the TA-VAAL code's cifar10im, which has x100 only)",
+    "similar-rare": "the last five classes (MNIST and CIFAR-10: 5-9) each keep int(n_c / IR) of their n_c pool "
+                    "images, drawn at random: SIMILAR's rare-class split (Kothawade et al., NeurIPS 2021) with "
+                    "--imbalance-ratios 10",
+}
+SIMILAR_RARE_COUNT = 5          # "similar-rare": how many classes are made rare
+
+
+def rule_rare_classes(rule: str, num_classes: int) -> Optional[tuple[int, ...]]:
+    """The classes a TA-VAAL or SIMILAR rule reduces (None for the rules that take the spec's ``rare_classes``)."""
+    if rule == "tavaal-paper":
+        return tuple(range(num_classes // 2))
+    if rule == "tavaal-code":
+        return tuple(range(0, num_classes, 2))
+    if rule == "similar-rare":
+        if num_classes <= SIMILAR_RARE_COUNT:
+            raise UserError(f"imbalance rule similar-rare makes {SIMILAR_RARE_COUNT} classes rare and needs more "
+                            f"than {SIMILAR_RARE_COUNT} classes (the dataset has {num_classes})")
+        return tuple(range(num_classes - SIMILAR_RARE_COUNT, num_classes))
+    if rule in IMBALANCE_RULES:
+        return None
+    raise UserError(f"unknown imbalance rule {rule!r}: choose one of {', '.join(IMBALANCE_RULES)}")
+
+
 def _decimate(pool: np.ndarray, labels: np.ndarray, spec: DatasetSpec, ir: float,
-              rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The pool after the imbalance, and the rare classes it decimated."""
+              rng: np.random.Generator, source_labels: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The pool after the imbalance, and the rare classes it reduced. ``pool`` [N] train-source indices,
+    ``labels`` [N] their classes, ``source_labels`` the classes of the whole train source."""
     rare = np.isin(labels, spec.rare_classes)
     if spec.imbalance == "grouped":
         keep = int((~rare).sum() / ir)
         kept_rare = rng.choice(np.flatnonzero(rare), size=keep, replace=False)
         return np.concatenate([pool[~rare], pool[kept_rare]]), tuple(int(c) for c in spec.rare_classes)
-    if spec.imbalance == "per_class":
-        rare_classes = rare_classes_of(spec, labels, rng)
+    if spec.imbalance in ("per_class", "similar-rare"):
+        rare_classes = (rare_classes_of(spec, labels, rng) if spec.imbalance == "per_class"
+                        else np.asarray(rule_rare_classes(spec.imbalance, spec.num_classes)))
         kept = [pool[~np.isin(labels, rare_classes)]]
         for c in rare_classes:
             members = np.flatnonzero(labels == c)
             kept.append(pool[rng.choice(members, size=int(len(members) / ir), replace=False)])
+        return np.concatenate(kept), tuple(int(c) for c in rare_classes)
+    if spec.imbalance in ("tavaal-paper", "tavaal-code"):
+        rare_classes = rule_rare_classes(spec.imbalance, spec.num_classes)
+        totals = np.bincount(source_labels, minlength=spec.num_classes)          # N_c over the train source
+        kept = [pool[~np.isin(labels, rare_classes)]]
+        for c in rare_classes:
+            members = pool[labels == c]
+            keep = min(int(totals[c] / ir), len(members))
+            if spec.imbalance == "tavaal-paper":
+                kept.append(rng.choice(members, size=keep, replace=False))
+            else:                                                              # first in file order
+                kept.append(np.sort(members)[:keep])
         return np.concatenate(kept), tuple(int(c) for c in rare_classes)
     raise ValueError(f"unknown imbalance kind {spec.imbalance!r}")
 

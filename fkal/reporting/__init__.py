@@ -18,15 +18,16 @@ from .records import (  # noqa: F401
     result_paths, read_results, parse_record, record_key, GroupKey, group_key, epoch_selection_of, filter_records,
     records_with, group_records, display_order, split_full_train, imbalance_ratios_of, pool_size, pool_size_at,
     dataset_size, dataset_size_at,
-    completeness_notes, group_label,
+    completeness_notes, group_label, baseline_key, rare_classes_in,
 )
 from .curves import (  # noqa: F401
-    CurvePoint, mean_std, metric_value, accuracy_curve, difference_curve, selection_entropy, entropy_curve,
-    rare_share_curve, selection_histogram, num_classes_of, FINAL, RESAMPLES, LabelSaving, RunMatrix, is_baseline,
-    labels_to_reach, labels_to_reach_rows, run_matrix, mean_rows, percentile_interval, parse_target, label_saving,
+    CurvePoint, mean_std, metric_value, accuracy_curve, difference_curve, improvement_curve, selection_entropy,
+    entropy_curve, rare_share_curve, selection_histogram, num_classes_of, FINAL, RESAMPLES, LabelSaving, RunMatrix,
+    is_baseline, labels_to_reach, labels_to_reach_rows, run_matrix, mean_rows, percentile_interval, parse_target,
+    label_saving,
 )
 from .tables import (  # noqa: F401
     SummaryRow, summary_table, CostRow, cost_table, format_accuracy_markdown, label_saving_text,
     format_label_saving_markdown, difference_table, format_cost_markdown,
-    to_csv,
+    to_csv, ImprovementRow, improvement_table, format_improvement_markdown,
 )

@@ -62,6 +62,16 @@ def accuracy_curve(runs: dict[int, list[dict]], metric: str = "test_accuracy") -
     return _curve(runs, lambda records: [(r["labeled"], metric_value(r, metric)) for r in records])
 
 
+def improvement_curve(runs: dict[int, list[dict]], baseline: dict[int, list[dict]],
+                      metric: str = "test_accuracy") -> list[CurvePoint]:
+    """Accuracy minus the baseline's accuracy in the same run (trial) at the same labeled count, in points; mean
+    and sample std over the runs both have (TA-VAAL's Figures 3-4: improvement over random sampling, paired by
+    trial). Counts the baseline lacks in a run are left out of that run."""
+    base = {(run, r["labeled"]): metric_value(r, metric) for run, records in baseline.items() for r in records}
+    return _curve(runs, lambda records: [(r["labeled"], metric_value(r, metric) - base[(r["run"], r["labeled"])])
+                                         for r in records if (r["run"], r["labeled"]) in base])
+
+
 def difference_curve(runs: dict[int, list[dict]], metric: str, other: str) -> list[CurvePoint]:
     """``metric - other`` of the same records (e.g. the kept epoch's test accuracy minus the final epoch's),
     against labeled count: mean and sample std over runs of the per-record difference; records that lack either

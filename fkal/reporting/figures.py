@@ -134,6 +134,32 @@ def accuracy_figure(curves: dict[GroupKey, Sequence[CurvePoint]], full_train: di
     return figure
 
 
+def band_figure(curves: dict[GroupKey, Sequence[CurvePoint]], title: str, ylabel: str,
+                colors: dict[str, tuple] | None = None, zero_line: str | None = None) -> Figure:
+    """Mean against labeled count with the std over runs shaded (TA-VAAL's Figures 3-4 and 11-12), one curve per
+    group; ``zero_line`` labels a dotted line at 0 (the baseline of an improvement figure)."""
+    colors = colors or config_colors([key.name for key in curves])
+    figure = new_figure(ACCURACY_SIZE)
+    ax = figure.add_subplot()
+    for key, curve in curves.items():
+        if not curve:
+            continue
+        x = np.array([p.labeled for p in curve])
+        mean = np.array([p.mean for p in curve])
+        std = np.array([0.0 if math.isnan(p.std) else p.std for p in curve])
+        ax.plot(x, mean, color=colors[key.name], linestyle=_line_style(key), marker="o", markersize=3,
+                linewidth=1.2, label=legend_name(key.config, key.unsupervised, key.variant))
+        ax.fill_between(x, mean - std, mean + std, color=colors[key.name], alpha=0.2, linewidth=0)
+    if zero_line:
+        ax.axhline(0.0, color="black", linestyle=":", linewidth=1.2, label=zero_line)
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    figure.legend(loc="outside right upper", fontsize="small")
+    return figure
+
+
 def cost_figure_size(bars: int) -> tuple[float, float]:
     """Width fixed, height 1.5 in plus 0.4 in per bar, at least 3 in."""
     return (COST_WIDTH, max(3.0, 1.5 + 0.4 * bars))

@@ -16,14 +16,14 @@ FULL_TRAIN = "full-train"
 
 # Configuration grammar. Order matters only for display (tables and legends list acquisitions in this order).
 ACQUISITIONS = ("random", "pcc", "pfk", "pfk-sum", "varR", "entropy", "bald", "std", "coreset", "similar",
-                "typiclust", "vaal", "tavaal", "lloss", "badge", "galaxy", "direct", "base")
+                "typiclust", "vaal", "tavaal", "lloss", "lloss-v2", "badge", "galaxy", "direct", "base")
 OURS = ("pcc", "pfk", "pfk-sum")  # everything else is a baseline for the label saving
 
 _ACQUISITION_NOTATION = {
     "random": "random", "pcc": "R_z", "pfk": "R_zg", "pfk-sum": "R_z+R_g", "varR": "varR",
     "entropy": "max entropy", "bald": "BALD", "std": "mean std", "coreset": "core-set", "similar": "SIMILAR (FLQMI)",
-    "typiclust": "TypiClust", "vaal": "VAAL", "tavaal": "TA-VAAL", "lloss": "learning loss", "badge": "BADGE",
-    "galaxy": "GALAXY", "direct": "DIRECT", "base": "BASE",
+    "typiclust": "TypiClust", "vaal": "VAAL", "tavaal": "TA-VAAL", "lloss": "learning loss",
+    "lloss-v2": "learning loss v2", "badge": "BADGE", "galaxy": "GALAXY", "direct": "DIRECT", "base": "BASE",
 }
 _PSEUDO_LABEL_NOTATION = {
     "y": "S=y", "yhat": "S=y^", "phat": "S=p^(y,z)", "phat-g": "S=p^(y,z,g)", "trC": "S=tr(C_zg)",

@@ -20,7 +20,8 @@ from .names import ACQUISITIONS, FULL_TRAIN, RANDOM_INIT_MARK, acquisition_of, f
 
 
 # --dataset value -> folder name under --out.
-DATASET_DIRS = {"mnist": "MNIST", "svhn": "SVHN", "imagenet": "ImageNet", "cifar10": "CIFAR10"}
+DATASET_DIRS = {"mnist": "MNIST", "svhn": "SVHN", "imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
+                "caltech101": "Caltech101", "caltech101-bg": "Caltech101-bg"}
 
 # Classes that the bias decimates, per dataset (DESIGN.md section 3: MNIST and SVHN keep few images of 5-9).
 # ImageNet decimates 500 random classes and CIFAR-10 depends on its split: give those on the command line.
@@ -356,3 +357,36 @@ def _settings_of(runs: dict[int, list[dict]]) -> dict | None:
             if isinstance(record.get("settings"), dict):
                 return {k: v for k, v in record["settings"].items() if k != "seed"}
     return None
+
+
+# Settings that may differ between a configuration and the random baseline it is paired with.
+_PAIRING_IGNORES = ("config", "seed", "options", "loss_module_all")
+
+
+def baseline_key(groups: dict[GroupKey, dict[int, list[dict]]], key: GroupKey,
+                 baseline: str = "random") -> GroupKey | None:
+    """The ``baseline`` group that ``key`` is compared with run by run (TA-VAAL's Figures 3-4): the same
+    imbalance ratio and initial model, and the same settings but for the configuration, its own options, the seed
+    and ``--loss-module-all`` (records without settings pair with records without settings). None if there is
+    none."""
+    mine = _comparable_settings(groups[key])
+    for other, runs in groups.items():
+        if (other.config == baseline and other.imbalance_ratio == key.imbalance_ratio
+                and other.unsupervised == key.unsupervised and _comparable_settings(runs) == mine):
+            return other
+    return None
+
+
+def _comparable_settings(runs: dict[int, list[dict]]) -> dict | None:
+    settings = _settings_of(runs)
+    if settings is None:
+        return None
+    return {k: v for k, v in flatten(settings).items() if k.split(".", 1)[0] not in _PAIRING_IGNORES}
+
+
+def rare_classes_in(groups: dict[GroupKey, dict[int, list[dict]]]) -> list[int] | None:
+    """The rare classes every record names (``rare_classes``), if they all name the same non-empty set; else
+    None."""
+    found = {tuple(r.get("rare_classes") or ()) for runs in groups.values() for records in runs.values()
+             for r in records if r.get("config") != FULL_TRAIN}
+    return list(found.pop()) if len(found) == 1 and () not in found else None

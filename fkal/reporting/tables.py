@@ -11,9 +11,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
-from .curves import FINAL, LabelSaving, accuracy_curve, difference_curve, mean_std
+from .curves import FINAL, LabelSaving, accuracy_curve, difference_curve, improvement_curve, mean_std
 from .names import FULL_TRAIN, RANDOM_INIT_MARK, format_ratio, legend_name
-from .records import GroupKey, pool_size, split_full_train
+from .records import GroupKey, baseline_key, pool_size, split_full_train
 
 
 @dataclass(frozen=True)
@@ -212,12 +212,74 @@ def _saving_cell(row: LabelSaving) -> str:
 def format_cost_markdown(rows: Sequence[CostRow]) -> str:
     """Query and training seconds per iteration, per group."""
     lines = ["## Seconds per iteration", "", "Mean ± sample std over iterations 2 and later of all runs "
-             "(iteration 1 of the uncertainty and VAAL-type baselines is random).", ""]
+             "(iteration 1 of the uncertainty and VAAL-type baselines is random, and with --initial-labels the "
+             "initial random set of every method).", ""]
     body = [[legend_name(r.config, r.unsupervised, r.variant), format_ratio(r.imbalance_ratio),
              _cell(r.query_mean, r.query_std, r.iterations, 3), _cell(r.train_mean, r.train_std, r.iterations, 1)]
             for r in rows]
     lines += _markdown_table(["configuration", "IR", "query s (iterations)", "train s (iterations)"], body)
     return "\n".join(lines + [""])
+
+
+@dataclass(frozen=True)
+class ImprovementRow:
+    """Accuracy minus random sampling's in the same run, at one labeled count: mean and sample std over the runs
+    both have (std nan for one run), in points."""
+
+    config: str
+    imbalance_ratio: float
+    unsupervised: int
+    labeled: int
+    mean: float
+    std: float
+    runs: int
+    baseline: str = "random"
+    variant: str = ""
+
+
+def improvement_table(groups: dict[GroupKey, dict[int, list[dict]]], metric: str = "test_accuracy",
+                      baseline: str = "random") -> tuple[list[ImprovementRow], list[str]]:
+    """``(rows, notes)``: the improvement over ``baseline`` (paired by run, ``improvement_curve``) of every
+    active-learning group but the baseline's own; a group without a baseline of the same settings gets a note."""
+    rows, notes = [], []
+    active, _ = split_full_train(groups)
+    for key, runs in active.items():
+        if key.config == baseline:
+            continue
+        base = baseline_key(active, key, baseline)
+        if base is None:
+            notes.append(f"no {baseline} runs with the settings of {key.name} (IR={format_ratio(key.imbalance_ratio)}):"
+                         " no improvement curve")
+            continue
+        for point in improvement_curve(runs, active[base], metric):
+            rows.append(ImprovementRow(key.config, key.imbalance_ratio, key.unsupervised, point.labeled, point.mean,
+                                       point.std, point.runs, base.name, key.variant))
+    return rows, notes
+
+
+def format_improvement_markdown(rows: Sequence[ImprovementRow]) -> str:
+    """One wide table per imbalance ratio: accuracy minus random sampling's, paired by run."""
+    lines = ["## Improvement over random sampling (points)", "",
+             "Accuracy minus the random baseline's accuracy in the same run (trial) at the same labeled count: mean ± "
+             "sample std over the runs both have (TA-VAAL's Figures 3-4).", ""]
+    for ratio in sorted({row.imbalance_ratio for row in rows}):
+        at_ratio = [row for row in rows if row.imbalance_ratio == ratio]
+        columns = sorted({row.labeled for row in at_ratio})
+        table: dict[tuple, dict[int, str]] = defaultdict(dict)
+        for row in at_ratio:
+            table[(row.config, row.unsupervised, row.variant)][row.labeled] = _signed_cell(row.mean, row.std, row.runs)
+        body = [[legend_name(config, unsupervised, variant)] + [cells.get(n, "–") for n in columns]
+                for (config, unsupervised, variant), cells in table.items()]
+        lines += [f"### IR={format_ratio(ratio)}", ""] + _markdown_table(["configuration"] + [str(n) for n in columns],
+                                                                          body) + [""]
+    return "\n".join(lines)
+
+
+def _signed_cell(mean: float, std: float, runs: int) -> str:
+    """'+1.23 ± 0.45 (5)'; no std for one run."""
+    if math.isnan(std):
+        return f"{mean:+.2f} ({runs})"
+    return f"{mean:+.2f} ± {std:.2f} ({runs})"
 
 
 def to_csv(rows: Sequence) -> str:
