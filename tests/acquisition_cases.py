@@ -122,3 +122,23 @@ def check_contract(ctx, result) -> np.ndarray:
     if result.scores is not None:
         assert np.asarray(result.scores).shape == (ctx.budget,)
     return picked
+
+
+# ---- for the tests of the acquisitions that read the pool's outputs (BADGE, BASE, GALAXY, DIRECT)
+def pool_logits_and_features(ctx, positions):
+    """logits and relu(fc1) of pool ``positions``, batch by batch as the query computes them."""
+    logits, feats = [], []
+    with torch.no_grad():
+        for _, x in ctx.data.pool_source.batches(ctx.data.split.pool[positions], ctx.batch_size):
+            z, taps = ctx.models[0](x)
+            logits.append(z)
+            feats.append(torch.relu(taps["fc1"]))
+    return torch.cat(logits), torch.cat(feats)
+
+
+def annotator_differs(ctx):
+    """Make the annotator's labels (split.pool_labels) differ from the source's, so that a query reading the
+    wrong one picks differently."""
+    pool_labels = ctx.data.split.pool_labels
+    pool_labels[:] = (np.asarray(pool_labels) * 7 + 3) % 10
+    return np.asarray(pool_labels)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from acquisition_cases import pool_logits_and_features
 from fkal.acquisitions import badge
 from fkal.acquisitions.badge import GradientEmbeddings, badge_select, gradient_distances_sq, gradient_norms_sq
 
@@ -173,30 +174,11 @@ def test_contract():
 
 # ------------------------------------------------------------------ wiring (tiny MNIST, LeNet)
 
-def _pool_logits_and_features(ctx, positions):
-    """logits and relu(fc1) of pool ``positions``, batch by batch as the query computes them."""
-    logits, feats = [], []
-    with torch.no_grad():
-        for _, x in ctx.data.pool_source.batches(ctx.data.split.pool[positions], ctx.batch_size):
-            z, taps = ctx.models[0](x)
-            logits.append(z)
-            feats.append(torch.relu(taps["fc1"]))
-    return torch.cat(logits), torch.cat(feats)
-
-
-def _annotator_differs(ctx):
-    """Make the annotator's labels (split.pool_labels) differ from the source's, so that a query reading the
-    wrong one picks differently."""
-    pool_labels = ctx.data.split.pool_labels
-    pool_labels[:] = (np.asarray(pool_labels) * 7 + 3) % 10
-    return np.asarray(pool_labels)
-
-
 def test_query_uses_softmax_and_penultimate_features_of_the_unlabeled(query_ctx):
     """badge_query = badge_select on the softmax and relu(fc1) of the unlabeled images, the context's generator;
     positions map back through ctx.unlabeled."""
     from fkal.acquisitions.badge import badge_query
     ctx = query_ctx("badge", budget=11)
-    logits, feats = _pool_logits_and_features(ctx, ctx.unlabeled)
+    logits, feats = pool_logits_and_features(ctx, ctx.unlabeled)
     expect, _ = badge_select(torch.softmax(logits, 1), feats, 11, torch.Generator().manual_seed(0))
     assert badge_query(ctx).indices.tolist() == ctx.unlabeled[expect.numpy()].tolist()

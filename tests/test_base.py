@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from acquisition_cases import pool_logits_and_features
 from fkal.acquisitions.base import (base_select, boundary_distances, class_quotas, logits_from_features,
                                    smallest_untaken, weight_gaps)
 
@@ -171,31 +172,12 @@ def test_contract():
 
 # ------------------------------------------------------------------ wiring (tiny MNIST, LeNet)
 
-def _pool_logits_and_features(ctx, positions):
-    """logits and relu(fc1) of pool ``positions``, batch by batch as the query computes them."""
-    logits, feats = [], []
-    with torch.no_grad():
-        for _, x in ctx.data.pool_source.batches(ctx.data.split.pool[positions], ctx.batch_size):
-            z, taps = ctx.models[0](x)
-            logits.append(z)
-            feats.append(torch.relu(taps["fc1"]))
-    return torch.cat(logits), torch.cat(feats)
-
-
-def _annotator_differs(ctx):
-    """Make the annotator's labels (split.pool_labels) differ from the source's, so that a query reading the
-    wrong one picks differently."""
-    pool_labels = ctx.data.split.pool_labels
-    pool_labels[:] = (np.asarray(pool_labels) * 7 + 3) % 10
-    return np.asarray(pool_labels)
-
-
 def test_query_uses_penultimate_features_and_classifier_layer(query_ctx):
     """base_query = base_select on relu(fc1) of the unlabeled images with fc2's W and b (LeNet's
     ``classifier``); positions map back through ctx.unlabeled; scores are the picks' d_c."""
     from fkal.acquisitions.base import base_query
     ctx = query_ctx("base", budget=13)
-    _, feats = _pool_logits_and_features(ctx, ctx.unlabeled)
+    _, feats = pool_logits_and_features(ctx, ctx.unlabeled)
     fc2 = ctx.models[0].fc2
     expect, dist = base_select(fc2.weight.detach(), 13, features=feats, bias=fc2.bias.detach())
     result = base_query(ctx)

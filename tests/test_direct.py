@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from acquisition_cases import annotator_differs, pool_logits_and_features
 from fkal.acquisitions.direct import (acc_curve, direct_select, outward_positions, phase_a_budget, shrink_interval,
                     uncertain_interval)
 from fkal.acquisitions.galaxy import galaxy_select
@@ -311,33 +312,14 @@ def test_contract():
 
 # ------------------------------------------------------------------ wiring (tiny MNIST, LeNet)
 
-def _pool_logits_and_features(ctx, positions):
-    """logits and relu(fc1) of pool ``positions``, batch by batch as the query computes them."""
-    logits, feats = [], []
-    with torch.no_grad():
-        for _, x in ctx.data.pool_source.batches(ctx.data.split.pool[positions], ctx.batch_size):
-            z, taps = ctx.models[0](x)
-            logits.append(z)
-            feats.append(torch.relu(taps["fc1"]))
-    return torch.cat(logits), torch.cat(feats)
-
-
-def _annotator_differs(ctx):
-    """Make the annotator's labels (split.pool_labels) differ from the source's, so that a query reading the
-    wrong one picks differently."""
-    pool_labels = ctx.data.split.pool_labels
-    pool_labels[:] = (np.asarray(pool_labels) * 7 + 3) % 10
-    return np.asarray(pool_labels)
-
-
 def test_query_uses_pool_softmax_annotator_labels_and_options(query_ctx):
     """direct_query = direct_select on models[0]'s softmax over the pool, labels and oracle from
     split.pool_labels, --direct-b1 and --direct-class-budget."""
     from fkal.acquisitions.direct import direct_query
     from fkal.cli import build_parser
     ctx = query_ctx("direct", budget=30, options={"direct_b1": 3, "direct_class_budget": 2})
-    labels_all = _annotator_differs(ctx)
-    logits, _ = _pool_logits_and_features(ctx, np.arange(len(ctx.data.split.pool)))
+    labels_all = annotator_differs(ctx)
+    logits, _ = pool_logits_and_features(ctx, np.arange(len(ctx.data.split.pool)))
     labels = torch.full((len(logits),), -1, dtype=torch.long)
     labels[ctx.labeled] = torch.as_tensor(labels_all[ctx.labeled], dtype=torch.long)
     expect = direct_select(torch.softmax(logits, 1), labels, 30, lambda i: int(labels_all[i]),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from acquisition_cases import annotator_differs, pool_logits_and_features
 from fkal.acquisitions.galaxy import (OvrRankings, bisection_pick, galaxy_select, ovr_ranking, ovr_scores, pack_bits,
                                       unpack_bits)
 
@@ -339,25 +340,6 @@ def test_contract(class_order):
 
 # ------------------------------------------------------------------ wiring (tiny MNIST, LeNet)
 
-def _pool_logits_and_features(ctx, positions):
-    """logits and relu(fc1) of pool ``positions``, batch by batch as the query computes them."""
-    logits, feats = [], []
-    with torch.no_grad():
-        for _, x in ctx.data.pool_source.batches(ctx.data.split.pool[positions], ctx.batch_size):
-            z, taps = ctx.models[0](x)
-            logits.append(z)
-            feats.append(torch.relu(taps["fc1"]))
-    return torch.cat(logits), torch.cat(feats)
-
-
-def _annotator_differs(ctx):
-    """Make the annotator's labels (split.pool_labels) differ from the source's, so that a query reading the
-    wrong one picks differently."""
-    pool_labels = ctx.data.split.pool_labels
-    pool_labels[:] = (np.asarray(pool_labels) * 7 + 3) % 10
-    return np.asarray(pool_labels)
-
-
 @pytest.mark.parametrize("order", ["round-robin", "random"])
 def test_query_uses_pool_softmax_annotator_labels_and_option(query_ctx, order):
     """galaxy_query = galaxy_select on models[0]'s softmax over the whole pool, labels and oracle from
@@ -365,8 +347,8 @@ def test_query_uses_pool_softmax_annotator_labels_and_option(query_ctx, order):
     from fkal.acquisitions.galaxy import galaxy_query
     from fkal.cli import build_parser
     ctx = query_ctx("galaxy", budget=15, options={"galaxy_class_order": order})
-    labels_all = _annotator_differs(ctx)
-    logits, _ = _pool_logits_and_features(ctx, np.arange(len(ctx.data.split.pool)))
+    labels_all = annotator_differs(ctx)
+    logits, _ = pool_logits_and_features(ctx, np.arange(len(ctx.data.split.pool)))
     labels = torch.full((len(logits),), -1, dtype=torch.long)
     labels[ctx.labeled] = torch.as_tensor(labels_all[ctx.labeled], dtype=torch.long)
     expect = galaxy_select(torch.softmax(logits, 1), labels, 15, lambda i: int(labels_all[i]),
@@ -375,3 +357,27 @@ def test_query_uses_pool_softmax_annotator_labels_and_option(query_ctx, order):
     assert got.indices.tolist() == expect.tolist()
     assert build_parser().parse_args(["--galaxy-class-order", "random"]).galaxy_class_order == "random"
     assert build_parser().parse_args([]).galaxy_class_order == "round-robin"
+
+
+@pytest.mark.parametrize("name", ["galaxy", "direct"])
+def test_query_offered_a_subset_picks_within_it(query_ctx, name):
+    """Offered a random subset of the unlabeled images (TA-VAAL's protocol), GALAXY and DIRECT look only at the
+    labeled and offered images: their picks are those of the selection run on those rows alone, mapped back."""
+    from fkal.acquisitions.direct import direct_query, direct_select
+    from fkal.acquisitions.galaxy import galaxy_query
+    ctx = query_ctx(name, budget=6)
+    labels_all = annotator_differs(ctx)
+    ctx.unlabeled = np.sort(np.random.default_rng(1).choice(ctx.unlabeled, 40, replace=False))
+    keep = np.union1d(ctx.labeled, ctx.unlabeled)
+    logits, _ = pool_logits_and_features(ctx, keep)
+    labels = torch.full((len(keep),), -1, dtype=torch.long)
+    labels[torch.as_tensor(np.searchsorted(keep, ctx.labeled))] = torch.as_tensor(labels_all[ctx.labeled])
+    oracle = lambda i: int(labels_all[keep[i]])                                   # noqa: E731
+    if name == "galaxy":
+        expect = galaxy_select(torch.softmax(logits, 1), labels, 6, oracle, torch.Generator().manual_seed(0))
+        got = galaxy_query(ctx)
+    else:
+        expect = direct_select(torch.softmax(logits, 1), labels, 6, oracle, torch.Generator().manual_seed(0))
+        got = direct_query(ctx)
+    assert np.isin(got.indices, ctx.unlabeled).all()
+    assert np.asarray(got.indices).tolist() == keep[expect.numpy()].tolist()

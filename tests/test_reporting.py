@@ -415,3 +415,16 @@ def test_records_of_other_settings_are_never_averaged_into_one_row():
     assert "settings not recorded" in {key.variant for key in legacy}
     # the same run and iteration under two settings are two records, not a repeat
     assert report.record_key(records[0]) != report.record_key(records[2])
+
+
+def test_a_class_without_test_images_keeps_its_record():
+    """per_class_accuracy holds nan for a class absent from the test set (CIFAR-100 or Caltech on a sliced test
+    set): the record is read, not skipped as broken (resume counts it as done); other non-numbers are refused."""
+    from fkal.reporting.records import parse_record
+
+    absent = make_record(per_class_accuracy=[50.0] * 9 + [float("nan")])
+    record, problem = parse_record(json.dumps(absent))
+    assert problem is None and math.isnan(record["per_class_accuracy"][9])
+    for bad in ("50", None, float("inf")):
+        record, problem = parse_record(json.dumps(make_record(per_class_accuracy=[50.0] * 9 + [bad])))
+        assert record is None and "per_class_accuracy" in problem

@@ -259,8 +259,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def direct_query(ctx: QueryContext) -> QueryResult:
     """DIRECT on ``models[0]``'s softmax over the pool, labels revealed from ``ctx.data.split.pool_labels`` as it
     picks; B1 and the per-class budget of phase A from ``--direct-b1`` and ``--direct-class-budget``."""
-    probs, labels = pool_softmax(ctx, "pool softmax")
+    probs, labels, keep = pool_softmax(ctx, "pool softmax")
     b1 = ctx.options.get("direct_b1") or B1_DEFAULT
-    picks = direct_select(probs, labels, ctx.budget, annotator(ctx), ctx.generator, b1=b1,
+    picks = direct_select(probs, labels, ctx.budget, annotator(ctx, keep), ctx.generator, b1=b1,
                           per_class_budget=ctx.options.get("direct_class_budget"))
-    return QueryResult(picks.numpy())
+    return QueryResult(keep[picks.numpy()])

@@ -385,30 +385,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "random per pick (LabelBench)")
 
 
-def pool_softmax(ctx: QueryContext, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax outputs ``[N_pool, C]`` (float32, CPU) of ``models[0]`` over the whole pool, labeled images included,
-    and the pool's labels ``[N_pool]`` with -1 at the unlabeled positions."""
+def pool_softmax(ctx: QueryContext, what: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Softmax outputs ``[N, C]`` (float32, CPU) of ``models[0]`` over the images the query may look at, the
+    labeled ones and those offered (``ctx.unlabeled``: the whole rest of the pool, or a protocol's random subset
+    of it), their labels ``[N]`` with -1 at the offered ones, and their pool positions ``[N]`` (sorted): the
+    selections work on rows 0..N-1 and the query maps them back."""
     data = ctx.data
-    logits, _ = penultimate_outputs(ctx.models[0], data.pool_source, data.split.pool, ctx.device, ctx.batch_size,
-                                    features=False, desc=ctx.describe(what))
+    keep = np.union1d(np.asarray(ctx.labeled, dtype=np.int64), np.asarray(ctx.unlabeled, dtype=np.int64))
+    logits, _ = penultimate_outputs(ctx.models[0], data.pool_source, data.split.pool[keep], ctx.device,
+                                    ctx.batch_size, features=False, desc=ctx.describe(what))
     for r in range(0, len(logits), 1 << 16):                                  # in place, block by block
         logits[r:r + (1 << 16)] = torch.softmax(logits[r:r + (1 << 16)], 1)
-    labels = torch.full((len(logits),), -1, dtype=torch.long)
-    labeled = np.asarray(ctx.labeled)
-    labels[torch.as_tensor(labeled)] = torch.as_tensor(np.asarray(data.split.pool_labels)[labeled], dtype=torch.long)
-    return logits, labels
+    labels = torch.full((len(keep),), -1, dtype=torch.long)
+    rows = np.searchsorted(keep, np.asarray(ctx.labeled, dtype=np.int64))
+    labels[torch.as_tensor(rows)] = torch.as_tensor(np.asarray(data.split.pool_labels)[ctx.labeled],
+                                                    dtype=torch.long)
+    return logits, labels, keep
 
 
-def annotator(ctx: QueryContext) -> Oracle:
-    """oracle(position) -> the label an annotator returns for that pool position."""
+def annotator(ctx: QueryContext, keep: np.ndarray) -> Oracle:
+    """oracle(row) -> the label an annotator returns for the pool position ``keep[row]``."""
     pool_labels = np.asarray(ctx.data.split.pool_labels)
-    return lambda i: int(pool_labels[i])
+    return lambda i: int(pool_labels[keep[i]])
 
 
 def galaxy_query(ctx: QueryContext) -> QueryResult:
     """GALAXY on ``models[0]``'s softmax over the pool; each pick's label comes from ``ctx.data.split.pool_labels``
     as soon as it is picked (an annotator inside the batch); the class order is ``--galaxy-class-order``."""
-    probs, labels = pool_softmax(ctx, "pool softmax")
+    probs, labels, keep = pool_softmax(ctx, "pool softmax")
     order = ctx.options.get("galaxy_class_order") or "round-robin"
-    picks = galaxy_select(probs, labels, ctx.budget, annotator(ctx), ctx.generator, class_order=order)
-    return QueryResult(picks.numpy())
+    picks = galaxy_select(probs, labels, ctx.budget, annotator(ctx, keep), ctx.generator, class_order=order)
+    return QueryResult(keep[picks.numpy()])
