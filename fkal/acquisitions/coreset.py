@@ -63,24 +63,30 @@ def penultimate_outputs(model: nn.Module, source: TensorSource, idx: np.ndarray,
                         ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """One pass over ``source[idx]`` (eval mode): the logits ``[N, C]`` and, with ``features``, relu(penultimate
     tap) ``[N, D]`` (the classifier layer's input, as ``penultimate_features``), float32 on the CPU. For the
-    acquisitions that read the classifier layer (BASE, BADGE) or the pool's softmax (GALAXY, DIRECT)."""
+    acquisitions that read the classifier layer (BASE, BADGE) or the pool's softmax (GALAXY, DIRECT). Under several
+    processes each rank computes its batches and every rank gets all rows."""
     name = getattr(type(model), "penultimate", None)
     if features and name is None:
         raise ValueError(f"{type(model).__name__} names no penultimate tap (class attribute 'penultimate')")
+    if not len(idx):
+        return torch.empty(0, 0), (torch.empty(0, 0) if features else None)
     model.eval()
-    batches = source.batches(idx, batch_size)
-    if desc:
-        batches = tqdm(batches, total=-(-len(idx) // batch_size), desc=desc, leave=False)
-    logits, feats = [], []
-    for _, x in batches:
+    batches = D.sharded(source, idx, batch_size)
+    if desc and D.is_main():
+        batches = tqdm(batches, total=len(D.my_batches(len(idx), batch_size)), desc=desc, leave=False)
+    logits, feats, where = [], [], []
+    for _, pos, x in batches:
         z, taps = model(x.to(device, non_blocking=True))
         logits.append(z.float().cpu())                                        # [B, C]
         if features:
             h = F.relu(taps[name].float())                                    # [B, D] or [B, D, H, W]
             feats.append((h.flatten(2).mean(2) if h.dim() > 2 else h).cpu())  # [B, D]
-    if not logits:
-        return torch.empty(0, 0), (torch.empty(0, 0) if features else None)
-    return torch.cat(logits), (torch.cat(feats) if features else None)
+        where.append(pos)
+    where = np.concatenate(where) if where else np.zeros(0, dtype=np.int64)
+
+    def gathered(parts: list) -> torch.Tensor:                               # [N, ...] in idx's order, on the CPU
+        return D.gather_rows(torch.cat(parts) if parts else torch.empty(0, 0), where, len(idx)).cpu()
+    return gathered(logits), (gathered(feats) if features else None)
 
 
 def nearest_distance(points: torch.Tensor, centers: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
