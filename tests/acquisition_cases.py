@@ -142,3 +142,19 @@ def annotator_differs(ctx):
     pool_labels = ctx.data.split.pool_labels
     pool_labels[:] = (np.asarray(pool_labels) * 7 + 3) % 10
     return np.asarray(pool_labels)
+
+
+def noisy_softmax_pool(seed: int, n: int, c: int, n_labeled: int, noise: float, dup: int):
+    """Softmax outputs ``[n, c]`` (float64) whose last ``dup`` rows repeat the first ones (exact ties), true labels
+    = argmax flipped to a random class with probability ``noise``, and the labels ``[n]`` of ``n_labeled`` random
+    images (-1 elsewhere): ``(probs, labels, truth)``, for GALAXY and DIRECT."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(2.0 * torch.randn(n, c, generator=g, dtype=torch.float64), 1)
+    probs[n - dup:] = probs[:dup]
+    truth = probs.argmax(1)
+    flip = torch.rand(n, generator=g) < noise
+    truth[flip] = torch.randint(c, (int(flip.sum()),), generator=g)
+    labels = torch.full((n,), -1, dtype=torch.long)
+    lab = torch.randperm(n, generator=g)[:n_labeled]
+    labels[lab] = truth[lab]
+    return probs, labels, truth

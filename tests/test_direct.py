@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from acquisition_cases import annotator_differs, pool_logits_and_features
+from acquisition_cases import annotator_differs, noisy_softmax_pool, pool_logits_and_features
 from fkal.acquisitions.direct import (acc_curve, direct_select, outward_positions, phase_a_budget, shrink_interval,
                     uncertain_interval)
 from fkal.acquisitions.galaxy import galaxy_select
@@ -142,16 +142,7 @@ def ref_direct(probs, labels, budget, truth, generator, b1=20, per_class_budget=
 # ------------------------------------------------------------------ pools
 
 def random_pool(seed: int, n: int = 120, c: int = 3, n_labeled: int = 15, noise: float = 0.2):
-    g = torch.Generator().manual_seed(seed)
-    probs = torch.softmax(2.0 * torch.randn(n, c, generator=g, dtype=torch.float64), 1)
-    probs[-5:] = probs[:5]                                               # tied margins
-    truth = probs.argmax(1)
-    flip = torch.rand(n, generator=g) < noise
-    truth[flip] = torch.randint(c, (int(flip.sum()),), generator=g)
-    labels = torch.full((n,), -1, dtype=torch.long)
-    lab = torch.randperm(n, generator=g)[:n_labeled]
-    labels[lab] = truth[lab]
-    return probs, labels, truth
+    return noisy_softmax_pool(seed, n, c, n_labeled, noise, dup=5)                # tied margins
 
 
 def line_pool(n: int = 201, boundary: int = 140, labeled_every: int = 20):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from acquisition_cases import annotator_differs, pool_logits_and_features
+from acquisition_cases import annotator_differs, noisy_softmax_pool, pool_logits_and_features
 from fkal.acquisitions.galaxy import (OvrRankings, bisection_pick, galaxy_select, ovr_ranking, ovr_scores, pack_bits,
                                       unpack_bits)
 
@@ -123,16 +123,7 @@ def line_pool(boundary_class_high: int = 0):
 
 def random_pool(seed: int, n: int = 48, c: int = 4, n_labeled: int = 8, noise: float = 0.25, dup: int = 6):
     """Softmax outputs with a few duplicated rows (tied margins), true labels = argmax flipped with prob. noise."""
-    g = torch.Generator().manual_seed(seed)
-    probs = torch.softmax(2.0 * torch.randn(n, c, generator=g, dtype=torch.float64), 1)
-    probs[n - dup:] = probs[:dup]                                       # exact duplicates -> exact ties
-    truth = probs.argmax(1)
-    flip = torch.rand(n, generator=g) < noise
-    truth[flip] = torch.randint(c, (int(flip.sum()),), generator=g)
-    labels = torch.full((n,), -1, dtype=torch.long)
-    lab = torch.randperm(n, generator=g)[:n_labeled]
-    labels[lab] = truth[lab]
-    return probs, labels, truth
+    return noisy_softmax_pool(seed, n, c, n_labeled, noise, dup)
 
 
 def oracle_of(truth):
