@@ -227,3 +227,18 @@ def test_build_estimator_defaults():
     est = build_estimator("phat", val, torch.arange(6) % 3, 3, ("fc1",), 4, torch.Generator())
     rows = torch.randn(4, 5, generator=g) * 3 + 1
     torch.testing.assert_close(est.standardize(rows), standardize(rows))
+
+
+@pytest.mark.parametrize("name", ["phat-em", "phat-agree", "efs", "efs-em"])
+def test_corrected_estimators_standardize_the_pool_as_the_validation_set(name):
+    """Under ``--standardize release`` a corrected estimator standardizes the pool's descriptors as the validation
+    set's were (z-scores per row, not unit norm): the option reaches it through ``build_estimator``."""
+    from fkal.kernels import standardizer
+
+    g = torch.Generator().manual_seed(0)
+    val = Features([torch.randn(6, 5, generator=g)], None).standardized("release")
+    est = build_estimator(name, val, torch.arange(6) % 3, 3, ("fc1",), 4, torch.Generator(),
+                          standardization="release", rare=(2,))
+    rows = torch.randn(4, 5, generator=g) * 3 + 1
+    torch.testing.assert_close(est.pool_z([rows]), standardizer("release")(rows))
+    assert not torch.allclose(est.pool_z([rows]), standardizer("unit")(rows))
