@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -380,25 +381,12 @@ class FolderSource:
         order = torch.randperm(len(idx), generator=generator).numpy() if shuffle else np.arange(len(idx))
         draws = draw_crops(len(idx), generator, self.crop_scale, self.crop_ratio) if augment else None
         files = idx[order]
-        if self._busy:                      # a pass inside another pass of this source: a loader of its own
-            loader, plan = self._new_loader(persistent=False)
-            mine = False
-        else:
-            if self._kept is None:
-                self._kept = self._new_loader(persistent=True)
-            (loader, plan), mine = self._kept, True
-            self._busy = True
-        try:
+        with self._pass_loader() as (loader, plan):
             plan.set(files, batch_size, draws)
             start = 0
             for x in loader:
                 yield order[start:start + len(x)], x
                 start += len(x)
-        except UserError as e:
-            raise _worker_error(e) from None
-        finally:
-            if mine:
-                self._busy = False
 
     def batches_of(self, idx: np.ndarray, groups: list[np.ndarray], augment: bool = False,
                    generator: Optional[torch.Generator] = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
@@ -409,22 +397,28 @@ class FolderSource:
         idx = np.asarray(idx)
         flat = np.concatenate([np.asarray(g) for g in groups]) if groups else np.zeros(0, dtype=np.int64)
         draws = draw_crops(len(idx), generator, self.crop_scale, self.crop_ratio) if augment else None
-        if self._busy:
-            loader, plan = self._new_loader(persistent=False)
-            mine = False
-        else:
-            if self._kept is None:
-                self._kept = self._new_loader(persistent=True)
-            (loader, plan), mine = self._kept, True
-            self._busy = True
-        try:
+        with self._pass_loader() as (loader, plan):
             plan.set(idx[flat], 1, None if draws is None else draws.rows(flat), [len(g) for g in groups])
             for pos, x in zip(groups, loader):
                 yield np.asarray(pos), x
+
+    @contextmanager
+    def _pass_loader(self) -> Iterator[tuple[DataLoader, _PassPlan]]:
+        """The loader of one pass: the kept one (its workers persist between passes), or a loader of its own for a
+        pass inside another pass of this source. A worker's ``UserError`` comes out as one error line."""
+        nested = self._busy
+        if nested:
+            pair = self._new_loader(persistent=False)
+        else:
+            if self._kept is None:
+                self._kept = self._new_loader(persistent=True)
+            pair, self._busy = self._kept, True
+        try:
+            yield pair
         except UserError as e:
             raise _worker_error(e) from None
         finally:
-            if mine:
+            if not nested:
                 self._busy = False
 
     def _new_loader(self, persistent: bool) -> tuple[DataLoader, _PassPlan]:
