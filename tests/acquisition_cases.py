@@ -158,3 +158,18 @@ def noisy_softmax_pool(seed: int, n: int, c: int, n_labeled: int, noise: float, 
     lab = torch.randperm(n, generator=g)[:n_labeled]
     labels[lab] = truth[lab]
     return probs, labels, truth
+
+
+def plant_copies_of_misclassified(ctx) -> np.ndarray:
+    """Relabel D_v so that exactly its first five images are misclassified by ``ctx.models[0]``, and make five
+    unlabeled pool images copies of them; return the pool positions of the copies."""
+    data, model = ctx.data, ctx.models[0]
+    pred = model(data.val_source.get(data.split.val))[0].argmax(1).numpy()
+    labels_v = pred.copy()
+    labels_v[:5] = (pred[:5] + 1) % 10
+    data.val_source.labels[data.split.val] = labels_v
+    targets = ctx.unlabeled[:5]
+    data.pool_source.images[data.split.pool[targets]] = data.val_source.images[data.split.val[:5]]
+    data.pool_source.labels[data.split.pool[targets]] = labels_v[:5]
+    data.split.pool_labels[targets] = labels_v[:5]
+    return targets

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from acquisition_cases import case_context, case_of, check_contract
+from acquisition_cases import case_context, case_of, check_contract, plant_copies_of_misclassified
 from fkal.acquisitions.fisher_kernel import fisher_kernel_query
 from fkal.acquisitions.contract import REVEALS_LABELS
 from fkal.acquisitions.registry import ACQUISITIONS
@@ -118,17 +118,7 @@ def test_true_labels_give_full_pseudo_label_accuracy(query_ctx):
 def test_pool_copies_of_misclassified_validation_images_are_found(query_ctx):
     """The method's point: the pool images that match the misclassified validation images are selected."""
     ctx = query_ctx(parse_config("pfk-y-L80", ACQUISITIONS), budget=5)
-    data, model = ctx.data, ctx.models[0]
-    # relabel D_v so that exactly its first five images are misclassified by the model
-    pred = model(data.val_source.get(data.split.val))[0].argmax(1).numpy()
-    labels_v = pred.copy()
-    labels_v[:5] = (pred[:5] + 1) % 10
-    data.val_source.labels[data.split.val] = labels_v
-    # five unlabeled pool images become copies of those five validation images
-    targets = ctx.unlabeled[:5]
-    data.pool_source.images[data.split.pool[targets]] = data.val_source.images[data.split.val[:5]]
-    data.pool_source.labels[data.split.pool[targets]] = labels_v[:5]
-    data.split.pool_labels[targets] = labels_v[:5]
+    targets = plant_copies_of_misclassified(ctx)
     result = fisher_kernel_query(ctx)
     assert set(result.indices.tolist()) == set(targets.tolist())
     np.testing.assert_allclose(result.scores, 3.0, rtol=1e-4)             # three scales, r_z = r_g = 1 each

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from acquisition_cases import plant_copies_of_misclassified
 from fkal import settings as st
 from fkal.acquisitions.fisher_kernel import fisher_kernel_query
 from fkal.acquisitions.registry import ACQUISITIONS
@@ -178,21 +179,6 @@ def test_release_weighs_scale_j_by_L_j_minus_1_in_the_kernels():
 
 # ------------------------------------------------------------------------------------------------ the query
 
-def _copies_of_misclassified(ctx):
-    """Make the first five validation images the only misclassified ones and put copies of them in the pool
-    (as tests/test_acquisitions.py does); return the pool positions of the copies."""
-    data, model = ctx.data, ctx.models[0]
-    pred = model(data.val_source.get(data.split.val))[0].argmax(1).numpy()
-    labels_v = pred.copy()
-    labels_v[:5] = (pred[:5] + 1) % 10
-    data.val_source.labels[data.split.val] = labels_v
-    targets = ctx.unlabeled[:5]
-    data.pool_source.images[data.split.pool[targets]] = data.val_source.images[data.split.val[:5]]
-    data.pool_source.labels[data.split.pool[targets]] = labels_v[:5]
-    data.split.pool_labels[targets] = labels_v[:5]
-    return targets
-
-
 @pytest.mark.parametrize("cfg, how, score", [
     ("pfk-sum-y-L80", "unit", 6.0),               # three scales, r_z = r_g = 1: 3 x (1 + 1)
     ("pfk-sum-y-L80", "release", 154.0),          # (9 + 19 + 49) x (1 + 1)
@@ -204,7 +190,7 @@ def test_query_uses_the_chosen_taps_and_standardization(query_ctx, cfg, how, sco
     similarity is the kernel's value for identical images under the chosen standardization; every forward pass
     of the query sees the chosen tap point, and the model gets its own back afterwards."""
     ctx = query_ctx(parse_config(cfg, ACQUISITIONS), budget=5, options={"taps": "post", "standardize": how})
-    targets = _copies_of_misclassified(ctx)
+    targets = plant_copies_of_misclassified(ctx)
     model = ctx.models[0]
     seen = []
     forward = model.forward
