@@ -43,7 +43,10 @@ Printed (and written with --save as results.md and CSV files):
   - improvement over random sampling: a configuration's --metric minus random's in the same run (trial) at the
     same labeled count, mean ± std over runs (TA-VAAL's Figures 3-4; paired with the random runs of the same
     settings);
-  - query (selection) and training seconds per iteration.
+  - query (selection) and training seconds per iteration;
+  - with --compare-at N ...: at each labeled count N, accuracy, balanced accuracy, worst-class and rare-class
+    accuracy, the rare classes' share of the images labeled so far and the median query seconds, a row per
+    configuration.
 
 Figures (--save; PNG and PDF, one set per imbalance ratio, file names end in _IR{ratio}):
   accuracy_IR*           the --metric against labeled images, or against their share of |D| (the pool before
@@ -73,6 +76,7 @@ examples:
   python run_plot.py --epoch-selection val --targets 85 90 final --x percent --save
   python run_plot.py --epoch-selection val --beside final_test_accuracy      # kept epoch against final epoch
   python run_plot.py --metric balanced_accuracy --targets 80 final
+  python run_plot.py --epoch-selection val --imbalance-ratios 100 --compare-at 250 625 1250   # imbalance metrics
   python run_plot.py --dataset cifar10 --out local_data/tavaal --save   # TA-VAAL's benchmark (run.py --protocol tavaal)
 """
 
@@ -132,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baselines", nargs="+", metavar="NAME", default=None,
                         help="label saving against these configurations (any, e.g. pfk-phat-L80 to compare two "
                              "settings of the method; default: every baseline, i.e. all but pcc/pfk/pfk-sum)")
+    parser.add_argument("--compare-at", nargs="+", type=integer(1), metavar="LABELED", default=None,
+                        help="also print, at these labeled counts, one table per count with a row per "
+                             "configuration: accuracy, balanced accuracy, worst-class and rare-class accuracy "
+                             "(mean ± std over runs), the rare classes' share of the images labeled so far and "
+                             "the median query seconds (written as comparison.csv with --save), e.g. "
+                             "--compare-at 250 625 1250")
     parser.add_argument("--resamples", type=integer(100), default=report.RESAMPLES,
                         help="bootstrap resamples of the label-saving intervals (default: %(default)s)")
     parser.add_argument("--seed", type=integer(0), default=0,
@@ -205,6 +215,15 @@ def tables(groups: dict, args: argparse.Namespace) -> tuple[str, dict[str, str],
         csvs["improvement.csv"] = report.to_csv(improvement)
     parts.append(report.format_cost_markdown(costs))
     csvs["cost.csv"] = report.to_csv(costs)
+    if getattr(args, "compare_at", None):
+        rare = args.rare_classes if args.rare_classes is not None else report.DEFAULT_RARE_CLASSES.get(args.dataset)
+        comparison = report.comparison_table(groups, args.compare_at, rare)
+        if comparison:
+            parts.append(report.format_comparison_markdown(comparison))
+            csvs["comparison.csv"] = report.to_csv(comparison)
+        else:
+            notes.append(f"--compare-at {' '.join(map(str, args.compare_at))}: no configuration reached any of "
+                         "these labeled counts")
     return "\n".join(parts), csvs, notes
 
 

@@ -121,6 +121,22 @@ def test_main_figures_folder_and_filters(tmp_path, capsys):
     assert "no results left after the filters" in capsys.readouterr().err
 
 
+def test_main_compare_at(tmp_path, capsys):
+    out = write_results(tmp_path)
+    figures = tmp_path / "figures"
+    assert run_plot.main(["--out", str(out), "--compare-at", "250", "999", "--save", "--figures", str(figures)]) == 0
+    printed = capsys.readouterr().out
+    # random at 250 labels: 50 + 20 and 50 + 20 + 1; rare classes 5-9 of MNIST: (20 + 11) + (20 + 12) of the
+    # 131 + 132 selected images (these records select more than 125 a time): 23.95%
+    assert "### IR=100, 250 labeled" in printed and "999 labeled" not in printed
+    assert "| random | 2 | 70.5 ± 0.7 | – | – | – | 24.0 ± 0.0 | 0.001 |" in printed
+    lines = (figures / "comparison.csv").read_text().splitlines()
+    assert lines[0].startswith("config,imbalance_ratio,unsupervised,labeled,runs,accuracy,accuracy_std,balanced")
+    assert len(lines) == 1 + 2
+    assert run_plot.main(["--out", str(out), "--compare-at", "999"]) == 0
+    assert "--compare-at 999: no configuration reached any of these labeled counts" in capsys.readouterr().err
+
+
 def test_main_without_results_exits_2(tmp_path, capsys):
     assert run_plot.main(["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -361,6 +361,41 @@ def test_rare_share_is_cumulative_and_histogram_is_mean_over_runs():
     assert counts.tolist() == [[9.0, 1.0], [4.0, 6.0]]
 
 
+def test_comparison_table_by_hand():
+    def rec(config, run, iteration, acc, counts, query, **extra):
+        return make_record(config, run=run, iteration=iteration, accuracy=acc, counts=counts, query_seconds=query,
+                           balanced_accuracy=acc - 1.0, worst_class_accuracy=acc - 40.0 + run,
+                           rare_class_accuracy=acc - 20.0, **extra)
+    named = {"rare_classes": [8, 9]}
+    records = [rec("pfk-phat-L80", 0, 1, 70.0, [12, 12, 12, 12, 12, 12, 12, 12, 12, 17], 9.0, **named),
+               rec("pfk-phat-L80", 0, 2, 80.0, [10] * 8 + [20, 25], 3.0, **named),
+               rec("pfk-phat-L80", 1, 1, 72.0, [13] * 8 + [0, 21], 1.0, **named),
+               rec("pfk-phat-L80", 1, 2, 84.0, [10] * 8 + [5, 40], 5.0, **named),
+               rec("random", 0, 1, 50.0, [15] * 5 + [10] * 5, 0.5),         # no rare classes named: the fallback
+               rec("full-train", 0, 0, 92.0, [0] * 10, 0.0)]
+    rows = report.comparison_table(report.group_records(records), at=[125, 250, 375], rare_classes=[5, 6, 7, 8, 9])
+    assert [(r.config, r.labeled, r.runs) for r in rows] == [("random", 125, 1), ("pfk-phat-L80", 125, 2),
+                                                            ("pfk-phat-L80", 250, 2)]     # none reached 375
+    pfk = rows[2]
+    assert (pfk.accuracy, pfk.balanced, pfk.rare_classes) == (82.0, 81.0, 62.0)
+    assert pfk.accuracy_std == pytest.approx(statistics.stdev([80.0, 84.0]))
+    assert pfk.worst_class == pytest.approx(statistics.mean([40.0, 45.0]))             # acc - 40 + run
+    # cumulative rare share (classes 8 and 9 only, as the records name them): run 0 (12 + 17 + 20 + 25) / 250,
+    # run 1 (0 + 21 + 5 + 40) / 250
+    assert pfk.rare_share == pytest.approx(statistics.mean([100 * 74 / 250, 100 * 66 / 250]))
+    assert pfk.rare_share_std == pytest.approx(statistics.stdev([100 * 74 / 250, 100 * 66 / 250]))
+    assert rows[1].rare_share == pytest.approx(statistics.mean([100 * 29 / 125, 100 * 21 / 125]))
+    assert pfk.query_seconds == 4.0                         # median of iterations 2 only (3 and 5): not 9 and 1
+    assert rows[0].rare_share == pytest.approx(100 * 50 / 125) and math.isnan(rows[0].rare_share_std)
+    assert math.isnan(rows[0].query_seconds)                # random has no iteration 2
+    text = report.format_comparison_markdown(rows)
+    assert "### IR=100, 250 labeled" in text
+    assert "| pfk-phat-L80  (R_zg, S=p^(y,z), L=80) | 2 | 82.0 ± 2.8 | 81.0 ± 2.8 | 42.5 ± 3.5 | 62.0 ± 2.8 | 28.0 ± 2.3 | 4 |" in text
+    assert "| random | 1 | 50.0 | 49.0 | 10.0 | 30.0 | 40.0 | – |" in text
+    unnamed = report.comparison_table(report.group_records(records), at=[125], rare_classes=None)
+    assert math.isnan(unnamed[0].rare_share) and unnamed[1].rare_share == rows[1].rare_share   # named ones kept
+
+
 # ------------------------------------------------------------------------------------------------ names
 
 @pytest.mark.parametrize("name, parsed", [

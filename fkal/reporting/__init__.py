@@ -29,5 +29,6 @@ from .curves import (  # noqa: F401
 from .tables import (  # noqa: F401
     SummaryRow, summary_table, CostRow, cost_table, format_accuracy_markdown, label_saving_text,
     format_label_saving_markdown, difference_table, format_cost_markdown,
-    to_csv, ImprovementRow, improvement_table, format_improvement_markdown,
+    to_csv, ImprovementRow, improvement_table, format_improvement_markdown, COMPARISON_METRICS, ComparisonRow,
+    comparison_table, format_comparison_markdown,
 )

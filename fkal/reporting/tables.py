@@ -11,7 +11,10 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
-from .curves import FINAL, LabelSaving, accuracy_curve, difference_curve, improvement_curve, mean_std
+import numpy as np
+
+from .curves import (FINAL, LabelSaving, accuracy_curve, difference_curve, improvement_curve, mean_std,
+                     rare_share_curve)
 from .names import FULL_TRAIN, RANDOM_INIT_MARK, format_ratio, legend_name
 from .records import GroupKey, baseline_key, pool_size, split_full_train
 
@@ -82,6 +85,91 @@ def cost_table(groups: dict[GroupKey, dict[int, list[dict]]], from_iteration: in
         rows.append(CostRow(key.config, key.imbalance_ratio, key.unsupervised, *query, *train, len(records),
                             key.variant))
     return rows
+
+
+# The columns of the comparison table: record field -> heading (LabelBench's imbalance metrics beside accuracy).
+COMPARISON_METRICS = {"test_accuracy": "accuracy", "balanced_accuracy": "balanced", "worst_class_accuracy": "worst class",
+                      "rare_class_accuracy": "rare classes"}
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One configuration at one labeled count: accuracy and the imbalance metrics (mean and sample std over runs,
+    %), the share of the rare classes among the images labeled so far (%), and the median query seconds of its
+    iterations 2 and later (all runs)."""
+
+    config: str
+    imbalance_ratio: float
+    unsupervised: int
+    labeled: int
+    runs: int
+    accuracy: float
+    accuracy_std: float
+    balanced: float
+    balanced_std: float
+    worst_class: float
+    worst_class_std: float
+    rare_classes: float
+    rare_classes_std: float
+    rare_share: float
+    rare_share_std: float
+    query_seconds: float
+    variant: str = ""
+
+
+def comparison_table(groups: dict[GroupKey, dict[int, list[dict]]], at: Sequence[int],
+                     rare_classes: Sequence[int] | None = None) -> list[ComparisonRow]:
+    """Rows of every active-learning group at each labeled count of ``at`` that it reached. The rare classes of a
+    group are those its records name (``rare_classes``; the imbalance rule's), else ``rare_classes``; without
+    either the rare share is nan."""
+    rows = []
+    for key, runs in split_full_train(groups)[0].items():
+        points = {metric: {p.labeled: p for p in accuracy_curve(runs, metric)} for metric in COMPARISON_METRICS}
+        named = {tuple(r.get("rare_classes") or ()) for records in runs.values() for r in records}
+        rare = list(named.pop()) if len(named) == 1 and () not in named else rare_classes
+        share = {p.labeled: p for p in rare_share_curve(runs, rare)} if rare else {}
+        later = [r["query_seconds"] for records in runs.values() for r in records if r["iteration"] >= 2]
+        query = float(np.median(later)) if later else math.nan
+        for labeled in at:
+            if labeled not in points["test_accuracy"]:
+                continue
+            cells = []
+            for metric in COMPARISON_METRICS:
+                p = points[metric].get(labeled)
+                cells += [p.mean, p.std] if p is not None else [math.nan, math.nan]
+            s = share.get(labeled)
+            cells += [s.mean, s.std] if s is not None else [math.nan, math.nan]
+            rows.append(ComparisonRow(key.config, key.imbalance_ratio, key.unsupervised, labeled,
+                                      points["test_accuracy"][labeled].runs, *cells, query, key.variant))
+    return rows
+
+
+def format_comparison_markdown(rows: Sequence[ComparisonRow]) -> str:
+    """One table per imbalance ratio and labeled count: a row per configuration."""
+    lines = ["## Accuracy, imbalance metrics and rare share", "",
+             "Test accuracy, balanced accuracy (the mean of the per-class accuracies), the worst class's accuracy "
+             "and the mean accuracy of the rare classes (%), mean ± sample std over runs; the rare classes' share "
+             "of all images labeled so far (%); the median query seconds over iterations 2 and later of all runs.",
+             ""]
+    heading = ["configuration", "runs", *COMPARISON_METRICS.values(), "rare share", "query s"]
+    for ratio in sorted({row.imbalance_ratio for row in rows}):
+        for labeled in sorted({row.labeled for row in rows if row.imbalance_ratio == ratio}):
+            at = [row for row in rows if row.imbalance_ratio == ratio and row.labeled == labeled]
+            body = [[legend_name(r.config, r.unsupervised, r.variant), str(r.runs),
+                     *(_spread(m, s) for m, s in ((r.accuracy, r.accuracy_std), (r.balanced, r.balanced_std),
+                                                  (r.worst_class, r.worst_class_std),
+                                                  (r.rare_classes, r.rare_classes_std),
+                                                  (r.rare_share, r.rare_share_std))),
+                     "–" if math.isnan(r.query_seconds) else f"{r.query_seconds:.3g}"] for r in at]
+            lines += [f"### IR={format_ratio(ratio)}, {labeled} labeled", ""] + _markdown_table(heading, body) + [""]
+    return "\n".join(lines)
+
+
+def _spread(mean: float, std: float) -> str:
+    """'93.1 ± 0.5', '93.1' for one run, '–' where undefined."""
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
 
 def _cell(mean: float, std: float, runs: int, digits: int = 2) -> str:
