@@ -65,3 +65,40 @@ def test_successors_scale_measures_each_method_on_a_tiny_pool(method):
     line = bench.row(r)
     assert line.startswith(f"| tiny | {method} | 3,000 | 6 | 60 |")
     assert ("not measured" in line) == (method in ("galaxy", "badge"))
+
+
+PSEUDO = Path(__file__).resolve().parents[1] / "benchmarks" / "pseudo_label_quality.py"
+
+
+def test_pseudo_label_quality_replays_the_recorded_queries(tiny_mnist, tmp_path, capsys):
+    """benchmarks/pseudo_label_quality.py: replaying pfk-phat-L80's own queries gives exactly the rare-class
+    precision, recall and count its records hold, and the rare picks they counted; other estimators are queried on
+    the same models; a run without the reference is one clear error."""
+    from fkal.cli import main as run_main
+    from fkal.io import read_jsonl
+    out = tmp_path / "out"
+    assert run_main(["--data-root", str(tiny_mnist), "--out", str(out), "--run-stop", "1", "--imbalance-ratios", "4",
+                     "--train-size", "400", "--val-size", "100", "--unsup-epochs", "1", "--epochs", "2",
+                     "--iterations", "2", "--pool-size", "10", "--no-progress", "--eval-batch", "128",
+                     "--unsupervised", "1", "--only", "pfk-phat-L80"]) == 0
+    records, _ = read_jsonl(out / "MNIST" / "run0" / "results.jsonl")
+    spec = importlib.util.spec_from_file_location("pseudo_label_quality", PSEUDO)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--data-root", str(tiny_mnist), "--out", str(out), "--runs", "0", "--imbalance-ratio", "4",
+            "--iterations", "2", "--estimators", "phat", "yhat", "--eval-batch", "128"]
+    assert bench.main(args) == 0
+    printed = capsys.readouterr().out
+    line = re.compile(r"^run0 b=(\d) (\S+): rare precision ([\d.]+|nan)%, recall ([\d.]+|nan)%, (\d+) called rare "
+                      r"of which (\d+) are, (\d+) of 10 picks rare$", re.MULTILINE)
+    found = {(int(m[1]), m[2]): m.groups()[2:] for m in line.finditer(printed)}
+    assert set(found) == {(b, c) for b in (1, 2) for c in ("pfk-phat-L80", "pfk-yhat-L80")}, printed
+    for r in records:
+        precision, recall, said, _, picked = found[(r["iteration"], "pfk-phat-L80")]
+        assert float(precision) == pytest.approx(r["pseudo_label_rare_precision"], abs=0.05)
+        assert float(recall) == pytest.approx(r["pseudo_label_rare_recall"], abs=0.05)
+        assert int(said) == r["pseudo_label_rare_count"]
+        assert int(picked) == sum(r["selected_class_counts"][c] for c in r["rare_classes"])
+    assert "| yhat | 2 |" in printed
+    with pytest.raises(UserError, match="--reference"):
+        bench.main(args + ["--reference", "pfk-yhat-L20"])

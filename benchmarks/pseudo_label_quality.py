@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""How well each pseudo-label estimator S finds the rare classes, on the same models and the same pools.
+
+The records of ``run.py`` give the rare-class precision and recall of each configuration's own pseudo-labels, but
+each configuration picks its own images and trains its own models, so from iteration 2 on the estimators are
+compared on different models. This script replays the queries of a finished run instead. For iterations
+b = 1..``--iterations`` it loads the model and the labeled set that ``--reference`` (default ``pfk-phat-L80``)
+queried with at iteration b (the rotation-pretrained initial model at b = 1, its saved state of iteration b - 1
+after). On them it runs the query of ``pfk-{S}-L{L}`` for every S of ``--estimators``, with the reference's P and
+selection options (``--taps``, ``--standardize``) and the generator the loop gave that query: for S = the
+reference's own S the replay gives the recorded pseudo-labels and picks. It prints per S:
+
+  - the rare-class precision and recall of the pseudo-labels over the unlabeled pool, as the loop records them
+    (``fkal.metrics.pseudo_label_rare_scores``: a rare pseudo-label is a hit when it is the image's own class),
+    and how many pool images got a rare pseudo-label against how many are rare;
+  - how many of the P picks are rare.
+
+    python benchmarks/pseudo_label_quality.py --data-root ../shared/datasets --out local_data --runs 0 1 2
+
+It reads ``{out}/MNIST/run{r}/ir{IR}/split.npz``, ``init_rotation.pt`` and the reference's ``state_bNN.pt`` files,
+which ``run.py`` wrote, and changes nothing there. A query of one S on the full pool takes seconds to a minute on
+one CPU core (phat-em and efs-em fit a temperature and run EM first).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fkal.acquisitions.contract import QueryContext  # noqa: E402
+from fkal.acquisitions.registry import ACQUISITIONS  # noqa: E402
+from fkal.cli import pick_device  # noqa: E402
+from fkal.config import parse_config  # noqa: E402
+from fkal.data import DATASETS, ALData  # noqa: E402
+from fkal.data.mnist import load_mnist  # noqa: E402
+from fkal.data.split import Split  # noqa: E402
+from fkal.errors import UserError  # noqa: E402
+from fkal.io import load_torch  # noqa: E402
+from fkal.loop import generator  # noqa: E402
+from fkal.metrics import pseudo_label_rare_scores  # noqa: E402
+from fkal.models import build_model  # noqa: E402
+from fkal.reporting.names import format_ratio  # noqa: E402
+
+SPEC = DATASETS["mnist"]
+ESTIMATORS = ("phat", "phat-em", "phat-agree", "efs", "efs-em", "yhat")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-root", default="local_data", help="folder that holds MNIST/raw (never downloaded here)")
+    p.add_argument("--out", default="local_data", help="folder run.py wrote into")
+    p.add_argument("--runs", nargs="+", type=int, default=[0, 1, 2], help="run indices")
+    p.add_argument("--imbalance-ratio", type=float, default=100.0, help="imbalance ratio IR of the runs")
+    p.add_argument("--iterations", type=int, default=3, help="replay the queries of iterations 1..this")
+    p.add_argument("--reference", default="pfk-phat-L80",
+                   help="the configuration whose models and labeled sets the queries are replayed on")
+    p.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), metavar="S",
+                   help="pseudo-label estimators S, each run as pfk-{S}-L{L}")
+    p.add_argument("--L", type=int, default=80, help="descriptor length L of the queried configurations")
+    p.add_argument("--gpu", type=int, default=None, help="CUDA device index (default: the CPU)")
+    p.add_argument("--eval-batch", type=int, default=1000, help="inference batch size")
+    return p.parse_args(argv)
+
+
+def model_from(path: Path, device: torch.device) -> torch.nn.Module:
+    """The model of an initial model file ({'model': ...}) or member 0 of an iteration state ({'models': [...]})."""
+    saved = load_torch(path, "run run.py for this run first")
+    model = build_model(SPEC.model, SPEC.num_classes)
+    model.load_state_dict(saved["models"][0] if "models" in saved else saved["model"])
+    return model.to(device).eval()
+
+
+def replay(folder: Path, data: ALData, reference: str, b: int, device: torch.device) -> tuple:
+    """``(model, labeled [N_l], unlabeled [N_u])`` with which ``reference`` queried at iteration b."""
+    if b == 1:
+        return model_from(folder / "init_rotation.pt", device), np.zeros(0, np.int64), np.arange(len(data.split.pool))
+    path = folder / "rotation" / reference / f"state_b{b - 1:02d}.pt"
+    labeled_at = load_torch(path, f"run run.py --only {reference} for this run first")["labeled_at"].numpy()
+    return model_from(path, device), np.flatnonzero(labeled_at >= 0), np.flatnonzero(labeled_at < 0)
+
+
+def reference_settings(folder: Path, reference: str) -> dict:
+    """The settings the reference ran with (its ``settings.json``): its P and its selection options are replayed."""
+    path = folder / "rotation" / reference / "settings.json"
+    try:
+        return json.loads(path.read_text())["settings"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot read {path} ({type(e).__name__}: {e}): run run.py --only {reference} for this "
+                        "run first, or name another --reference") from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    device = pick_device(args.gpu)
+    raw = load_mnist(args.data_root, download=False)
+    ir = format_ratio(args.imbalance_ratio)
+    rows: dict[tuple[str, int], list[dict]] = {}
+    for run in args.runs:
+        folder = Path(args.out) / "MNIST" / f"run{run}" / f"ir{ir}"
+        if not (folder / "split.npz").exists():
+            raise UserError(f"{folder / 'split.npz'} does not exist: run run.py --run-start {run} "
+                            f"--run-stop {run + 1} --imbalance-ratios {ir} first, or point --out at its output")
+        split = Split.load(folder / "split.npz", raw)
+        data = ALData(SPEC, raw, split)
+        rare = list(split.rare_classes)
+        settings = reference_settings(folder, args.reference)
+        budget, options = settings["query_size"], {**settings["options"], "taps": settings["taps"]}
+        for b in range(1, args.iterations + 1):
+            model, labeled, unlabeled = replay(folder, data, args.reference, b, device)
+            true = data.pool_source.labels[split.pool[unlabeled]]
+            for s in args.estimators:
+                cfg = parse_config(f"pfk-{s}-L{args.L}", ACQUISITIONS)
+                ctx = QueryContext(models=[model], data=data, labeled=labeled, unlabeled=unlabeled,
+                                   budget=budget, options=options, generator=generator(split.seed, "query", b),
+                                   device=device, config=cfg, iteration=b, batch_size=args.eval_batch,
+                                   progress=False)
+                result = ACQUISITIONS[cfg.acquisition](ctx)
+                scores = pseudo_label_rare_scores(result.pseudo_labels, true, rare)
+                picked = data.pool_source.labels[split.pool[result.indices]]
+                row = {"precision": scores["pseudo_label_rare_precision"],
+                       "recall": scores["pseudo_label_rare_recall"], "said": scores["pseudo_label_rare_count"],
+                       "rare": int(np.isin(true, rare).sum()), "picked": int(np.isin(picked, rare).sum())}
+                rows.setdefault((s, b), []).append(row)
+                print(f"run{run} b={b} {cfg.name}: rare precision {row['precision']:.1f}%, recall "
+                      f"{row['recall']:.1f}%, {row['said']} called rare of which {row['rare']} are, "
+                      f"{row['picked']} of {budget} picks rare", flush=True)
+    print(f"\nMNIST IR={ir}, runs {' '.join(map(str, args.runs))}: the queries of {args.reference} replayed "
+          f"(mean ± std over runs)\n")
+    print(f"| S | b | rare precision (%) | rare recall (%) | pool images called rare | rare picks of {budget} |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for (s, b), values in rows.items():
+        cells = [_spread([v[k] for v in values]) for k in ("precision", "recall", "said", "picked")]
+        print(f"| {s} | {b} | " + " | ".join(cells) + " |")
+    return 0
+
+
+def _spread(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    return f"{values[0]:.1f}" if len(values) == 1 else f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
