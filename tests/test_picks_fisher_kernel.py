@@ -10,6 +10,8 @@ and ``result.scores`` each pick's best similarity to a center.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -299,7 +301,7 @@ def brute_force_similarities(ctx, spy: PerturbSpy | None, kind: str, all_misclas
 
 
 @pytest.mark.parametrize("config", ["pcc-L20", "pcc-L80", "pfk-y-L20", "pfk-yhat-L30", "pfk-phat-L80",
-                                    "pfk-phat-g-L20", "pfk-sum-yhat-L20", "pfk-sum-phat-L80"])
+                                    "pfk-phat-g-L20", "pcc-phat-g-L20", "pfk-sum-yhat-L20", "pfk-sum-phat-L80"])
 def test_fisher_kernel_picks_equal_algorithm_1_by_brute_force(tiny_mnist, config):
     ctx = trained_context(tiny_mnist, config, budget=6)
     ctx.unlabeled = ctx.unlabeled[::4]                                       # 70 pool images
@@ -338,20 +340,131 @@ def test_monte_carlo_pseudo_labels_by_brute_force_on_the_same_perturbations(tiny
     np.testing.assert_allclose(result.scores, best, rtol=1e-4, atol=1e-5)
 
 
-def test_fewer_misclassified_than_p_makes_every_one_a_center(tiny_mnist):
-    """Relabel D_v so that the model misses exactly three images, fewer than P: all three are the centers."""
+@pytest.mark.parametrize("missed", [[3, 40, 77], [3, 12, 40, 58, 77, 91]])
+def test_at_most_p_misclassified_makes_every_one_a_center(tiny_mnist, missed):
+    """Relabel D_v so that the model misses exactly three images (fewer than P = 6), or exactly six: all of them
+    are the centers, in D_v's order, and no first center is drawn (line 5 runs the k-center greedy only when
+    |M^| > P), so the query's generator is left as it was."""
     ctx = trained_context(tiny_mnist, "pfk-y-L80", budget=6)
     ctx.unlabeled = ctx.unlabeled[::4]
     data = ctx.data
     with torch.no_grad():
         pred = ctx.models[0](data.val_source.get(data.split.val))[0].argmax(1).numpy()
     labels = pred.copy()
-    labels[[3, 40, 77]] = (pred[[3, 40, 77]] + 1) % 10
+    labels[missed] = (pred[missed] + 1) % 10
     data.val_source.labels[data.split.val] = labels
+    state = ctx.generator.get_state()
     result = ACQUISITIONS["pfk"](ctx)
+    assert torch.equal(ctx.generator.get_state(), state)
     want, best, _ = brute_force_query(ctx, None)
     np.testing.assert_array_equal(check_contract(ctx, result), want)
     np.testing.assert_allclose(result.scores, best, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["one center", "identical centers"])
+def test_candidate_lists_start_at_twice_p_over_c_and_double_until_p_distinct_images(query_ctx, monkeypatch, case):
+    """Each center's candidates are its k most similar pool images, k = max(4, 2 ceil(P / C)) at first, doubled
+    while the rank-major merge finds fewer than P distinct images. One misclassified image (C = 1, P = 6): k = 12,
+    enough at once. D_v made of copies of one image, most of them misclassified: the six centers are identical,
+    their candidate lists are the same k images, so k = 4 gives 4 distinct images and k = 8 the six. Either way
+    the picks are the P images most similar to the center, by brute force."""
+    import fkal.acquisitions.fisher_kernel as fisher_kernel
+    ctx = query_ctx("pcc-L80", budget=6)
+    ctx.unlabeled = ctx.unlabeled[::4]
+    data = ctx.data
+    if case == "one center":
+        with torch.no_grad():
+            pred = ctx.models[0](data.val_source.get(data.split.val))[0].argmax(1).numpy()
+        labels = pred.copy()
+        labels[17] = (pred[17] + 1) % 10
+        data.val_source.labels[data.split.val] = labels
+    else:
+        data.val_source.images[data.split.val] = data.val_source.images[data.split.val[0]].clone()
+    widths = []
+    real = fisher_kernel.gathered_candidates
+
+    def spy(kernel, centers, pool_std, where, k, device):
+        widths.append((len(centers), k))
+        return real(kernel, centers, pool_std, where, k, device)
+    monkeypatch.setattr(fisher_kernel, "gathered_candidates", spy)
+    result = ACQUISITIONS["pcc"](ctx)
+    assert widths == ([(1, 12)] if case == "one center" else [(6, 4), (6, 8)])
+    want, best, _ = brute_force_query(ctx, None)
+    np.testing.assert_array_equal(check_contract(ctx, result), want)
+    np.testing.assert_allclose(result.scores, best, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config, how", [("pfk-y-L20", "unit"), ("pcc-L80", "release")])
+def test_pool_features_go_to_disk_exactly_past_the_memory_budget(query_ctx, monkeypatch, tmp_path, config, how):
+    """--memory-budget GB: the pool's features go to float16 files when N x L x 4 bytes (x 2 with Fisher scores)
+    is more than GB x 2^30, and stay in memory at that size exactly. The files are in a folder ``fkal-pool-*`` of
+    the temporary folder, removed afterwards; in memory, no temporary folder is needed (a missing $TMPDIR does not
+    matter). The picks and scores are the same either way, within float16's precision (under either
+    standardization: the files hold the standardized rows)."""
+    import tempfile
+
+    import fkal.acquisitions.fisher_kernel as fisher_kernel
+    from fkal.cli import build_parser
+    def context():
+        ctx = query_ctx(config, budget=5)
+        ctx.unlabeled = ctx.unlabeled[::10]
+        return ctx
+    ctx = context()
+    size = len(ctx.unlabeled) * ctx.config.L * (2 if config.startswith("pfk") else 1) * 4     # bytes as float32
+    folders, sinks = [], []
+    real = fisher_kernel.DiskFeatures
+
+    def spy(folder, *args, **kwargs):
+        folders.append(folder)
+        sinks.append(real(folder, *args, **kwargs))
+        return sinks[-1]
+    monkeypatch.setattr(fisher_kernel, "DiskFeatures", spy)
+    results = {}
+    for where, budget in (("memory", size / 2 ** 30), ("disk", size / 2 ** 30 * (1 - 1e-6))):
+        options = vars(build_parser().parse_args(["--memory-budget", repr(budget), "--standardize", how]))
+        ctx = context()
+        ctx.options = options
+        scratch = tmp_path / where                                    # $TMPDIR; missing for the memory run
+        if where == "disk":
+            scratch.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+        results[where] = ACQUISITIONS[ctx.config.acquisition](ctx)
+    assert results["memory"].extras == {"pool_features": "memory-float32"}
+    assert results["disk"].extras == {"pool_features": "disk-float16"}
+    (folder,), (sink,) = folders, sinks                               # the disk run's only
+    assert len(sink) == len(ctx.unlabeled) and sink.fisher == config.startswith("pfk")   # every row went there
+    assert os.path.dirname(folder) == str(tmp_path / "disk") and os.path.basename(folder).startswith("fkal-pool-")
+    assert not os.path.exists(folder)
+    np.testing.assert_array_equal(results["disk"].indices, results["memory"].indices)
+    np.testing.assert_allclose(results["disk"].scores, results["memory"].scores, rtol=2e-3, atol=5e-3)
+
+
+def test_pcc_computes_no_fisher_scores(query_ctx, monkeypatch):
+    """R_z needs descriptors only: pcc (with no pseudo-labels, or with p^) never runs the backward pass of the
+    Fisher scores, on D_v or on the pool."""
+    import fkal.descriptors as descriptors
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a Fisher score computed for pcc")
+    for config in ("pcc-L20", "pcc-phat-L20"):
+        ctx = query_ctx(config, budget=4)
+        ctx.unlabeled = ctx.unlabeled[::10]
+        with monkeypatch.context() as patch:
+            patch.setattr(descriptors, "fisher_scores", refuse)
+            result = ACQUISITIONS["pcc"](ctx)
+        check_contract(ctx, result)
+
+
+def test_monte_carlo_estimators_perturb_32_copies_unless_told_k(query_ctx, monkeypatch):
+    """Without -K in the configuration's name, trC, mi and mi-diag draw K = 32 perturbed copies of each image."""
+    spy = PerturbSpy()
+    monkeypatch.setattr(pseudo_labels, "perturb", spy)
+    ctx = query_ctx("pfk-trC-L20", budget=2)
+    ctx.unlabeled = ctx.unlabeled[:6]
+    check_contract(ctx, ACQUISITIONS["pfk"](ctx))
+    assert ctx.config.K is None and spy.calls and {k for _, k, _ in spy.calls} == {32}
+    assert sum(len(x) for x, _, _ in spy.calls) == 6
+    assert all(len(out) == 32 * len(x) for x, _, out in spy.calls)
 
 
 def test_pool_features_on_disk_give_algorithm_1_and_best_similarity_scores(tiny_mnist):
