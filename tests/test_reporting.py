@@ -452,6 +452,31 @@ def test_records_of_other_settings_are_never_averaged_into_one_row():
     assert report.record_key(records[0]) != report.record_key(records[2])
 
 
+def test_a_setting_added_later_at_its_earlier_value_still_pairs_with_random():
+    """Random sampling recorded before world_size and standardize existed pairs, run by run, with a configuration
+    that records them at their earlier values (1 and unit) and its own options; not with one run on two
+    processes."""
+    from fkal.settings import settings_id
+
+    def settings(seed, **more):
+        return {"seed": seed, "train": {"epochs": 50}, "query_size": 125, **more}
+    old = [make_record(run=r, accuracy=50.0, settings=settings(r), settings_id=settings_id(settings(r)))
+           for r in (0, 1)]
+    new = dict(world_size=1, standardize="unit", options={"typiclust_max_clusters": 500})
+    two = dict(world_size=2, standardize="unit")
+    later = [make_record("typiclust", run=r, accuracy=55.0 + r, settings=settings(r, **extra),
+                         settings_id=settings_id(settings(r, **extra)))
+             for r in (0, 1) for extra in (new, two)]
+    groups = report.group_records(old + later)
+    random_key, = [key for key in groups if key.config == "random"]
+    one, = [key for key in groups if key.config == "typiclust" and key.variant.endswith("--nproc_per_node 1")]
+    two, = [key for key in groups if key.config == "typiclust" and key.variant.endswith("--nproc_per_node 2")]
+    assert report.baseline_key(groups, one) == random_key
+    assert report.baseline_key(groups, two) is None
+    rows, notes = report.improvement_table(groups)
+    assert [(r.config, r.mean) for r in rows] == [("typiclust", 5.5)] and len(notes) == 1
+
+
 def test_a_class_without_test_images_keeps_its_record():
     """per_class_accuracy holds nan for a class absent from the test set (CIFAR-100 or Caltech on a sliced test
     set): the record is read, not skipped as broken (resume counts it as done); other non-numbers are refused."""

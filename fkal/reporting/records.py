@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..settings import differences, flag_of, flatten, value_of
+from ..settings import comparable, differences, flag_of, flatten, value_of
 from .names import ACQUISITIONS, FULL_TRAIN, RANDOM_INIT_MARK, acquisition_of, format_ratio
 
 
@@ -385,7 +385,9 @@ def _comparable_settings(runs: dict[int, list[dict]]) -> dict | None:
     settings = _settings_of(runs)
     if settings is None:
         return None
-    return {k: v for k, v in flatten(settings).items() if k.split(".", 1)[0] not in _PAIRING_IGNORES}
+    # comparable: a setting recorded only by later code (``fkal.settings.ADDED_LATER``) at its earlier value, e.g.
+    # world_size 1, pairs with records written before it existed, as it does for resume and for the table rows
+    return {k: v for k, v in comparable(settings).items() if k.split(".", 1)[0] not in _PAIRING_IGNORES}
 
 
 def rare_classes_in(groups: dict[GroupKey, dict[int, list[dict]]]) -> list[int] | None:
