@@ -284,3 +284,44 @@ def test_misclassified_are_the_wrong_validation_images_or_all_when_none_is():
     assert misclassified(probs, np.array([0, 0, 1, 0])).tolist() == [1, 2]
     assert misclassified(probs, np.array([1, 1, 2, 1])).tolist() == [0, 3]
     assert misclassified(probs, np.array([0, 1, 2, 0])).tolist() == [0, 1, 2, 3]          # none wrong: all
+
+
+@pytest.mark.parametrize("config", ["pfk-y-L20", "pfk-phat-em-L20"])
+def test_every_pass_runs_in_batches_of_the_eval_batch_size(query_ctx, config):
+    """--eval-batch (ctx.batch_size) bounds every forward pass of the query: the validation pass, the pool pass and
+    the estimator's prior pass over the pool (phat-em), each in full batches of that size but the last."""
+    from fkal.acquisitions.registry import ACQUISITIONS
+    from fkal.config import parse_config
+
+    ctx = query_ctx(parse_config(config, ACQUISITIONS), budget=4)
+    ctx.unlabeled, ctx.batch_size = ctx.unlabeled[::10], 16                  # 28 pool images, 100 in D_v
+    model, sizes = ctx.models[0], []
+    forward = model.forward
+    model.forward = lambda x: (sizes.append(len(x)), forward(x))[1]
+    fisher_kernel.fisher_kernel_query(ctx)
+    passes = [[16] * 6 + [4]] + [[16, 12]] * (2 if config.endswith("em-L20") else 1)   # D_v, then the pool
+    assert sizes == [n for p in passes for n in p]
+
+
+@pytest.mark.parametrize("how", ["unit", "release"])
+def test_query_builds_the_estimator_with_the_chosen_standardization(query_ctx, monkeypatch, how):
+    """--standardize reaches the pseudo-label estimator as well as D_v's features: p^ standardizes each pool image
+    as D_v was (the release's estimator weighs scale j by L_j - 1, as its D_v)."""
+    from fkal.acquisitions.registry import ACQUISITIONS
+    from fkal.config import parse_config
+    from fkal.kernels import standardize, standardize_release
+
+    built = []
+    real = fisher_kernel.build_estimator
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+    monkeypatch.setattr(fisher_kernel, "build_estimator", spy)
+    ctx = query_ctx(parse_config("pfk-phat-L80", ACQUISITIONS), budget=4, options={"standardize": how})
+    ctx.unlabeled = ctx.unlabeled[::10]
+    fisher_kernel.fisher_kernel_query(ctx)
+    (estimator,) = built
+    assert estimator.standardize is {"unit": standardize, "release": standardize_release}[how]
+    norms = sum((z ** 2).sum(1) for z in estimator.val.z)       # D_v as the query standardized it: 3 or 9 + 19 + 49
+    torch.testing.assert_close(norms, torch.full_like(norms, 3.0 if how == "unit" else 77.0))
