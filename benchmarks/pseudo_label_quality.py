@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -47,7 +46,9 @@ from fkal.io import load_torch  # noqa: E402
 from fkal.loop import generator  # noqa: E402
 from fkal.metrics import pseudo_label_rare_scores  # noqa: E402
 from fkal.models import build_model  # noqa: E402
+from fkal.reporting.curves import mean_std  # noqa: E402
 from fkal.reporting.names import format_ratio  # noqa: E402
+from fkal.reporting.tables import format_spread  # noqa: E402
 
 SPEC = DATASETS["mnist"]
 ESTIMATORS = ("phat", "phat-em", "phat-agree", "efs", "efs-em", "yhat")
@@ -71,9 +72,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def model_from(path: Path, device: torch.device) -> torch.nn.Module:
+def model_from(saved: dict, device: torch.device) -> torch.nn.Module:
     """The model of an initial model file ({'model': ...}) or member 0 of an iteration state ({'models': [...]})."""
-    saved = load_torch(path, "run run.py for this run first")
     model = build_model(SPEC.model, SPEC.num_classes)
     model.load_state_dict(saved["models"][0] if "models" in saved else saved["model"])
     return model.to(device).eval()
@@ -82,10 +82,12 @@ def model_from(path: Path, device: torch.device) -> torch.nn.Module:
 def replay(folder: Path, data: ALData, reference: str, b: int, device: torch.device) -> tuple:
     """``(model, labeled [N_l], unlabeled [N_u])`` with which ``reference`` queried at iteration b."""
     if b == 1:
-        return model_from(folder / "init_rotation.pt", device), np.zeros(0, np.int64), np.arange(len(data.split.pool))
-    path = folder / "rotation" / reference / f"state_b{b - 1:02d}.pt"
-    labeled_at = load_torch(path, f"run run.py --only {reference} for this run first")["labeled_at"].numpy()
-    return model_from(path, device), np.flatnonzero(labeled_at >= 0), np.flatnonzero(labeled_at < 0)
+        saved = load_torch(folder / "init_rotation.pt", "run run.py for this run first")
+        return model_from(saved, device), np.zeros(0, np.int64), np.arange(len(data.split.pool))
+    saved = load_torch(folder / "rotation" / reference / f"state_b{b - 1:02d}.pt",
+                       f"run run.py --only {reference} for this run first")
+    labeled_at = saved["labeled_at"].numpy()
+    return model_from(saved, device), np.flatnonzero(labeled_at >= 0), np.flatnonzero(labeled_at < 0)
 
 
 def reference_settings(folder: Path, reference: str) -> dict:
@@ -144,10 +146,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _spread(values: list) -> str:
+    """Mean ± sample std of the values that are not None, as the comparison tables print it."""
     values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    return f"{values[0]:.1f}" if len(values) == 1 else f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+    return format_spread(*mean_std(values)) if values else "–"
 
 
 if __name__ == "__main__":

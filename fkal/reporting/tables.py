@@ -16,7 +16,7 @@ import numpy as np
 from .curves import (FINAL, LabelSaving, accuracy_curve, difference_curve, improvement_curve, mean_std,
                      rare_share_curve)
 from .names import FULL_TRAIN, RANDOM_INIT_MARK, format_ratio, legend_name
-from .records import GroupKey, baseline_key, pool_size, split_full_train
+from .records import GroupKey, baseline_key, pool_size, rare_classes_in, split_full_train
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,7 @@ def comparison_table(groups: dict[GroupKey, dict[int, list[dict]]], at: Sequence
     rows = []
     for key, runs in split_full_train(groups)[0].items():
         points = {metric: {p.labeled: p for p in accuracy_curve(runs, metric)} for metric in COMPARISON_METRICS}
-        named = {tuple(r.get("rare_classes") or ()) for records in runs.values() for r in records}
-        rare = list(named.pop()) if len(named) == 1 and () not in named else rare_classes
+        rare = rare_classes_in({key: runs}) or rare_classes
         share = {p.labeled: p for p in rare_share_curve(runs, rare)} if rare else {}
         later = [r["query_seconds"] for records in runs.values() for r in records if r["iteration"] >= 2]
         query = float(np.median(later)) if later else math.nan
@@ -156,7 +155,7 @@ def format_comparison_markdown(rows: Sequence[ComparisonRow]) -> str:
         for labeled in sorted({row.labeled for row in rows if row.imbalance_ratio == ratio}):
             at = [row for row in rows if row.imbalance_ratio == ratio and row.labeled == labeled]
             body = [[legend_name(r.config, r.unsupervised, r.variant), str(r.runs),
-                     *(_spread(m, s) for m, s in ((r.accuracy, r.accuracy_std), (r.balanced, r.balanced_std),
+                     *(format_spread(m, s) for m, s in ((r.accuracy, r.accuracy_std), (r.balanced, r.balanced_std),
                                                   (r.worst_class, r.worst_class_std),
                                                   (r.rare_classes, r.rare_classes_std),
                                                   (r.rare_share, r.rare_share_std))),
@@ -165,8 +164,8 @@ def format_comparison_markdown(rows: Sequence[ComparisonRow]) -> str:
     return "\n".join(lines)
 
 
-def _spread(mean: float, std: float) -> str:
-    """'93.1 ± 0.5', '93.1' for one run, '–' where undefined."""
+def format_spread(mean: float, std: float) -> str:
+    """'93.1 ± 0.5', '93.1' for one run (std nan), '–' where undefined."""
     if math.isnan(mean):
         return "–"
     return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
