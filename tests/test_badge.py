@@ -107,6 +107,56 @@ def test_pruning_bound_never_exceeds_the_distance(monkeypatch, exact_a_classes, 
     assert got.tolist() == brute_force(probs, h, 30, torch.Generator().manual_seed(1))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("features", ["relu", "signed", "tiny", "huge", "midpoints", "worst"])
+def test_float16_bound_is_below_the_distance_and_within_1e_2_of_it(dtype, features):
+    """The second bound (float16 copy of the features, a-priori rounding error) never exceeds the true squared
+    distance (it would drop a point that the new center moves), and stays within 1e-2 ||g_x|| ||g_c|| of it
+    (Cauchy-Schwarz alone is off by up to 2 ||g_x|| ||g_c||: a slack built from the norms instead of the
+    rounding errors would pass the first check and fail this one). Tiny and huge features check the power-of-two
+    scaling into float16's range (unscaled, 1e-6 underflows and 1e5 overflows); "midpoints" has every entry
+    halfway between two float16 numbers (1 + 2^-11 times a power of two), where rounding errs the most, so an
+    error bound smaller than 2^-11 of each entry fails; "worst" adds d = 2049, so that the float16 product
+    <q_x, q_c> = 2049 2^k is itself a tie rounded down: both roundings at their worst at once, so that dropping
+    the product's rounding term, or halving the entries' error bound, puts the bound above the distance."""
+    probs, h = pool(21, n=80, c=5, d=300, clusters=True)
+    powers = 2.0 ** torch.randint(-3, 4, (80, 1), generator=torch.Generator().manual_seed(0)).double()
+    h = {"relu": h, "signed": h - 1.0, "tiny": h * 1e-6, "huge": h * 1e5,
+         "midpoints": (1 + 2.0 ** -11) * powers.expand(80, 300),
+         "worst": (1 + 2.0 ** -11) * powers.expand(80, 2049)}[features]
+    probs, h = probs.to(dtype), h.to(dtype)
+    emb = GradientEmbeddings(probs, h)
+    assert emb.sketch is not None and emb.sketch.dtype == torch.float16
+    assert bool(torch.isfinite(emb.sketch).all())
+    g = embeddings(probs.double(), h.double())
+    norms = g.norm(dim=1)
+    rounding = 1e-9 if dtype == torch.float64 else 1e-6                   # the bound's own arithmetic
+    for center in range(0, 80, 9):
+        # the distance the selection compares with: <a_x, a_c> at the inputs' precision, as in the bound (in
+        # float32 its rounding moves near-orthogonal pairs by more than 1e-5 of ||g_x||^2 + ||g_c||^2)
+        exact = emb.distances_sq(center)
+        scale = (g * g).sum(1) + float((g[center] ** 2).sum())
+        if dtype == torch.float64:
+            assert bool(((exact - ((g - g[center]) ** 2).sum(1)).abs() <= 1e-10 * scale).all())
+        rows = torch.arange(80)
+        lower = emb.sketch_lower_bounds_sq(center, rows, emb.inner_a(center)).double()
+        assert bool((lower <= exact + rounding * scale).all())
+        assert bool((exact - lower <= 1e-2 * norms * norms[center] + rounding * scale).all())
+
+
+def test_float16_bound_leaves_the_picks_unchanged_and_is_kept_only_for_few_classes(monkeypatch):
+    """Picks with the float16 bound equal those without it and the brute force on a float32 pool of signed
+    features; with more classes than EXACT_A_CLASSES no float16 copy is kept (its memory)."""
+    probs, h = pool(17, n=400, c=6, d=40, clusters=True)
+    probs, h = probs.float(), (h - 0.5).float()
+    a, _ = badge_select(probs, h, 60, torch.Generator().manual_seed(5))
+    b, _ = badge_select(probs, h, 60, torch.Generator().manual_seed(5), sketch=False)
+    assert torch.equal(a, b)
+    assert a.tolist() == brute_force(probs.double(), h.double(), 60, torch.Generator().manual_seed(5))
+    monkeypatch.setattr(badge, "EXACT_A_CLASSES", 5)
+    assert GradientEmbeddings(probs, h).sketch is None
+
+
 def test_first_center_is_largest_gradient_norm_and_scores_are_d2():
     probs, h = pool(7, n=50)
     g = embeddings(probs, h)
