@@ -59,3 +59,17 @@ def test_kcenter_starts_at_point_zero_and_never_repeats_a_center():
     got = kcenter_greedy(lambda i: sim[i], 12, 6)
     assert got[0] == 0 and len(set(got.tolist())) == 6
     np.testing.assert_array_equal(got, naive_kcenter(sim.numpy(), 6, 0))
+
+
+def test_merge_by_rank_breaks_ties_by_center_index():
+    """Equal similarities within a rank (200 centers, two distinct scores: the same validation image matched
+    twice, a kernel at its ceiling): the lower center index comes first, so the picks do not depend on the sort
+    algorithm (an unstable sort reorders ties from 64 rows on, on the CPU). Brute force: Python's sort by
+    (rank, -score, center)."""
+    P, K = 200, 2
+    ranked = torch.arange(P * K).reshape(P, K)                                # every item distinct
+    scores = torch.stack([(torch.arange(P) % 2).float(), torch.zeros(P)], 1)  # [P, K] with many ties
+    order = sorted(((k, -float(scores[p, k]), p) for p in range(P) for k in range(K)))
+    expect = [int(ranked[p, k]) for k, _, p in order]
+    assert merge_by_rank(ranked, scores, 150).tolist() == expect[:150]
+    assert merge_by_rank(ranked, scores, P * K).tolist() == expect
