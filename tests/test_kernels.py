@@ -76,3 +76,49 @@ def test_disk_features_read_listed_rows_as_the_slices_do(tmp_path):
         assert torch.equal(listed.g[j], torch.cat([disk.rows(slice(i, i + 1)).g[j] for i in order]))
         np.testing.assert_allclose(listed.z[j].numpy(), f.standardized().z[j][order].numpy(), atol=2e-3)
     assert len(disk.rows([]).z[0]) == 0
+
+
+def test_disk_features_defaults_folders_empty_reads_and_devices(tmp_path):
+    """The defaults and edges of ``DiskFeatures``: unit standardization unless told (stored rows and
+    ``standardized()``), a folder made with its parents, an empty slice read as ``[0, L_j]`` per scale, another
+    standardization refused by name, ``to`` recording the device, and the files mapped read-only."""
+    from fkal import kernels
+    from fkal.kernels import DiskFeatures
+    f = random_features(6, seed=2)
+    disk = DiskFeatures(tmp_path / "pool" / "features")                 # parents made on the way
+    disk.append(f.z, f.g)
+    for j in range(len(f.z)):
+        np.testing.assert_allclose(disk.rows(slice(0, 6)).z[j].numpy(), f.standardized().z[j].numpy(), atol=2e-3)
+    assert disk.standardized() is disk
+    with pytest.raises(ValueError, match="stored standardized by 'unit', not 'release'"):
+        disk.standardized("release")
+    for empty in (slice(4, 4), slice(5, 2)):
+        got = disk.rows(empty)
+        assert [tuple(t.shape) for t in got.z] == [(0, t.shape[1]) for t in f.z]
+    assert disk.to("cpu").device == torch.device("cpu")
+    modes = []
+    real = kernels.np.memmap
+
+    def spy(*args, **kwargs):
+        modes.append(kwargs.get("mode"))
+        return real(*args, **kwargs)
+
+    kernels.np.memmap, saved = spy, real
+    try:
+        disk.rows([1, 3])
+    finally:
+        kernels.np.memmap = saved
+    assert modes and set(modes) == {"r"}
+
+
+def test_standardize_release_eps_and_two_values():
+    """``(v - mean) / (std + eps)`` with eps = 1e-10 added, not subtracted: a row whose std is exactly eps gives
+    half the unit-std values (subtracting it divides by zero); a constant row gives zeros; two values per row are
+    enough for the unbiased std (one is not)."""
+    from fkal.kernels import standardize_release
+    v = torch.tensor([[0.0, 2 ** 0.5 * 1e-10], [3.0, 3.0]], dtype=torch.float64)
+    got = standardize_release(v)
+    torch.testing.assert_close(got, torch.tensor([[-2 ** -1.5, 2 ** -1.5], [0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(standardize_release(torch.tensor([[1.0, 3.0]])), torch.tensor([[-2 ** -0.5, 2 ** -0.5]]))
+    with pytest.raises(ValueError, match="at least 2 values"):
+        standardize_release(torch.ones(3, 1))
