@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: both, as separate curves)")
     parser.add_argument("--imbalance-ratios", nargs="+", type=float, metavar="IR", default=None,
                         help="only these imbalance ratios, e.g. --imbalance-ratios 1 100 (default: all found)")
+    parser.add_argument("--runs", nargs="+", type=int, metavar="N", default=None,
+                        help="only these runs, e.g. --runs 0 1 2 to leave out runs still under way (default: all)")
     parser.add_argument("--epoch-selection", choices=report.EPOCH_SELECTIONS, default=None,
                         help="only runs whose iterations kept the final epoch (final; also every record written "
                              "before run.py had --epoch-selection) or the epoch best on D_v (val) "
@@ -163,7 +165,7 @@ def load_groups(args: argparse.Namespace) -> tuple[dict, list[str]]:
         raise UserError(f"no usable results in {len(paths)} results file(s) under {folder}")
     found = sorted({r["config"] for r in records})
     kept = report.filter_records(records, args.only, args.unsupervised, args.imbalance_ratios,
-                                 getattr(args, "epoch_selection", None))
+                                 getattr(args, "epoch_selection", None), getattr(args, "runs", None))
     for name in args.only or []:
         if name not in found:
             messages.append(f"note: --only {name}: no such configuration (found: {', '.join(found)})")
@@ -174,7 +176,7 @@ def load_groups(args: argparse.Namespace) -> tuple[dict, list[str]]:
         messages += [f"note: {n.replace('--metric', '--beside', 1)}" for n in report.records_with(kept, args.beside)[1]]
     if not any(r["config"] != report.FULL_TRAIN for r in kept):
         selections = sorted({report.epoch_selection_of(r) for r in records if r["config"] != report.FULL_TRAIN})
-        raise UserError(f"no results left after the filters (--only/--unsupervised/--imbalance-ratios/"
+        raise UserError(f"no results left after the filters (--only/--unsupervised/--imbalance-ratios/--runs/"
                         f"--epoch-selection/--metric); found configurations {', '.join(found)}, imbalance ratios "
                         f"{', '.join(sorted({report.format_ratio(float(r['imbalance_ratio'])) for r in records}))}, "
                         f"epoch selections {', '.join(selections)}")

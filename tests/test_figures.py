@@ -137,6 +137,16 @@ def test_main_compare_at(tmp_path, capsys):
     assert "--compare-at 999: no configuration reached any of these labeled counts" in capsys.readouterr().err
 
 
+def test_main_runs_keeps_only_the_named_runs(tmp_path, capsys):
+    """--runs 1: the table holds run 1 alone (random at 250 labels: 50 + 20 + 1), and a run that does not exist
+    leaves nothing, with one line naming the filter."""
+    out = write_results(tmp_path)
+    assert run_plot.main(["--out", str(out), "--compare-at", "250", "--runs", "1"]) == 0
+    assert "| random | 1 | 71.0 |" in capsys.readouterr().out
+    assert run_plot.main(["--out", str(out), "--runs", "7"]) == 2
+    assert "--runs" in capsys.readouterr().err
+
+
 def test_main_without_results_exits_2(tmp_path, capsys):
     assert run_plot.main(["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -185,16 +185,19 @@ def epoch_selection_of(record: dict) -> str:
 
 def filter_records(records: Iterable[dict], only: Sequence[str] | None = None, unsupervised: int | None = None,
                    imbalance_ratios: Sequence[float] | None = None,
-                   epoch_selection: str | None = None) -> list[dict]:
-    """Records of the named configurations (full-train lines are always kept), initial model, ratios and epoch
-    selection (full-train lines are kept for either: they train to the end and choose no epoch).
+                   epoch_selection: str | None = None, runs: Sequence[int] | None = None) -> list[dict]:
+    """Records of the named configurations (full-train lines are always kept), initial model, ratios, epoch
+    selection (full-train lines are kept for either: they train to the end and choose no epoch) and runs.
 
     ``None`` means no restriction.
     """
     ratios = None if imbalance_ratios is None else {float(r) for r in imbalance_ratios}
+    run_set = None if runs is None else {int(r) for r in runs}
     kept = []
     for record in records:
         full = record["config"] == FULL_TRAIN
+        if run_set is not None and int(record["run"]) not in run_set:
+            continue
         if only is not None and record["config"] not in only and not full:
             continue
         if unsupervised is not None and int(record["unsupervised"]) != unsupervised:
