@@ -19,7 +19,7 @@ from fkal.data import get_spec, load_raw
 from fkal.diagnostics import Panel, confusion_matrix, features_and_predictions, figure, tsne
 from fkal.errors import UserError
 from fkal.io import load_torch
-from fkal.loop import RunPaths, Settings, load_models
+from fkal.run_state import RunPaths, Settings, load_models
 from fkal.reporting.figures import save_figure
 from fkal.config import parse_config
 

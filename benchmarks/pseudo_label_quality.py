@@ -43,7 +43,7 @@ from fkal.data.mnist import load_mnist  # noqa: E402
 from fkal.data.split import Split  # noqa: E402
 from fkal.errors import UserError  # noqa: E402
 from fkal.io import load_torch  # noqa: E402
-from fkal.loop import generator  # noqa: E402
+from fkal.run_state import generator  # noqa: E402
 from fkal.metrics import pseudo_label_rare_scores  # noqa: E402
 from fkal.models import build_model  # noqa: E402
 from fkal.reporting.curves import mean_std  # noqa: E402

@@ -16,7 +16,9 @@ Where things live:
   config.py        configuration names
   protocols.py     benchmarks by name (--protocol fk | tavaal | tavaal-paper): command-line defaults per dataset,
                    the initial random labeled set and the per-cycle unlabeled subset
-  loop.py          initial models and the active-learning iterations, results records, resume
+  run_state.py     a run's on-disk state: paths, settings and seeds, the split, saved states and results read
+                   back and checked, where a configuration resumes
+  loop.py          initial models and the active-learning iterations, their results records, resume
   cli.py           the command line shared by run.py and the dataset stage scripts
   device.py        the run's device, chosen once (--gpu), and CUDA determinism (set and recorded)
   stages.py        the gen_descr stage on its own (descriptors written as .npy)

@@ -20,7 +20,8 @@ from .data import DATASETS, check_request, get_spec, load_raw
 from .device import add_device_arguments, configure_cuda, device_from_args, select_device
 from . import distributed as D
 from .errors import SharedUserError, UserError
-from .loop import Settings, run_config, run_full_train, run_initial
+from .loop import run_config, run_full_train, run_initial
+from .run_state import Settings
 
 # The paper's Figure 4 set (MNIST, b): random, R_z, R_zg with S = y^ / p^ / y and the baselines, where available.
 DEFAULT_CONFIGS = ("random", "pcc-L20", "pfk-y-L20", "pfk-yhat-L20", "pfk-phat-L20", "pfk-phat-L80", "pfk-y-L80",

@@ -213,7 +213,7 @@ def apply_to_spec(spec, args: argparse.Namespace):
 
 
 def apply_to_settings(s, args: argparse.Namespace):
-    """The run settings (``fkal.loop.Settings``) with the protocol's fields and the SGD overrides."""
+    """The run settings (``fkal.run_state.Settings``) with the protocol's fields and the SGD overrides."""
     train = s.train
     for name in ("lr", "momentum", "weight_decay"):
         if getattr(args, name, None) is not None:

@@ -13,8 +13,9 @@ from .data import ALData, RawData
 from .descriptors import extract
 from .io import save_json, save_npy
 from .kernels import NEEDS_FISHER
-from .loop import RunPaths, Settings, ensure_split, generator, load_initial, load_models, load_state
+from .loop import load_initial
 from .models import taps_at, taps_for
+from .run_state import RunPaths, Settings, ensure_split, generator, load_models, load_state
 from .errors import UserError
 
 

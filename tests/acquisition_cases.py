@@ -61,7 +61,7 @@ def case_of(name: str) -> Case:
 def trained_context(root: Path, cfg, *, options: Optional[dict] = None, n_labeled: int = 20, budget: int = 12,
                     seed: int = 0, iteration: int = 2, epochs: int = 3, device: torch.device = torch.device("cpu")):
     """A ``QueryContext`` on the MNIST-format data at ``root`` (a 300-image pool, 100 validation images; see
-    ``conftest.make_query_context``) whose ``cfg.E`` models are built and wrapped as ``fkal.loop.load_models``
+    ``conftest.make_query_context``) whose ``cfg.E`` models are built and wrapped as ``fkal.run_state.load_models``
     wraps the initial models (the acquisition's task hooks: the ranker of lloss and TA-VAAL), then trained
     ``epochs`` epochs on the labeled images with the acquisition's extra loss, as the loop trains them, on
     ``device``."""
@@ -69,7 +69,7 @@ def trained_context(root: Path, cfg, *, options: Optional[dict] = None, n_labele
     from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS
     from fkal.config import Config, parse_config
     from fkal.data import DATASETS
-    from fkal.loop import Settings, load_models
+    from fkal.run_state import Settings, load_models
     from fkal.models import lenet
     from fkal.training import train
 

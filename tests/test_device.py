@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fkal import device as device_mod
-from fkal import loop
+from fkal import run_state
 from fkal import settings as settings_mod
 from fkal.cli import build_parser, main
 from fkal.config import Config
@@ -153,11 +153,11 @@ def test_cublas_setting_is_kept_or_refused_when_it_would_come_too_late(switches,
 def test_cuda_switches_are_a_setting_and_earlier_runs_still_resume(switches):
     spec = DATASETS["mnist"]
     raw = SimpleNamespace(fingerprint=lambda: {"train": "a", "test": "b"})
-    s = loop.Settings(out=Path("out"), spec=spec, train=spec.train, unsup=spec.unsup, query_size=10, iterations=2,
-                      device=torch.device("cpu"))
+    s = run_state.Settings(out=Path("out"), spec=spec, train=spec.train, unsup=spec.unsup, query_size=10,
+                           iterations=2, device=torch.device("cpu"))
 
     def settings(device):
-        return loop.config_settings(replace(s, device=device), raw, Config("random"), 0, 4.0, 1)
+        return run_state.config_settings(replace(s, device=device), raw, Config("random"), 0, 4.0, 1)
     cpu = settings(torch.device("cpu"))
     assert cpu["cuda"] is None
     earlier = {k: v for k, v in cpu.items() if k != "cuda"}             # a record made before the setting existed

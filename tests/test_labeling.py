@@ -24,7 +24,7 @@ from fkal.data import ALData, RawData, Split, TensorSource
 from fkal.data.mnist import load_mnist
 from fkal.labeling.cli import main as label_next
 from fkal.labeling.project import Project
-from fkal.loop import generator
+from fkal.run_state import generator
 from fkal.models import lenet
 from tools.mnist_folders import RARE, annotate, read_truth, simulate, write_folders
 

@@ -10,7 +10,8 @@ from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.config import parse_config
 from fkal.data import DATASETS
 from fkal.data.mnist import load_mnist
-from fkal.loop import RunPaths, Settings, run_config, run_initial
+from fkal.loop import run_config, run_initial
+from fkal.run_state import RunPaths, Settings
 
 TIMINGS = ("query_seconds", "train_seconds")
 
@@ -71,7 +72,7 @@ def test_run_paths_name_every_file(tmp_path):
 
 def test_seeds_by_their_definition():
     import zlib
-    from fkal.loop import derive_seed, generator
+    from fkal.run_state import derive_seed, generator
     want = int(np.random.SeedSequence([5, zlib.crc32(b"query"), 2]).generate_state(2, dtype=np.uint64)[0]) // 2
     assert derive_seed(5, "query", 2) == want and 0 <= want < 2 ** 63
     first = torch.randint(2 ** 62, (3,), generator=generator(5, "query", 2))

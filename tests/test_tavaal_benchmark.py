@@ -226,7 +226,7 @@ def test_settings_added_by_the_protocols_leave_earlier_runs_alone():
     """A Fisher-kernel run's settings hold the new keys at their ADDED_LATER values: the digest and the
     comparison equal those of the same settings without them (what earlier records carry)."""
     _, _, s = settings_for(dataset="mnist")
-    from fkal.loop import protocol_settings
+    from fkal.run_state import protocol_settings
     new = {"seed": 0, "dataset": "mnist", "options": {"vaal_iterations": 150, "tavaal_epochs": None,
                                                       "tavaal_disc_rank": "sigmoid", "tavaal_first_uniform": 0},
            **protocol_settings(s)}

@@ -46,6 +46,7 @@ MODULES: dict[str, str] = {
     "vaal/train": "vaal/train.py",
     "vaal/acquisitions": "vaal/acquisitions.py",
     "vaal/models": "vaal/models.py",
+    "run-state": "fkal/run_state.py",
     "loop": "fkal/loop.py",
 }
 

@@ -8,7 +8,7 @@ annotations file to the labeled set. Each step's result is saved before the next
 inputs are unchanged, so a killed round is resumed by running the command again.
 
 Seeds: every random draw comes from a generator derived from the project's seed and the step
-(``fkal.loop.derive_seed``); the global RNG (training augmentation) is seeded per round inside ``fork_rng`` and
+(``fkal.run_state.derive_seed``); the global RNG (training augmentation) is seeded per round inside ``fork_rng`` and
 restored afterwards.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ..data.own_images import (ImageCache, build_aldata, channel_stats, read_lab
                                stratified_share)
 from ..errors import UserError
 from ..io import atomic_path, save_json, save_npz, save_text, save_torch
-from ..loop import derive_seed, generator
+from ..run_state import derive_seed, generator
 from ..models import MODELS, TORCHVISION_PREFIX, build_model, copy_all_but_classifier, taps_for
 from ..training import predict, train, train_rotation
 from . import outputs
