@@ -11,11 +11,18 @@ validation set (the unit of Table 1), and prints the measured ratios beside Tabl
     python benchmarks/query_cost.py --state local_data/MNIST/run0/ir100/init_rotation.pt
     python benchmarks/query_cost.py --train-size 2000 --val-size 500          # a quick check of the script
     python benchmarks/query_cost.py --skip-uncertainty --also coreset vaal tavaal lloss   # the other baselines
+    python benchmarks/query_cost.py --clock cpu --skip-uncertainty --also badge typiclust  # CPU s, under load too
 
 The model is a fresh LeNet or the one in ``--state`` (an initial model or an iteration state); a random
 ``--labeled`` pool images are labeled, mimicking iteration 2 (P=125 labels per iteration, 250 after two). The
 cheap steps (plain forward, Fisher-kernel query) run once untimed first, so that first-call costs are left out.
 On 2 CPU cores the full pool (about 25k unlabeled images, 3.2M varR forward passes) takes about 10 minutes.
+
+``--clock wall`` (the default) times wall seconds: right on an otherwise idle machine and on a GPU. ``--clock cpu``
+times the CPU seconds of this process (``time.process_time``, all its threads): with ``OMP_NUM_THREADS=1`` that is
+the wall time the step would take on one idle core, and other load on the machine barely changes it. TypiClust
+clusters the features of the run's rotation-pretrained model: ``--pretrained``, by default the ``init_rotation.pt``
+of the run folder that ``--state`` lies in.
 """
 from __future__ import annotations
 
@@ -59,6 +66,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--state", default=None,
                    help="saved model: an initial model ({'model': ...}) or an iteration state ({'models': [...]}); "
                         "default: a fresh LeNet")
+    p.add_argument("--pretrained", default=None,
+                   help="the run's rotation-pretrained initial model (init_rotation.pt), for typiclust; default: "
+                        "the one in --state's run folder, where there is one")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall seconds, or CPU seconds of this process (robust to other load; use with one thread)")
     p.add_argument("--labeled", type=int, default=250, help="pool images labeled at random before the query")
     p.add_argument("--uncertainty", default="varR-K128", help="the uncertainty configuration timed")
     p.add_argument("--fisher", default="pfk-phat-L80", help="the Fisher-kernel configuration timed")
@@ -91,16 +103,31 @@ def load_models(state: Optional[str], E: int, device: torch.device, seed: int) -
     return models
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall seconds of ``repeats`` calls, synchronizing the GPU around each."""
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, clock: str = "wall") -> float:
+    """Median seconds of ``repeats`` calls, synchronizing the GPU around each: wall seconds, or (``clock="cpu"``)
+    the CPU seconds of this process."""
+    now = time.perf_counter if clock == "wall" else time.process_time
     seconds = []
     for _ in range(repeats):
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
         _sync(device)
-        seconds.append(time.perf_counter() - t0)
+        seconds.append(now() - t0)
     return statistics.median(seconds)
+
+
+def pretrained_path(pretrained: Optional[str], state: Optional[str]) -> Optional[Path]:
+    """``--pretrained``, or the ``init_rotation.pt`` of the run folder ``<run>/ir<IR>/`` that holds ``--state``
+    (``.../ir100/rotation/<config>/state_bNN.pt`` or ``.../ir100/init_rotation.pt``); None where there is none."""
+    if pretrained is not None:
+        return Path(pretrained)
+    if state is None:
+        return None
+    for folder in list(Path(state).resolve().parents)[:3]:
+        if (folder / "init_rotation.pt").is_file():
+            return folder / "init_rotation.pt"
+    return None
 
 
 def _sync(device: torch.device) -> None:
@@ -139,6 +166,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unlabeled = np.setdiff1d(np.arange(len(split.pool)), labeled)
     budget = min(SPEC.query_size, len(unlabeled))
     models = load_models(args.state, max(c.E for c in configs + also), device, args.seed)
+    pretrained_file = pretrained_path(args.pretrained, args.state)
+    pretrained = None if pretrained_file is None else load_models(str(pretrained_file), 1, device, args.seed)[0]
 
     def query(cfg: Config) -> Callable[[], object]:
         members = models[:cfg.E]
@@ -149,7 +178,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         def run():
             ctx = QueryContext(models=members, data=data, labeled=labeled, unlabeled=unlabeled, budget=budget,
                                generator=torch.Generator().manual_seed(args.seed), device=device, config=cfg,
-                               iteration=2, batch_size=args.eval_batch, progress=not args.no_progress)
+                               iteration=2, batch_size=args.eval_batch, progress=not args.no_progress,
+                               pretrained=None if pretrained is None else (lambda: pretrained))
             return ACQUISITIONS[cfg.acquisition](ctx)
         return run
 
@@ -159,26 +189,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     unc, fk = configs
     plain_forward(), query(fk)()             # warm-up, untimed: first-call costs (allocator, autograd, kernels)
-    t_plain = timed(plain_forward, device, args.repeats)
-    t_fk = timed(query(fk), device, args.repeats)
-    t_unc = None if args.skip_uncertainty else timed(query(unc), device, args.repeats)
-    t_also = [timed(query(cfg), device, args.repeats) for cfg in also]
+    t_plain = timed(plain_forward, device, args.repeats, args.clock)
+    t_fk = timed(query(fk), device, args.repeats, args.clock)
+    t_unc = None if args.skip_uncertainty else timed(query(unc), device, args.repeats, args.clock)
+    t_also = [timed(query(cfg), device, args.repeats, args.clock) for cfg in also]
 
     n_u, m = len(unlabeled), len(split.val)
     EK = unc.E * (unc.K or 128)
     print(f"machine: {machine(device)}")
     print(f"split: MNIST IR={args.imbalance_ratio:g} seed {args.seed}: pool {len(split.pool)} "
           f"({len(labeled)} labeled, N_u = {n_u} unlabeled), validation M = {m}, P = {budget}; "
-          f"model: {args.state or 'fresh LeNet'}; median of {args.repeats}")
+          f"model: {args.state or 'fresh LeNet'}; median of {args.repeats}, {args.clock} seconds")
     rows = [("plain forward (pool + val)", "M + N_u", m + n_u, t_plain),
             (fk.name, "2(M + N_u)", 2 * (m + n_u), t_fk)]
     if t_unc is not None:
         rows.append((unc.name, f"E*K*N_u, EK={EK}", EK * n_u, t_unc))
     rows += [(cfg.name, "-", None, sec) for cfg, sec in zip(also, t_also)]
-    print(f"{'query':<28}{'Table 1 passes':<22}{'passes':>12}{'seconds':>10}{'x ' + fk.name:>18}")
+    print(f"{'query':<28}{'Table 1 passes':<22}{'passes':>12}{'seconds':>10}{'x ' + fk.name:>18}"
+          f"{'x forward':>12}")
     for name, formula, passes, sec in rows:
         print(f"{name:<28}{formula:<22}{'-' if passes is None else f'{passes:,}':>12}{sec:>10.2f}"
-              f"{sec / t_fk:>17.2f}x")
+              f"{sec / t_fk:>17.2f}x{sec / t_plain:>11.2f}x")
     if t_unc is not None:
         print(f"ratio {unc.name} / {fk.name}: measured {t_unc / t_fk:.1f}x, Table 1 "
               f"{EK * n_u / (2 * (m + n_u)):.1f}x (EK/2 = {EK / 2:g}x when N_u >> M)")

@@ -18,20 +18,65 @@ def load_script():
     return module
 
 
+# a timed row: name, seconds, x the Fisher-kernel query, x the plain forward
+ROW = r"^(\S+(?: \S+)*?)\s{2,}.*?([\d.]+)\s+([\d.]+)x\s+([\d.]+)x$"
+
+
 def test_query_cost_times_every_named_query(tiny_mnist, capsys):
     bench = load_script()
     args = ["--data-root", str(tiny_mnist), "--imbalance-ratio", "4", "--train-size", "400", "--val-size", "100",
             "--labeled", "30", "--uncertainty", "varR-K2", "--also", "coreset", "lloss", "--no-progress"]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
-    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S+(?: \S+)*?)\s{2,}.*?([\d.]+)\s+[\d.]+x$", out,
-                                                               re.MULTILINE)}
+    rows = {m.group(1): float(m.group(2)) for m in re.finditer(ROW, out, re.MULTILINE)}
     assert set(rows) == {"plain forward (pool + val)", "pfk-phat-L80", "varR-K2", "coreset", "lloss"}, out
     assert all(sec > 0 for sec in rows.values())
     assert "ratio varR-K2 / pfk-phat-L80" in out
 
     assert bench.main(args[:-6] + ["--skip-uncertainty", "--no-progress"]) == 0     # no uncertainty, no --also
     assert "varR" not in capsys.readouterr().out
+
+
+def test_query_cost_cpu_clock_and_typiclust_with_the_runs_pretrained_model(tiny_mnist, tmp_path, capsys,
+                                                                          monkeypatch):
+    """--clock cpu times with the process's CPU clock; --state in a run folder brings that run's init_rotation.pt
+    for TypiClust; the last column is each row's seconds over the plain forward's."""
+    from fkal.cli import main as run_main
+    bench = load_script()
+    out = tmp_path / "out"
+    assert run_main(["--data-root", str(tiny_mnist), "--out", str(out), "--run-stop", "1", "--imbalance-ratios", "4",
+                     "--train-size", "400", "--val-size", "100", "--unsup-epochs", "1", "--epochs", "1",
+                     "--iterations", "1", "--pool-size", "10", "--no-progress", "--eval-batch", "128",
+                     "--unsupervised", "1", "--only", "random"]) == 0
+    folder = out / "MNIST" / "run0" / "ir4"
+    state = folder / "rotation" / "random" / "state_b01.pt"
+    assert bench.pretrained_path(None, str(state)) == folder / "init_rotation.pt"
+    assert bench.pretrained_path(None, str(folder / "init_rotation.pt")) == folder / "init_rotation.pt"
+    assert bench.pretrained_path(str(tmp_path / "mine.pt"), str(state)) == tmp_path / "mine.pt"
+    assert bench.pretrained_path(None, None) is None
+    assert bench.pretrained_path(None, str(tmp_path / "elsewhere" / "state_b01.pt")) is None
+
+    ticks = {"wall": iter([1.0, 4.0]), "cpu": iter([10.0, 12.5])}
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks["wall"]))
+    monkeypatch.setattr(bench.time, "process_time", lambda: next(ticks["cpu"]))
+    assert bench.timed(lambda: None, bench.torch.device("cpu"), 1, "cpu") == 2.5
+    assert bench.timed(lambda: None, bench.torch.device("cpu"), 1, "wall") == 3.0
+    monkeypatch.undo()
+
+    args = ["--data-root", str(tiny_mnist), "--imbalance-ratio", "4", "--train-size", "400", "--val-size", "100",
+            "--labeled", "30", "--skip-uncertainty", "--state", str(state), "--clock", "cpu", "--also", "typiclust",
+            "--no-progress"]
+    assert bench.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "cpu seconds" in printed
+    rows = {m.group(1): [float(v) for v in m.groups()[1:]] for m in re.finditer(ROW, printed, re.MULTILINE)}
+    assert set(rows) == {"plain forward (pool + val)", "pfk-phat-L80", "typiclust"}, printed
+    forward = rows["plain forward (pool + val)"][0]
+    for seconds, _, x_forward in rows.values():            # each printed to 2 decimals
+        low, high = (seconds - 0.005) / (forward + 0.005), (seconds + 0.005) / max(forward - 0.005, 1e-9)
+        assert low - 0.005 <= x_forward <= high + 0.005, printed
+    with pytest.raises(ValueError, match="pretrained"):       # no run folder: TypiClust says what it needs
+        bench.main(args[:-8] + ["--also", "typiclust", "--no-progress"])
 
 
 def test_query_cost_names_a_labeled_count_too_large(tiny_mnist):
