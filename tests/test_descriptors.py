@@ -1,5 +1,6 @@
 """Exactness of the descriptors and Fisher scores of one forward and one backward per batch."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -63,6 +64,20 @@ def test_per_class_fisher_scores_equal_fisher_scores_with_that_label():
         ref = fisher_scores(logits, acts, torch.full((4,), d), retain_graph=True)
         for j in range(len(acts)):
             torch.testing.assert_close(per_class[j][d], ref[j], rtol=1e-5, atol=1e-7)
+
+
+def test_fisher_scores_free_the_graph_unless_asked_to_keep_it():
+    """By default the backward frees the batch's graph (on a large pool the saved activations are most of the
+    memory); retain_graph=True keeps it for a second backward, as per_class_fisher_scores needs."""
+    torch.manual_seed(4)
+    model = lenet().eval()
+    x, y = torch.randn(3, 1, 28, 28), torch.randint(0, 10, (3,))
+    logits, taps = model(x)
+    acts = [taps[t] for t in TAPS]
+    fisher_scores(logits, acts, y, retain_graph=True)
+    fisher_scores(logits, acts, y)                                      # the graph is still there once
+    with pytest.raises(RuntimeError, match="second time"):
+        fisher_scores(logits, acts, y)
 
 
 def test_extract_batches_agree_with_one_big_batch(devices):
