@@ -80,6 +80,17 @@ def test_fisher_scores_free_the_graph_unless_asked_to_keep_it():
         fisher_scores(logits, acts, y)
 
 
+def test_extract_shows_its_progress_under_its_name_and_only_when_named(capsys):
+    model = lenet().eval()
+    src = TensorSource(torch.zeros(6, 1, 28, 28, dtype=torch.uint8), np.zeros(6), (0.1307,), (0.3081,))
+    extract(model, src, np.arange(6), TAPS, torch.device("cpu"), batch_size=2, labels=np.zeros(6, int),
+            desc="pool descriptors")
+    err = capsys.readouterr().err
+    assert "pool descriptors" in err and "/3 " in err                  # one bar over the three batches
+    extract(model, src, np.arange(6), TAPS, torch.device("cpu"), batch_size=2, labels=np.zeros(6, int))
+    assert capsys.readouterr().err == ""                                # no name, no bar (library use)
+
+
 def test_extract_batches_agree_with_one_big_batch(devices):
     torch.manual_seed(3)
     model = lenet().eval()
