@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fkal.data import TensorSource
-from fkal.descriptors import extract, fisher_scores, per_class_fisher_scores, pool
+from fkal.descriptors import extract, extract_shard, fisher_scores, per_class_fisher_scores, pool
 from fkal.models import lenet, taps_for
 
 TAPS = taps_for(lenet(), 90)
@@ -89,6 +89,22 @@ def test_extract_shows_its_progress_under_its_name_and_only_when_named(capsys):
     assert "pool descriptors" in err and "/3 " in err                  # one bar over the three batches
     extract(model, src, np.arange(6), TAPS, torch.device("cpu"), batch_size=2, labels=np.zeros(6, int))
     assert capsys.readouterr().err == ""                                # no name, no bar (library use)
+
+
+def test_extract_shard_takes_fisher_scores_by_default_and_labels_of_any_integer_dtype():
+    """Labels as a dataset stores them (uint8, int32) give the scores of int64 labels; extract_shard, like
+    extract, takes the Fisher scores unless told not to."""
+    torch.manual_seed(6)
+    model = lenet().eval()
+    src = TensorSource(torch.randint(0, 255, (5, 1, 28, 28), dtype=torch.uint8), np.zeros(5), (0.1307,), (0.3081,))
+    idx, labels = np.arange(5), np.array([3, 0, 9, 3, 1])
+    ref, _, _ = extract(model, src, idx, TAPS, torch.device("cpu"), batch_size=2, labels=labels)
+    for dtype in (np.uint8, np.int32):
+        feats, _, used, where = extract_shard(model, src, idx, TAPS, torch.device("cpu"), 2, labels.astype(dtype))
+        assert where.tolist() == list(range(5)) and used.tolist() == labels.tolist()
+        for a, b in zip(feats.z + feats.g, ref.z + ref.g):
+            torch.testing.assert_close(a, b)
+        assert len(feats.g) == len(TAPS)
 
 
 def test_extract_batches_agree_with_one_big_batch(devices):
