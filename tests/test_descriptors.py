@@ -87,6 +87,7 @@ def test_extract_shows_its_progress_under_its_name_and_only_when_named(capsys):
             desc="pool descriptors")
     err = capsys.readouterr().err
     assert "pool descriptors" in err and "/3 " in err                  # one bar over the three batches
+    assert "\n" not in err                                             # and it clears itself when done
     extract(model, src, np.arange(6), TAPS, torch.device("cpu"), batch_size=2, labels=np.zeros(6, int))
     assert capsys.readouterr().err == ""                                # no name, no bar (library use)
 
