@@ -912,6 +912,7 @@ def one_line(err: str, start: str) -> str:
 
 
 @pytest.mark.parametrize("script, loaded", [("run.py", "libtorch"), ("run_plot.py", "numpy")])
+@pytest.mark.e2e
 def test_ctrl_c_during_the_imports_is_one_line_and_exit_130(script, loaded, finished, tmp_path):
     """SIGINT while the script's heavy modules load (seen in the process's memory map)."""
     data, out = finished
@@ -964,6 +965,7 @@ def test_an_ignored_sigint_stays_ignored_while_importing():
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.e2e
 def test_ctrl_c_in_the_middle_of_a_run_is_one_line_and_the_run_resumes(finished, tmp_path, capsys):
     data, out = finished
     shutil.copytree(out, tmp_path / "out")
@@ -980,6 +982,7 @@ def test_ctrl_c_in_the_middle_of_a_run_is_one_line_and_the_run_resumes(finished,
     assert [r["iteration"] for r in records(tmp_path / "out") if r["config"] == "pfk-phat-L80"] == [1, 2]
 
 
+@pytest.mark.e2e
 def test_a_second_process_on_one_configuration_stops_with_one_line(finished, tmp_path):
     """Two run.py on one configuration, the second started 2 s after the first (and once the first holds the
     configuration): the second stops with one line and writes nothing, the first completes, one record per

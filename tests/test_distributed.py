@@ -100,6 +100,7 @@ CONFIGS = ["random", "pfk-phat-L80", "pcc-L20", "pfk-trC-L20-K4", "coreset", "va
            "vaal", "similar-phat-L80", "typiclust", "badge", "base", "galaxy", "direct"]
 
 
+@pytest.mark.e2e
 def test_two_processes_pick_exactly_what_one_picks(trained_state, tmp_path):
     root, state = trained_state
     one, two = tmp_path / "one.json", tmp_path / "two.json"
@@ -141,6 +142,7 @@ def tiny_run(root, out, *extra) -> list[str]:
             "5", "--pool-size", "10", "--no-progress", "--eval-batch", "64", *extra]
 
 
+@pytest.mark.e2e
 def test_a_whole_run_under_two_processes_completes_resumes_after_a_kill_and_writes_the_same_fields(
         trained_state, tmp_path):
     root, _ = trained_state
@@ -182,6 +184,7 @@ def test_a_whole_run_under_two_processes_completes_resumes_after_a_kill_and_writ
         mixed.stderr
 
 
+@pytest.mark.e2e
 def test_a_bad_input_under_torchrun_is_one_line_printed_once(trained_state, tmp_path):
     root, _ = trained_state
     p = run(TORCHRUN + tiny_run(root, tmp_path / "out", "--only", "random", "--pool-size", "1000"), timeout=300)

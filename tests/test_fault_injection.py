@@ -24,6 +24,7 @@ def tool():
     del sys.modules[spec.name]
 
 
+@pytest.mark.e2e
 def test_four_kill_points_one_of_each_kind_are_survived(tool, tmp_path, capsys):
     """A write, an append, a timed kill and one inside a step (trials 0-3 cycle through the kinds), tiny data and
     two iterations (CI's small N; the note's figure comes from the script on MNIST with --trials 20 or more)."""

@@ -430,6 +430,7 @@ PROTOCOL_NAMES = {"pcc": "pcc-L768", "pfk": "pfk-phat-L768", "pfk-sum": "pfk-sum
                   "entropy": "entropy-K2", "bald": "bald-K2", "std": "std-E2-K2", "similar": "similar-phat-L768"}
 
 
+@pytest.mark.e2e
 def test_every_acquisition_of_the_registry_runs_under_the_protocol(tmp_path):
     """One query of each acquisition after the initial random set, on the protocol's subset; the Fisher-kernel
     method and SIMILAR with the validation set they need (--val-size); TypiClust on the task model's features
