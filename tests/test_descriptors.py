@@ -108,6 +108,17 @@ def test_extract_shard_takes_fisher_scores_by_default_and_labels_of_any_integer_
         assert len(feats.g) == len(TAPS)
 
 
+def test_extract_shard_of_no_images_and_of_images_without_labels():
+    """An empty set (a rank with no batch) gives no rows and int64 positions, which index arrays; a pass without
+    labels, estimator or Fisher scores marks every used label -1."""
+    model = lenet().eval()
+    src = TensorSource(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), np.zeros(4), (0.1307,), (0.3081,))
+    feats, probs, used, where = extract_shard(model, src, np.zeros(0, int), TAPS, torch.device("cpu"), 2)
+    assert where.dtype == np.int64 and where.shape == (0,) and len(used) == 0
+    feats, probs, used, where = extract_shard(model, src, np.arange(4), TAPS, torch.device("cpu"), 2, fisher=False)
+    assert used.tolist() == [-1, -1, -1, -1] and where.tolist() == [0, 1, 2, 3] and probs.shape == (4, 10)
+
+
 def test_extract_batches_agree_with_one_big_batch(devices):
     torch.manual_seed(3)
     model = lenet().eval()
