@@ -115,6 +115,7 @@ def test_extract_shard_of_no_images_and_of_images_without_labels():
     src = TensorSource(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), np.zeros(4), (0.1307,), (0.3081,))
     feats, probs, used, where = extract_shard(model, src, np.zeros(0, int), TAPS, torch.device("cpu"), 2)
     assert where.dtype == np.int64 and where.shape == (0,) and len(used) == 0
+    assert [t.shape for t in feats.z + feats.g] == [(0, 0)] * (2 * len(TAPS)) and probs.shape == (0, 0)
     feats, probs, used, where = extract_shard(model, src, np.arange(4), TAPS, torch.device("cpu"), 2, fisher=False)
     assert used.tolist() == [-1, -1, -1, -1] and where.tolist() == [0, 1, 2, 3] and probs.shape == (4, 10)
 
