@@ -1,19 +1,10 @@
 """tools/mutation_score.py's mutmut call: one pytest temp folder per checkout, emptied by every session."""
-import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "mutation_score.py"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("mutation_score", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tools import mutation_score as tool
 
 
 def test_every_mutmut_session_reuses_one_basetemp_per_checkout(monkeypatch, tmp_path):
-    tool = load()
     calls = []
     monkeypatch.setattr(tool.subprocess, "call", lambda cmd, cwd, env: calls.append((cmd, cwd, env)) or 0)
     monkeypatch.setenv("PYTEST_ADDOPTS", "-q")
