@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import struct
 import sys
 from pathlib import Path
@@ -88,6 +89,18 @@ def write_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: int = 0
 def tiny_mnist(tmp_path) -> Path:
     """A data root holding a 600/200-image MNIST in the real on-disk format."""
     return write_mnist(tmp_path / "data")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """With ``FKAL_PYTEST_TMP`` set (tools/mutation_score.py sets it), each pytest process gets its own temp
+    folder under it, removed when the session ends: mutmut's workers run their sessions side by side, and two
+    sessions sharing one ``--basetemp`` empty each other's files (a mutant "killed" by a vanished file)."""
+    root = os.environ.get("FKAL_PYTEST_TMP")
+    if root and config.option.basetemp is None:
+        Path(root).mkdir(parents=True, exist_ok=True)                   # pytest makes only the last folder
+        config.option.basetemp = str(Path(root) / f"pid{os.getpid()}")
+        config.add_cleanup(functools.partial(shutil.rmtree, config.option.basetemp, ignore_errors=True))
 
 
 def pytest_collection_modifyitems(items):

@@ -1,18 +1,80 @@
-"""tools/mutation_score.py's mutmut call: one pytest temp folder per checkout, emptied by every session."""
+"""tools/mutation_score.py: its mutmut call (a temp folder per pytest session), its samples and their intervals."""
 from pathlib import Path
 
 from tools import mutation_score as tool
 
 
-def test_every_mutmut_session_reuses_one_basetemp_per_checkout(monkeypatch, tmp_path):
+def test_every_mutmut_run_gives_its_sessions_one_temp_root_per_checkout(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(tool.subprocess, "call", lambda cmd, cwd, env: calls.append((cmd, cwd, env)) or 0)
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-q")
     assert tool.run_mutmut(["a__mutmut_1"], tmp_path / "one") == 0
-    tool.run_mutmut([], tmp_path / "one")
+    stale = Path(calls[0][2]["FKAL_PYTEST_TMP"]) / "pid1"
+    stale.mkdir(parents=True)                                  # what a session killed by a timeout leaves
+    tool.run_mutmut([], tmp_path / "one", workers=2)
     tool.run_mutmut([], tmp_path / "two")
-    opts = [env["PYTEST_ADDOPTS"].split() for _, _, env in calls]
-    assert opts[0][0] == "-q" and opts[0][1].startswith("--basetemp=")              # the user's options kept
-    assert opts[0] == opts[1] and opts[0] != opts[2]                                # per checkout, not per call
-    assert Path(opts[0][1].split("=", 1)[1]).parent == Path(tool.tempfile.gettempdir())
+    roots = [env["FKAL_PYTEST_TMP"] for _, _, env in calls]
+    assert roots[0] == roots[1] and roots[0] != roots[2]                            # per checkout, not per call
+    assert Path(roots[0]).parent == Path(tool.tempfile.gettempdir()) and not stale.exists()
     assert calls[0][0][-1] == "a__mutmut_1" and calls[0][2]["OMP_NUM_THREADS"] == "1"
+    assert [c[0][c[0].index("--max-children") + 1] for c in calls] == ["1", "2", "1"]
+
+
+def test_sessions_side_by_side_get_their_own_temp_folder_removed_at_the_end(tmp_path):
+    """tests/conftest.py under FKAL_PYTEST_TMP: each pytest process its own basetemp, gone when it ends."""
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "test_where.py").write_text(
+        "import os\n"
+        "def test_where(tmp_path):\n"
+        "    open(os.environ['WHERE_OUT'], 'w').write(str(tmp_path))\n")
+    root, seen = tmp_path / "root", []
+    for i in range(2):
+        out = tmp_path / f"where{i}.txt"
+        env = {**os.environ, "FKAL_PYTEST_TMP": str(root), "WHERE_OUT": str(out), "PYTEST_ADDOPTS": ""}
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
+                               "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_where.py")],
+                              cwd=tool.ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        seen.append(Path(out.read_text()))
+    own = [next(q for q in p.parents if q.parent == root) for p in seen]                 # root/pid<N>
+    assert own[0] != own[1] and all(q.name.startswith("pid") for q in own)
+    assert not any(root.iterdir())                                                         # both removed
+
+
+def test_a_sample_is_seeded_per_module_and_a_larger_one_extends_it():
+    names = [f"fkal.x.x_f__mutmut_{i}" for i in range(40)]
+    small, large = tool.sample_of(names, "loop", 5, 0), tool.sample_of(reversed(names), "loop", 12, 0)
+    assert large[:5] == small and len(set(large)) == 12 and set(large) <= set(names)
+    assert tool.sample_of(names, "loop", 12, 1) != large and tool.sample_of(names, "core-set", 12, 0) != large
+    assert tool.sample_of(names, "loop", 100, 0) != sorted(names) and len(tool.sample_of(names, "loop", 100, 0)) == 40
+
+
+def test_the_wilson_interval_bounds_are_where_the_score_test_reaches_z():
+    """Recomputed by bisection on |k/n - p| = z sqrt(p (1 - p) / n), the interval's definition."""
+    import math
+
+    def bound(k, n, lo, hi):
+        f = lambda p: abs(k / n - p) - 1.96 * math.sqrt(p * (1 - p) / n)     # noqa: E731
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if (f(lo) > 0) == (f(mid) > 0) else (lo, mid)
+        return 100 * (lo + hi) / 2
+
+    for k, n in [(9, 10), (3, 12), (11, 12), (1, 7)]:
+        low, high = tool.wilson_interval(k, n)
+        assert math.isclose(low, bound(k, n, 1e-12, k / n), abs_tol=1e-6)
+        assert math.isclose(high, bound(k, n, k / n, 1 - 1e-12), abs_tol=1e-6)
+    assert tool.wilson_interval(12, 12)[1] == 100.0 and tool.wilson_interval(0, 5)[0] == 0.0
+    assert tool.wilson_interval(0, 0) == (0.0, 100.0)
+
+
+def test_a_sampled_row_counts_only_the_sample(tmp_path):
+    meta = tmp_path / "fkal" / "loop.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {"a": 1, "b": 0, "c": None, "d": 1, "e": 0}
+    meta.write_text(tool.json.dumps({"exit_code_by_key": codes}))
+    row = tool.module_row("loop", "fkal/loop.py", tmp_path, {"e": "why"}, sample=["a", "b", "c", "e"])
+    assert (row["mutants"], row["killed"], row["survived"], row["unchecked"], row["equivalent"]) == (4, 1, 1, 1, 1)
+    assert row["score"] == 50.0 and row["interval"] == tool.wilson_interval(1, 2)
+    assert "interval" not in tool.module_row("loop", "fkal/loop.py", tmp_path, {})

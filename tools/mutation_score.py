@@ -7,14 +7,19 @@
     python tools/mutation_score.py --survivors                           # and every surviving mutant's name
     python tools/mutation_score.py --survivors --diffs                   # with the lines each one changes
     python tools/mutation_score.py --run --recheck                       # after adding tests: survivors again
+    python tools/mutation_score.py --run --sample 12 --workers 2         # a seeded sample of 12 per module
 
 mutmut reads its settings from ``setup.cfg`` ([mutmut]: the modules to mutate and the tests to run, the fast unit
 tests only: ``-m "not e2e and not real_data"``). It copies the code into ``mutants/``, runs the tests once to
 learn which tests reach which function, then runs, for each mutant, only the tests that reach its function.
 Every verdict is written to ``mutants/<module>.meta`` as soon as it is known, so an interrupted run resumes where
 it stopped: ``--run`` passes mutmut the mutants without a verdict, module by module in the order of ``MODULES``
-(a run cut short leaves whole modules done), one worker (``--max-children 1``) under ``nice -n 19`` with
-``OMP_NUM_THREADS=1``.
+(a run cut short leaves whole modules done), ``--workers`` at a time (default one) under ``nice -n 19`` with
+``OMP_NUM_THREADS=1`` each.
+
+A mutant whose tests all pass costs the whole of them, minutes where the tests train models (the loop, VAAL): a
+full pass over every module takes days on two cores. ``--sample N`` runs and reports a seeded uniform sample of
+N mutants per module, and the score on it comes with its 95% Wilson interval.
 
 The score of a module is killed / (mutants - equivalent - unchecked): a timeout or a crash of the tests counts
 as killed, a mutant that no test reaches ("no tests") as survived. Equivalent mutants (no test can tell them from
@@ -26,7 +31,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
+import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,8 +86,13 @@ def verdicts(source: str, mutants_dir: Path) -> dict[str, int | None]:
     return json.loads(meta.read_text())["exit_code_by_key"]
 
 
-def module_row(name: str, source: str, mutants_dir: Path, equivalent: dict[str, str]) -> dict:
+def module_row(name: str, source: str, mutants_dir: Path, equivalent: dict[str, str],
+               sample: list[str] | None = None) -> dict:
+    """The counts and the score of one module, over all its mutants or over ``sample`` of them (then with the
+    score's 95% interval)."""
     codes = verdicts(source, mutants_dir)
+    if sample is not None:
+        codes = {m: codes[m] for m in sample}
     row = {"module": name, "mutants": len(codes), "killed": 0, "survived": 0, "no tests": 0, "timeout": 0,
            "equivalent": 0, "unchecked": 0, "survivors": []}
     for mutant, code in codes.items():
@@ -102,6 +115,8 @@ def module_row(name: str, source: str, mutants_dir: Path, equivalent: dict[str, 
             row["survivors"].append(mutant)
     denominator = row["mutants"] - row["equivalent"] - row["unchecked"]
     row["score"] = None if denominator == 0 else 100.0 * (row["killed"] + row["timeout"]) / denominator
+    if sample is not None:
+        row["interval"] = wilson_interval(row["killed"] + row["timeout"], denominator)
     return row
 
 
@@ -123,6 +138,8 @@ def print_table(rows: list[dict], survivors: bool = False, diffs_root: Path | No
     for r in rows:
         score = "-" if r["score"] is None else f"{r['score']:.1f}%"
         done = "" if r["unchecked"] == 0 else "  (unfinished)"
+        if "interval" in r and r["score"] is not None:
+            done = f"  [{r['interval'][0]:.0f}, {r['interval'][1]:.0f}]" + done
         print(f"{r['module']:<28}" + "".join(f"{r[c]:>11}" for c in cols[1:-1]) + f"{score:>11}{done}")
     total = {c: sum(r[c] for r in rows) for c in cols[1:-1]}
     denominator = total["mutants"] - total["equivalent"] - total["unchecked"]
@@ -152,18 +169,38 @@ def forget_survivors(source: str, mutants_dir: Path) -> int:
     return len(again)
 
 
-def run_mutmut(names: list[str], cwd: Path) -> int:
-    """One ``mutmut run``. Every mutant's pytest session gets the same ``--basetemp``, which pytest empties at the
-    start of each session: without it each session left a new ``pytest-of-<user>/pytest-N`` behind (mutmut's
-    forked sessions escape pytest's keep-the-last-three rule), about 70 GB in two hours here."""
+def run_mutmut(names: list[str], cwd: Path, workers: int = 1) -> int:
+    """One ``mutmut run`` with ``workers`` mutants at a time. Every pytest session gets its own temp folder under
+    one folder per checkout (``FKAL_PYTEST_TMP``, read by tests/conftest.py), removed when the session ends:
+    without it each session left a new ``pytest-of-<user>/pytest-N`` behind (mutmut's forked sessions escape
+    pytest's keep-the-last-three rule), about 70 GB in two hours here, and sessions side by side must not share
+    one ``--basetemp``, which pytest empties at the start of each session."""
     digest = hashlib.sha1(str(cwd.resolve()).encode()).hexdigest()[:8]      # one folder per checkout
-    basetemp = Path(tempfile.gettempdir()) / f"fkal-mutation-{digest}"
-    addopts = " ".join(filter(None, [os.environ.get("PYTEST_ADDOPTS", ""), f"--basetemp={basetemp}"]))
+    tmp = Path(tempfile.gettempdir()) / f"fkal-mutation-{digest}"
+    shutil.rmtree(tmp, ignore_errors=True)                    # what a killed session (a timeout) left behind
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-           "PYTEST_ADDOPTS": addopts}
-    cmd = ["nice", "-n", "19", "mutmut", "run", "--max-children", "1", *names]
+           "FKAL_PYTEST_TMP": str(tmp)}
+    cmd = ["nice", "-n", "19", "mutmut", "run", "--max-children", str(workers), *names]
     print("$", " ".join(cmd[:6]), f"<{len(names)} mutants>" if names else "", flush=True)
     return subprocess.call(cmd, cwd=cwd, env=env)
+
+
+def sample_of(names, module: str, n: int, seed: int) -> list[str]:
+    """The first ``n`` of a seeded random order of a module's mutants: a uniform sample, the same for the same
+    (module, seed), and a larger ``n`` extends a smaller one."""
+    order = sorted(names)
+    random.Random(f"{seed}/{module}").shuffle(order)
+    return order[:n]
+
+
+def wilson_interval(killed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval (in %) of a proportion killed / n, for a score measured on a sample."""
+    if n == 0:
+        return 0.0, 100.0
+    p = killed / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return 100.0 * max(0.0, center - half), 100.0 * min(1.0, center + half)
 
 
 def main(argv=None) -> int:
@@ -176,7 +213,22 @@ def main(argv=None) -> int:
     parser.add_argument("--survivors", action="store_true", help="list every surviving mutant")
     parser.add_argument("--diffs", action="store_true", help="with --survivors: the lines each survivor changes")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout holding setup.cfg and mutants/")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="run and report only a seeded random sample of N mutants per module (the score's 95%% "
+                             "interval beside it); a larger N extends a smaller one")
+    parser.add_argument("--seed", type=int, default=0, help="with --sample: the sample's seed (default 0)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="with --run: mutants run side by side (mutmut's --max-children; default 1)")
     args = parser.parse_args(argv)
+    if args.sample is not None and args.sample < 1:
+        parser.error(f"--sample takes a positive number of mutants per module, not {args.sample}")
+    if args.workers < 1:
+        parser.error(f"--workers takes a positive number, not {args.workers}")
+
+    def sample(name):
+        codes = verdicts(MODULES[name], mutants_dir)
+        return None if args.sample is None else sample_of(codes, name, args.sample, args.seed)
+
     mutants_dir = args.root / "mutants"
     if args.run:
         if args.recheck:
@@ -185,14 +237,16 @@ def main(argv=None) -> int:
         for name in args.modules:
             if not verdicts(MODULES[name], mutants_dir):        # first run: mutmut generates every mutant
                 print(f"== {name}: every mutant", flush=True)
-                run_mutmut([MODULES[name][:-3].replace("/", ".") + ".*"], args.root)
+                run_mutmut([MODULES[name][:-3].replace("/", ".") + ".*"], args.root, args.workers)
                 continue
-            pending = [m for m, code in verdicts(MODULES[name], mutants_dir).items() if code is None]
+            codes = verdicts(MODULES[name], mutants_dir)
+            pending = [m for m in (sample(name) or codes) if codes[m] is None]
             if pending:
                 print(f"== {name}: {len(pending)} mutants to run", flush=True)
-                run_mutmut(pending, args.root)
+                run_mutmut(pending, args.root, args.workers)
     equivalent = equivalent_mutants()
-    print_table([module_row(n, MODULES[n], mutants_dir, equivalent) for n in args.modules], args.survivors,
+    print_table([module_row(n, MODULES[n], mutants_dir, equivalent, sample(n)) for n in args.modules],
+                args.survivors,
                 args.root if args.diffs else None)
     return 0
 
