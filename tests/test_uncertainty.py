@@ -186,3 +186,10 @@ def test_no_images_give_empty_passes_and_scores():
     probs = mc_probabilities(*args, model_name="lenet", num_classes=10)
     scores = mc_scores(METRICS["bald"], *args, model_name="lenet", num_classes=10)
     assert probs.shape == (0,) and scores.shape == (0,)
+
+
+def test_the_progress_bar_names_the_configuration_the_iteration_and_the_passes(query_ctx, capsys):
+    ctx = query_ctx("varR-E2-K3", iteration=3)
+    ctx.progress = True
+    ACQUISITIONS["varR"](ctx)
+    assert "varR-E2-K3 b=3: 2x3 MC-dropout passes" in capsys.readouterr().err
