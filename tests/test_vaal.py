@@ -271,6 +271,35 @@ def test_bad_numbers_are_a_clear_error(query_ctx, tiny_mnist, tmp_path, capsys):
     assert "--vaal-batch" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("dest, value, message", [
+    ("vaal_batch", 0, "--vaal-batch must be at least 1 (got 0)"),
+    ("vaal_disc_steps", 0, "--vaal-disc-steps must be at least 1 (got 0)"),
+    ("vaal_iterations", -1, "--vaal-iterations must not be negative (got -1)"),
+    ("lloss_subset", -5, "--lloss-subset must not be negative (got -5)"),
+    ("tavaal_epochs", 0.0, "--tavaal-epochs must be above 0 (got 0.0)"),
+    ("tavaal_disc_rank", "logit", "--tavaal-disc-rank is sigmoid or raw (got 'logit')"),
+    ("lloss_cutoff", 1.5, "--lloss-cutoff is a share of the epochs in [0, 1] (got 1.5)"),
+])
+def test_each_bad_option_names_its_own_flag(dest, value, message):
+    """``Options.checked``, reached by any caller (the loop, own-images), not only the command line's parser."""
+    import re
+
+    from fkal.errors import UserError
+    from vaal.acquisitions import Options
+    with pytest.raises(UserError, match="^" + re.escape(message)):
+        Options.from_options({dest: value}, SPEC)
+    Options.from_options({}, SPEC)                                          # the presets pass
+
+
+def test_a_feed_streams_full_batches_only_in_endless_reshuffled_epochs():
+    stream = ImageFeed(None, np.arange(5)).stream(3, torch.Generator().manual_seed(0))     # positions only
+    batches = [next(stream) for _ in range(4)]                 # n = 5, b = 3: one full batch an epoch, 2 dropped
+    assert [len(b) for b in batches] == [3, 3, 3, 3] and all(len(set(b)) == 3 for b in batches)
+    assert len({tuple(b) for b in batches}) > 1                                 # a fresh permutation each epoch
+    small = ImageFeed(None, np.arange(2)).stream(4, torch.Generator().manual_seed(0))
+    assert sorted(next(small)) == [0, 1]                       # smaller than a batch: the whole set
+
+
 def test_vaal_scores_are_the_lowest_discriminator_outputs(query_ctx):
     ctx = query_ctx("vaal")
     result = ACQUISITIONS["vaal"](ctx)
