@@ -66,8 +66,10 @@ def test_reference_widths_and_other_input_sizes():
     assert [m.out_channels for m in vae.encoder if isinstance(m, torch.nn.Conv2d)] == [128, 256, 512, 1024]
     assert vae.fc_mu.in_features == 1024 * 2 * 2 and vae.fc_dec.out_features == 1024 * 4 * 4
     assert VAE(3, 8, 4, 64)(torch.rand(2, 3, 64, 64))[0].shape == (2, 3, 64, 64)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"the VAE input size must be a multiple of 16 \(got 28\)"):
         VAE(1, 8, 4, 28)
+    with pytest.raises(ValueError, match="^this discriminator is conditioned on the rank r: pass r$"):
+        Discriminator(8, 16, 1, rank_dim=1).logits(torch.zeros(2, 8))
 
 
 def _copy(net):
