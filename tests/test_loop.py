@@ -162,13 +162,20 @@ def test_successors_in_the_loop(tiny_mnist, tmp_path, monkeypatch):
     pseudo-label estimators run inside pfk and similar, and their rare-class scores reach the records."""
     out = tmp_path / "out"
     assert main(["--initial"] + common(tiny_mnist, out)) == 0
-    seen = []
-    original = registry.ACQUISITIONS["typiclust"]
+    seen, pseudo = [], {}
+    original, pfk = registry.ACQUISITIONS["typiclust"], registry.ACQUISITIONS["pfk"]
 
     def spy(ctx):
         seen.append({k: v.clone() for k, v in ctx.pretrained().state_dict().items()})
         return original(ctx)
+
+    def pfk_spy(ctx):                            # each query's pseudo-labels and the true labels of its images
+        result = pfk(ctx)
+        true = ctx.data.pool_source.labels[ctx.data.split.pool[ctx.unlabeled]]
+        pseudo[ctx.config.name, ctx.iteration] = (result.pseudo_labels, true, ctx.data.split.rare_classes)
+        return result
     monkeypatch.setitem(registry.ACQUISITIONS, "typiclust", spy)
+    monkeypatch.setitem(registry.ACQUISITIONS, "pfk", pfk_spy)
     argv = common(tiny_mnist, out) + ["--unsupervised", "0", "--only", "typiclust", "similar-phat-em-L80",
                                       "pfk-efs-em-L20", "pfk-phat-agree-L80"]
     assert main(argv) == 0
@@ -181,3 +188,29 @@ def test_successors_in_the_loop(tiny_mnist, tmp_path, monkeypatch):
             assert r["pseudo_label_accuracy"] is None and r["pseudo_label_rare_count"] is None
         else:
             assert r["pseudo_label_accuracy"] is not None and r["pseudo_label_rare_count"] >= 0
+        if r["config"].startswith("pfk"):                          # recomputed from what the query returned
+            labels, true, rare = pseudo[r["config"], r["iteration"]]
+            assert len(rare) > 0 and np.isin(true, rare).any()
+            said = np.isin(labels, rare)
+            hits = (said & (labels == true)).sum()
+            assert r["pseudo_label_accuracy"] == pytest.approx(100 * (labels == true).mean())
+            assert r["pseudo_label_rare_count"] == said.sum()
+            assert r["pseudo_label_rare_recall"] == pytest.approx(100 * hits / np.isin(true, rare).sum())
+            assert r["pseudo_label_rare_precision"] == (pytest.approx(100 * hits / said.sum()) if said.any() else None)
+
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda ctx: np.r_[ctx.unlabeled[:9], ctx.unlabeled[0]], r"returned 10 positions \(9 distinct, 0 already"),
+    (lambda ctx: ctx.unlabeled[:9], r"returned 9 positions \(9 distinct, 0 already"),
+    (lambda ctx: np.r_[ctx.unlabeled[:9], ctx.labeled[0]], r"returned 10 positions \(10 distinct, 1 already"),
+], ids=["a-pick-twice", "one-short", "a-labeled-one"])
+def test_the_loop_refuses_picks_that_break_the_contract(tiny_mnist, tmp_path, monkeypatch, broken, message):
+    """An acquisition's picks are checked before anything is labeled: P distinct, unlabeled, offered."""
+    from fkal.acquisitions.contract import QueryResult
+    out = tmp_path / "out"
+    assert main(["--initial"] + common(tiny_mnist, out)) == 0
+    monkeypatch.setitem(registry.ACQUISITIONS, "random",
+                        lambda ctx: QueryResult(np.asarray(broken(ctx)) if ctx.iteration == 2 else ctx.unlabeled[:10]))
+    with pytest.raises(RuntimeError, match="^random " + message):
+        main(common(tiny_mnist, out) + ["--unsupervised", "0", "--only", "random"])

@@ -81,7 +81,8 @@ def test_seeds_by_their_definition():
     assert not torch.equal(first, torch.randint(2 ** 62, (3,), generator=generator(5, "query", 3)))
 
 
-def test_initial_models_and_full_train_record(tiny_mnist, tmp_path):
+def test_initial_models_and_full_train_record(tiny_mnist, tmp_path, monkeypatch):
+    import fkal.loop
     from fkal.io import read_jsonl
     from fkal.loop import run_full_train
     raw = load_mnist(str(tiny_mnist), download=False)
@@ -99,6 +100,9 @@ def test_initial_models_and_full_train_record(tiny_mnist, tmp_path):
     second = torch.load(paths.initial(4.0, 0, 1), map_location="cpu")
     assert second["member"] == 1 and not torch.equal(second["model"]["fc2.weight"], rnd["fc2.weight"])
     assert paths.initial(4.0, 1, 1).exists()
+    start, real_train = [], fkal.loop.train                    # the weights each full train starts from
+    monkeypatch.setattr(fkal.loop, "train", lambda model, *a, **k: start.append(model.state_dict()["conv1.weight"]
+                                                                                .clone()) or real_train(model, *a, **k))
     record = run_full_train(s, raw, 0, 4.0, 0)
     split = np.load(paths.split(4.0))
     pool = split["pool"]
@@ -108,6 +112,8 @@ def test_initial_models_and_full_train_record(tiny_mnist, tmp_path):
     assert 0 <= record["test_accuracy"] <= 100 and len(record["per_class_accuracy"]) == 10
     assert run_full_train(s, raw, 0, 4.0, 0) == record                     # done: read back, not trained again
     assert len(read_jsonl(paths.results)[0]) == 1
+    assert run_full_train(s, raw, 0, 4.0, 1)["unsupervised"] == 1          # from the rotation-pretrained model
+    assert len(start) == 2 and torch.equal(start[0], rnd["conv1.weight"]) and torch.equal(start[1], rot["conv1.weight"])
 
 
 def test_full_train_on_a_fresh_run_folder_makes_its_split_and_initial_model(tiny_mnist, tmp_path):
@@ -118,3 +124,18 @@ def test_full_train_on_a_fresh_run_folder_makes_its_split_and_initial_model(tiny
     paths = RunPaths.of(tmp_path, s.spec, 0)
     assert paths.split(4.0).exists() and paths.initial(4.0, 0).exists()
     assert record["labeled"] == len(np.load(paths.split(4.0))["pool"])
+
+
+def test_a_finished_configuration_is_read_back_without_its_states(tiny_mnist, tmp_path, monkeypatch):
+    import fkal.loop
+    raw = load_mnist(str(tiny_mnist), download=False)
+    cfg = parse_config("random", ACQUISITIONS)
+    s = settings(tmp_path, 2)
+    run_initial(s, raw, 0, 4.0)
+    records = run_config(s, raw, cfg, 0, 4.0, 0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished configuration loads no saved state and trains nothing")
+    monkeypatch.setattr(fkal.loop, "load_state", refuse)
+    monkeypatch.setattr(fkal.loop, "train", refuse)
+    assert run_config(s, raw, cfg, 0, 4.0, 0) == records
