@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -93,13 +94,15 @@ def tiny_mnist(tmp_path) -> Path:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    """With ``FKAL_PYTEST_TMP`` set (tools/mutation_score.py sets it), each pytest process gets its own temp
+    """With ``FKAL_PYTEST_TMP`` set (tools/mutation_score.py sets it), each pytest session gets its own temp
     folder under it, removed when the session ends: mutmut's workers run their sessions side by side, and two
     sessions sharing one ``--basetemp`` empty each other's files (a mutant "killed" by a vanished file)."""
     root = os.environ.get("FKAL_PYTEST_TMP")
     if root and config.option.basetemp is None:
-        Path(root).mkdir(parents=True, exist_ok=True)                   # pytest makes only the last folder
-        config.option.basetemp = str(Path(root) / f"pid{os.getpid()}")
+        Path(root).mkdir(parents=True, exist_ok=True)
+        # a new folder per session, also for sessions run one after another in one process (mutmut runs its
+        # first ones in-process): the same paths again would meet the process's warn-once memory
+        config.option.basetemp = tempfile.mkdtemp(prefix=f"pid{os.getpid()}-", dir=root)
         config.add_cleanup(functools.partial(shutil.rmtree, config.option.basetemp, ignore_errors=True))
 
 

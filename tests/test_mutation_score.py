@@ -29,7 +29,7 @@ def test_sessions_side_by_side_get_their_own_temp_folder_removed_at_the_end(tmp_
         "def test_where(tmp_path):\n"
         "    open(os.environ['WHERE_OUT'], 'w').write(str(tmp_path))\n")
     root, seen = tmp_path / "root", []
-    for i in range(2):
+    for i in range(2):                                        # two processes
         out = tmp_path / f"where{i}.txt"
         env = {**os.environ, "FKAL_PYTEST_TMP": str(root), "WHERE_OUT": str(out), "PYTEST_ADDOPTS": ""}
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
@@ -37,7 +37,7 @@ def test_sessions_side_by_side_get_their_own_temp_folder_removed_at_the_end(tmp_
                               cwd=tool.ROOT, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
         seen.append(Path(out.read_text()))
-    own = [next(q for q in p.parents if q.parent == root) for p in seen]                 # root/pid<N>
+    own = [next(q for q in p.parents if q.parent == root) for p in seen]             # root/pid<N>-<random>
     assert own[0] != own[1] and all(q.name.startswith("pid") for q in own)
     assert not any(root.iterdir())                                                         # both removed
 
