@@ -79,6 +79,9 @@ def test_seeds_by_their_definition():
     assert torch.equal(first, torch.randint(2 ** 62, (3,), generator=torch.Generator().manual_seed(want)))
     assert not torch.equal(first, torch.randint(2 ** 62, (3,), generator=generator(5, "train", 2)))
     assert not torch.equal(first, torch.randint(2 ** 62, (3,), generator=generator(5, "query", 3)))
+    by_run = settings("out", 1)                                   # a run's seed: its index, or --seed for all
+    assert [by_run.seed_of(r) for r in (0, 3)] == [0, 3]
+    assert [replace(by_run, seed=7).seed_of(r) for r in (0, 3)] == [7, 7]
 
 
 def test_initial_models_and_full_train_record(tiny_mnist, tmp_path, monkeypatch):
