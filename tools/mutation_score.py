@@ -225,29 +225,28 @@ def main(argv=None) -> int:
     if args.workers < 1:
         parser.error(f"--workers takes a positive number, not {args.workers}")
 
-    def sample(name):
-        codes = verdicts(MODULES[name], mutants_dir)
+    mutants_dir = args.root / "mutants"
+
+    def sample(name: str, codes: dict) -> list[str] | None:          # the module's mutants that --sample takes
         return None if args.sample is None else sample_of(codes, name, args.sample, args.seed)
 
-    mutants_dir = args.root / "mutants"
     if args.run:
         if args.recheck:
             for name in args.modules:
                 print(f"== {name}: {forget_survivors(MODULES[name], mutants_dir)} survivors to check again")
         for name in args.modules:
-            if not verdicts(MODULES[name], mutants_dir):        # first run: mutmut generates every mutant
+            codes = verdicts(MODULES[name], mutants_dir)
+            if not codes:                                        # first run: mutmut generates every mutant
                 print(f"== {name}: every mutant", flush=True)
                 run_mutmut([MODULES[name][:-3].replace("/", ".") + ".*"], args.root, args.workers)
                 continue
-            codes = verdicts(MODULES[name], mutants_dir)
-            pending = [m for m in (sample(name) or codes) if codes[m] is None]
+            pending = [m for m in (sample(name, codes) or codes) if codes[m] is None]
             if pending:
                 print(f"== {name}: {len(pending)} mutants to run", flush=True)
                 run_mutmut(pending, args.root, args.workers)
     equivalent = equivalent_mutants()
-    print_table([module_row(n, MODULES[n], mutants_dir, equivalent, sample(n)) for n in args.modules],
-                args.survivors,
-                args.root if args.diffs else None)
+    print_table([module_row(n, MODULES[n], mutants_dir, equivalent, sample(n, verdicts(MODULES[n], mutants_dir)))
+                 for n in args.modules], args.survivors, args.root if args.diffs else None)
     return 0
 
 
