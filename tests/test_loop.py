@@ -199,7 +199,6 @@ def test_successors_in_the_loop(tiny_mnist, tmp_path, monkeypatch):
             assert r["pseudo_label_rare_precision"] == (pytest.approx(100 * hits / said.sum()) if said.any() else None)
 
 
-
 @pytest.mark.parametrize("broken, message", [
     (lambda ctx: np.r_[ctx.unlabeled[:9], ctx.unlabeled[0]], r"returned 10 positions \(9 distinct, 0 already"),
     (lambda ctx: ctx.unlabeled[:9], r"returned 9 positions \(9 distinct, 0 already"),

@@ -20,26 +20,28 @@ def test_every_mutmut_run_gives_its_sessions_one_temp_root_per_checkout(monkeypa
 
 
 def test_sessions_side_by_side_get_their_own_temp_folder_removed_at_the_end(tmp_path):
-    """tests/conftest.py under FKAL_PYTEST_TMP: each pytest process its own basetemp, gone when it ends."""
+    """tests/conftest.py under FKAL_PYTEST_TMP: each pytest session its own basetemp, gone when it ends; also two
+    sessions one after the other in one process (as mutmut runs its first ones), not only two processes."""
     import os
     import subprocess
     import sys
     (tmp_path / "test_where.py").write_text(
         "import os\n"
         "def test_where(tmp_path):\n"
-        "    open(os.environ['WHERE_OUT'], 'w').write(str(tmp_path))\n")
+        "    open(os.environ['WHERE_OUT'], 'a').write(f'{tmp_path}\\n')\n")
     root, seen = tmp_path / "root", []
-    for i in range(2):                                        # two processes
+    args = ["-q", "-p", "no:cacheprovider", "-p", "tests.conftest", "--rootdir", str(tmp_path), "-c", os.devnull,
+            str(tmp_path / "test_where.py")]
+    sessions = f"import pytest, sys; a = {args!r}; sys.exit(pytest.main(a) or pytest.main(a))"
+    for i, command in enumerate([["-c", sessions], ["-m", "pytest", *args]]):     # two in one process, then one
         out = tmp_path / f"where{i}.txt"
         env = {**os.environ, "FKAL_PYTEST_TMP": str(root), "WHERE_OUT": str(out), "PYTEST_ADDOPTS": ""}
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
-                               "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_where.py")],
-                              cwd=tool.ROOT, env=env, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, *command], cwd=tool.ROOT, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
-        seen.append(Path(out.read_text()))
+        seen += [Path(line) for line in out.read_text().splitlines()]
     own = [next(q for q in p.parents if q.parent == root) for p in seen]             # root/pid<N>-<random>
-    assert own[0] != own[1] and all(q.name.startswith("pid") for q in own)
-    assert not any(root.iterdir())                                                         # both removed
+    assert len(seen) == 3 and len(set(own)) == 3 and all(q.name.startswith("pid") for q in own)
+    assert not any(root.iterdir())                                                          # all removed
 
 
 def test_a_sample_is_seeded_per_module_and_a_larger_one_extends_it():
