@@ -70,6 +70,8 @@ def test_reference_widths_and_other_input_sizes():
         VAE(1, 8, 4, 28)
     with pytest.raises(ValueError, match="^this discriminator is conditioned on the rank r: pass r$"):
         Discriminator(8, 16, 1, rank_dim=1).logits(torch.zeros(2, 8))
+    with pytest.raises(ValueError, match="^this VAE is conditioned on the rank r: pass r$"):
+        VAE(1, 8, 4, 32, rank_dim=1).decode(torch.zeros(2, 8))
 
 
 def _copy(net):
@@ -83,6 +85,14 @@ def test_loss_module_reads_lenet_taps_and_keeps_the_forward():
     net = lenet()
     assert loss_taps(net) == ("conv1", "conv2", "fc1")
     assert [tap_width(net, t) for t in loss_taps(net)] == [10, 20, 50]
+    # the last layer of a tap sets its width: Linear, Conv or BatchNorm (a bare one too)
+    taps = torch.nn.Module()
+    taps.block = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3), torch.nn.BatchNorm2d(6), torch.nn.ReLU())
+    taps.norm, taps.fc, taps.act = torch.nn.BatchNorm1d(5), torch.nn.Linear(3, 7), torch.nn.ReLU()
+    assert [tap_width(taps, t) for t in ("block", "norm", "fc")] == [6, 5, 7]
+    with pytest.raises(ValueError, match="^cannot tell the width of tap 'act' of Module: give the class a "
+                                         "LOSS_TAP_WIDTHS attribute$"):
+        tap_width(taps, "act")
     wrapped = with_loss_module(net)
     assert isinstance(wrapped, LossPredictionModel) and with_loss_module(wrapped) is wrapped
     x = torch.randn(4, 1, 28, 28)
@@ -173,8 +183,38 @@ def test_selection_takes_the_lowest_or_highest_scores():
     np.testing.assert_array_equal(lowest(scores, 3), [1, 3, 4])             # ties: the lower position first
     np.testing.assert_array_equal(highest(torch.tensor(scores), 2), [0, 5])
     assert len(set(lowest(scores, 6).tolist())) == 6 and len(lowest(scores, 0)) == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^cannot pick 7 of 6 scores$"):
         lowest(scores, 7)
+    # a score tensor that still carries its graph is read without it
+    np.testing.assert_array_equal(lowest(torch.tensor(scores, requires_grad=True) * 2, 3), [1, 3, 4])
+
+
+@pytest.mark.parametrize("vae_steps,disc_steps", [(1, 1), (1, 3), (2, 1)])
+def test_each_step_after_the_first_of_an_iteration_draws_a_fresh_pair(vae_steps, disc_steps, monkeypatch):
+    """Per iteration: one labeled and one unlabeled batch, and one more of each for every VAE step and every
+    discriminator step after the first (VAAL's ``Solver.train``)."""
+    drawn = []
+    real = ImageFeed.batch
+    monkeypatch.setattr(ImageFeed, "batch", lambda self, pos, device: drawn.append(self) or real(self, pos, device))
+    torch.manual_seed(0)
+    src = toy_source(40)
+    labeled, unlabeled = ImageFeed(src, np.arange(10), 16), ImageFeed(src, np.arange(10, 40), 16)
+    schedule = AdversarySchedule(iterations=3, batch_size=4, beta=1e-3, vae_steps=vae_steps, disc_steps=disc_steps)
+    stats = train_adversary(VAE(1, latent=4, width=4, image_size=16), Discriminator(4, hidden=8, layers=1),
+                            labeled, unlabeled, schedule, torch.device("cpu"), torch.Generator().manual_seed(1),
+                            progress=False)
+    pairs = 3 * (1 + (vae_steps - 1) + (disc_steps - 1))
+    assert drawn.count(labeled) == drawn.count(unlabeled) == pairs
+    assert math.isfinite(stats["vae_loss"]) and math.isfinite(stats["disc_loss"])
+
+
+def test_training_without_labeled_or_unlabeled_images_is_a_clear_error():
+    src = toy_source(20)
+    vae, disc = VAE(1, latent=4, width=4, image_size=16), Discriminator(4, hidden=8, layers=1)
+    for lab, unl in ((np.arange(0), np.arange(20)), (np.arange(20), np.arange(0))):
+        with pytest.raises(ValueError, match="^VAAL training needs labeled and unlabeled images$"):
+            train_adversary(vae, disc, ImageFeed(src, lab, 16), ImageFeed(src, unl, 16), AdversarySchedule(iterations=1),
+                            torch.device("cpu"), torch.Generator().manual_seed(0), progress=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -300,6 +340,15 @@ def test_a_feed_streams_full_batches_only_in_endless_reshuffled_epochs():
     assert len({tuple(b) for b in batches}) > 1                                 # a fresh permutation each epoch
     small = ImageFeed(None, np.arange(2)).stream(4, torch.Generator().manual_seed(0))
     assert sorted(next(small)) == [0, 1]                       # smaller than a batch: the whole set
+
+
+def test_a_feed_gives_32_pixel_images_unless_told_otherwise():
+    images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    src = TensorSource(images, np.zeros(6), (0.5,), (0.25,))
+    x, r, rd = ImageFeed(src, np.arange(6)).batch(np.array([4, 1]), torch.device("cpu"))
+    assert x.shape == (2, 1, 32, 32) and r is None and rd is None
+    torch.testing.assert_close(x[:, :, 2:30, 2:30], images[[4, 1]].float() / 255)
+    assert ImageFeed(src, np.arange(6), 64).batch(np.array([0]), torch.device("cpu"))[0].shape == (1, 1, 64, 64)
 
 
 def test_vaal_scores_are_the_lowest_discriminator_outputs(query_ctx):
