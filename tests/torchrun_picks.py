@@ -2,6 +2,9 @@
 one process and under ``python -m torch.distributed.run --nproc_per_node 2`` and compare (tests/test_distributed.py).
 
 usage: torchrun_picks.py DATA_ROOT MODEL_STATE OUT_JSON CONFIG [CONFIG ...]
+
+A CONFIG written ``small:NAME`` picks among 10 unlabeled images only, fewer than one batch: under two processes
+the second holds none of them.
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ def main() -> int:
     unlabeled = np.setdiff1d(np.arange(len(split.pool)), labeled)
     state = torch.load(state_path, weights_only=True)
     picks = {}
-    for name in names:
+    for key in names:
+        small, name = key.startswith("small:"), key.removeprefix("small:")
         cfg = parse_config(name, ACQUISITIONS)
         models = []
         for _ in range(cfg.E):
@@ -49,11 +53,12 @@ def main() -> int:
             if cfg.acquisition in TASK_HOOKS:
                 m = TASK_HOOKS[cfg.acquisition].wrap(m, spec)
             models.append(m.eval())
-        ctx = QueryContext(models=models, data=ALData(spec, raw, split), labeled=labeled, unlabeled=unlabeled,
-                           budget=12, generator=torch.Generator().manual_seed(7), device=torch.device("cpu"),
-                           config=cfg, iteration=2, batch_size=32, progress=False, options=dict(OPTIONS))
+        ctx = QueryContext(models=models, data=ALData(spec, raw, split), labeled=labeled,
+                           unlabeled=unlabeled[:10] if small else unlabeled, budget=3 if small else 12,
+                           generator=torch.Generator().manual_seed(7), device=torch.device("cpu"), config=cfg,
+                           iteration=2, batch_size=32, progress=False, options=dict(OPTIONS))
         result = ACQUISITIONS[cfg.acquisition](ctx)
-        picks[name] = {"indices": [int(i) for i in result.indices],
+        picks[key] = {"indices": [int(i) for i in result.indices],
                        "scores": None if result.scores is None else [float(v) for v in result.scores],
                        "pseudo_label_accuracy": result.pseudo_label_accuracy}
     everyone = D.all_gather_object(picks)       # compared as JSON text: a nan score (BADGE's first pick) equals itself
