@@ -378,8 +378,12 @@ def _config_folder_ready(s: Settings, paths: RunPaths, cfg: Config, ir: float, u
         return
     settings_path = paths.config_settings(ir, unsupervised, cfg.name)
     stored = read_json(settings_path).get("settings") if settings_path.exists() else None
+    fix = f"add --fresh {cfg.name} to start that configuration afresh (the old folder is kept beside it)"
     if stored is None:
         stored = {"recorded": "nothing (made before settings were recorded)"}
+        if cfg.name not in s.fresh:
+            raise UserError(f"{folder} holds iteration states but no settings.json to compare this run's settings "
+                            f"with (made before settings were recorded, or the file was removed): {fix}")
     if settings_mod.differences(stored, current):
         if cfg.name in s.fresh:
             old = folder.with_name(f"{folder.name}.replaced-{settings_mod.settings_id(stored)}")
@@ -387,9 +391,7 @@ def _config_folder_ready(s: Settings, paths: RunPaths, cfg: Config, ir: float, u
             tqdm.write(f"{folder} held other settings: moved to {old.name}; {cfg.name} starts afresh "
                        "(its earlier records stay in results.jsonl under their settings)")
         else:
-            _check_same(stored, current, folder,
-                        f"{_OTHER_OUT}, or add --fresh {cfg.name} to start that configuration afresh (the old "
-                        "folder is kept beside it)")
+            _check_same(stored, current, folder, f"{_OTHER_OUT}, or {fix}")
 
 
 def _resume_point(paths: RunPaths, cfg: Config, ir: float, unsupervised: int, done: dict[int, dict],

@@ -9,6 +9,7 @@ import torch
 from fkal.cli import main
 from fkal.io import append_jsonl, exclusive, read_jsonl
 from fkal.errors import UserError
+from fkal.settings import settings_id
 
 
 def common(root, out, *extra):
@@ -29,6 +30,7 @@ def test_records_carry_settings_metrics_and_epoch_selection(tiny_mnist, tmp_path
     for r in records:
         s = r["settings"]
         assert (s["query_size"], s["train"]["epochs"], s["train_size"], s["val_size"], s["seed"]) == (10, 2, 400, 100, 0)
+        assert s["world_size"] == 1                             # one process (tests/test_distributed.py: two)
         assert s["epoch_selection"] == "val" and set(s["data"]) == {"train", "test"} and s["unsupervised"] == 1
         assert r["epoch_selection"] == "val" and len(r["chosen_epochs"]) == 1 and 1 <= r["chosen_epochs"][0] <= 2
         assert 0 <= r["final_test_accuracy"] <= 100 and 0 <= r["val_accuracy"] <= 100
@@ -58,7 +60,9 @@ def test_resume_with_other_settings_is_one_clear_error_and_fresh_starts_afresh(t
     capsys.readouterr()
     assert main(common(tiny_mnist, out, "--only", "random", "--epochs", "3")) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--epochs: 2 there, 3 now" in err and "--fresh random" in err
+    assert len(err.splitlines()) == 1 and "--epochs: 2 there, 3 now" in err
+    assert err.endswith(": use another --out, or the settings it was made with, or add --fresh random to start "
+                        "that configuration afresh (the old folder is kept beside it)")
     assert (out / "MNIST" / "run0" / "results.jsonl").read_bytes() == before          # nothing written
     # the split serves every configuration: another --train-size is refused for any of them
     assert main(common(tiny_mnist, out, "--only", "pcc-L20", "--train-size", "300")) == 2
@@ -69,6 +73,17 @@ def test_resume_with_other_settings_is_one_clear_error_and_fresh_starts_afresh(t
     assert len(records) == 4 and len({r["settings_id"] for r in records}) == 2
     kinds = out / "MNIST" / "run0" / "ir4" / "rotation"
     assert sorted(p.name.split("-")[0] for p in kinds.iterdir() if not p.name.startswith(".")) == ["random", "random.replaced"]
+    # states without settings.json (saved before settings were recorded) are refused until --fresh moves them
+    (kinds / "random" / "settings.json").unlink()
+    capsys.readouterr()
+    assert main(common(tiny_mnist, out, "--only", "random", "--epochs", "3")) == 2
+    assert capsys.readouterr().err == (
+        f"error: {kinds / 'random'} holds iteration states but no settings.json to compare this run's settings with "
+        "(made before settings were recorded, or the file was removed): add --fresh random to start that "
+        "configuration afresh (the old folder is kept beside it)\n")
+    assert main(common(tiny_mnist, out, "--only", "random", "--epochs", "3", "--fresh", "random")) == 0
+    unrecorded = settings_id({"recorded": "nothing (made before settings were recorded)"})
+    assert (kinds / f"random.replaced-{unrecorded}").is_dir() and (kinds / "random" / "settings.json").exists()
 
 
 def test_more_iterations_extend_a_run_with_the_same_settings(tiny_mnist, tmp_path):
@@ -215,3 +230,27 @@ def test_successor_options_are_recorded_and_compared_on_resume(tiny_mnist, tmp_p
     assert main(common(tiny_mnist, out, "--only", config, "--iterations", "1", *changed)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_a_state_that_does_not_fit_the_run_is_one_clear_error(tmp_path):
+    from fkal.run_state import load_state
+    path = tmp_path / "state_b1.pt"
+    torch.save({"models": [{"w": torch.zeros(2)}], "labeled_at": torch.full((5,), -1), "settings_id": "abc"}, path)
+    assert load_state(path, 5, "fix", settings_id="abc", members=1)["labeled_at"].tolist() == [-1] * 5
+    for kwargs, message in [
+            ({"pool_size": 6}, f"{path} holds the selections of a pool of 5 images, this run's pool has 6: fix"),
+            ({"pool_size": 5, "members": 2}, f"{path} holds 1 models where the configuration has 2: fix"),
+            ({"pool_size": 5, "settings_id": "xyz"}, f"{path} was made by another configuration or with other "
+                                                     "settings (settings abc, this configuration's are xyz): fix")]:
+        with pytest.raises(UserError) as e:
+            load_state(path, fix="fix", **kwargs)
+        assert str(e.value) == message
+
+
+def test_results_that_are_a_folder_are_one_clear_error(tmp_path):
+    from fkal.run_state import read_results
+    (tmp_path / "results.jsonl").mkdir()
+    with pytest.raises(UserError) as e:
+        read_results(tmp_path / "results.jsonl")
+    assert str(e.value) == (f"{tmp_path / 'results.jsonl'} is not a file: run.py keeps its results there; move it "
+                            "away, or use another --out")
