@@ -1,5 +1,6 @@
 """vaal/: VAE and discriminator shapes, ranking losses on hand-made pairs, discriminator training on a toy
 problem, selection, the ranker's gradient cut-off, the acquisition contract, and two iterations end to end."""
+import dataclasses
 import functools
 import math
 
@@ -438,3 +439,49 @@ def test_extra_loss_on_a_plain_model_names_what_is_missing():
 def test_highest_takes_lists_arrays_and_tensors():
     for scores in ([0.2, 0.9, 0.5], np.array([0.2, 0.9, 0.5]), torch.tensor([0.2, 0.9, 0.5])):
         assert highest(scores, 2).tolist() == [1, 2]
+
+
+# every VAAL / TA-VAAL / learning-loss flag, a value other than its default, and what Options holds then
+FLAG_VALUES = [
+    ("--vaal-iterations", "7", "vaal_iterations", 7), ("--tavaal-iterations", "9", "tavaal_iterations", 9),
+    ("--vaal-batch", "6", "batch_size", 6), ("--vaal-latent", "5", "latent", 5), ("--vaal-width", "3", "width", 3),
+    ("--vaal-disc-hidden", "11", "disc_hidden", 11), ("--vaal-disc-layers", "2", "disc_layers", 2),
+    ("--vaal-image-size", "48", "image_size", 48), ("--vaal-lr", "0.002", "lr", 0.002),
+    ("--vaal-beta", "0.5", "beta", 0.5), ("--vaal-lambda", "0.25", "adversary", 0.25),
+    ("--vaal-vae-steps", "3", "vae_steps", 3), ("--vaal-disc-steps", "4", "disc_steps", 4),
+    ("--vaal-joint-bn", "1", "joint_batch_norm", 1), ("--tavaal-eta", "0.75", "tavaal_eta", 0.75),
+    ("--tavaal-subset-factor", "3", "tavaal_subset_factor", 3), ("--lloss-subset", "70", "lloss_subset", 70),
+    ("--vaal-epochs", "2.5", "vaal_epochs", 2.5), ("--tavaal-epochs", "1.5", "tavaal_epochs", 1.5),
+    ("--tavaal-disc-rank", "raw", "tavaal_disc_rank", "raw"),
+    ("--tavaal-first-uniform", "1", "tavaal_first_uniform", 1), ("--lloss-weight", "0.125", "lloss_weight", 0.125),
+    ("--lloss-margin", "1.5", "lloss_margin", 1.5), ("--lloss-cutoff", "0.3", "ranker_cutoff", 0.3)]
+
+
+def test_every_flag_reaches_its_option_with_its_type():
+    from fkal.cli import build_parser
+    from vaal.acquisitions import Options
+    args = build_parser().parse_args([a for flag, text, _, _ in FLAG_VALUES for a in (flag, text)])
+    opts = Options.from_options(vars(args), SPEC)
+    for flag, _, field, value in FLAG_VALUES:
+        got = getattr(opts, field)
+        assert got == value and type(got) is type(value), (flag, got)
+    assert {f for _, _, f, _ in FLAG_VALUES} == {f.name for f in dataclasses.fields(Options)}
+
+
+@pytest.mark.parametrize("name", ["vaal", "tavaal"])
+def test_the_vae_and_discriminator_train_with_the_options_numbers(query_ctx, monkeypatch, name):
+    import vaal.acquisitions as A
+    seen = {}
+    monkeypatch.setattr(A, "train_adversary",
+                        lambda vae, disc, lab, unl, schedule, device, *rest: seen.update(s=schedule, device=device))
+    options = dict(TINY, vaal_batch=6, vaal_lr=0.002, vaal_beta=0.5, vaal_lambda=0.25, vaal_vae_steps=3,
+                   vaal_disc_steps=4, vaal_joint_bn=1, tavaal_first_uniform=1)
+    ctx = query_ctx(name, options=options)
+    ACQUISITIONS[name](ctx)
+    s = seen["s"]
+    assert (s.iterations, s.batch_size, s.lr, s.beta, s.adversary) == (3, 6, 0.002, 0.5, 0.25)
+    assert s.joint_batch_norm is True and seen["device"] == ctx.device
+    if name == "vaal":                                 # VAAL's steps and summed KL; TA-VAAL's 1 + 1, mean KL
+        assert (s.vae_steps, s.disc_steps, s.kl, s.first_uniform) == (3, 4, "sum", False)
+    else:
+        assert (s.vae_steps, s.disc_steps, s.kl, s.first_uniform) == (1, 1, "mean", True)
