@@ -80,3 +80,20 @@ def test_a_sampled_row_counts_only_the_sample(tmp_path):
     assert (row["mutants"], row["killed"], row["survived"], row["unchecked"], row["equivalent"]) == (4, 1, 1, 1, 1)
     assert row["score"] == 50.0 and row["interval"] == tool.wilson_interval(1, 2)
     assert "interval" not in tool.module_row("loop", "fkal/loop.py", tmp_path, {})
+
+
+def test_equivalents_are_printed_with_the_lines_they_change_now_and_missing_names_fail(tmp_path, monkeypatch,
+                                                                                      capsys):
+    meta = tmp_path / "mutants" / "fkal" / "loop.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(tool.json.dumps({"exit_code_by_key": {"fkal.loop.x_f__mutmut_1": 0, "fkal.loop.x_f__mutmut_2": 1}}))
+    monkeypatch.setattr(tool, "equivalent_mutants", lambda: {"fkal.loop.x_f__mutmut_1": "why one",
+                                                             "fkal.loop.x_g__mutmut_7": "why gone",
+                                                             "fkal.selection.x_h__mutmut_3": "another module"})
+    monkeypatch.setattr(tool, "changed_lines", lambda mutant, source, root: [f"-old {mutant}", f"+new {source}"])
+    assert tool.print_equivalents(["loop"], tmp_path / "mutants", tmp_path) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "fkal.loop.x_f__mutmut_1  why one", "    -old fkal.loop.x_f__mutmut_1", "    +new fkal/loop.py",
+        "fkal.loop.x_g__mutmut_7  why gone", "    (no such mutant now)"]
+    monkeypatch.setattr(tool, "equivalent_mutants", lambda: {"fkal.loop.x_f__mutmut_1": "why one"})
+    assert tool.print_equivalents(["loop"], tmp_path / "mutants", tmp_path) == 0

@@ -437,7 +437,8 @@ def test_extra_loss_on_a_plain_model_names_what_is_missing():
 
 
 def test_highest_takes_lists_arrays_and_tensors():
-    for scores in ([0.2, 0.9, 0.5], np.array([0.2, 0.9, 0.5]), torch.tensor([0.2, 0.9, 0.5])):
+    for scores in ([0.2, 0.9, 0.5], np.array([0.2, 0.9, 0.5]), torch.tensor([0.2, 0.9, 0.5]),
+                   torch.tensor([0.2, 0.9, 0.5], requires_grad=True) * 2):          # one that carries its graph
         assert highest(scores, 2).tolist() == [1, 2]
 
 

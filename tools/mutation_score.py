@@ -8,6 +8,7 @@
     python tools/mutation_score.py --survivors --diffs                   # with the lines each one changes
     python tools/mutation_score.py --run --recheck                       # after adding tests: survivors again
     python tools/mutation_score.py --run --sample 12 --workers 2         # a seeded sample of 12 per module
+    python tools/mutation_score.py --equivalents                         # each equivalent's reason and diff
 
 mutmut reads its settings from ``setup.cfg`` ([mutmut]: the modules to mutate and the tests to run, the fast unit
 tests only: ``-m "not e2e and not real_data"``). It copies the code into ``mutants/``, runs the tests once to
@@ -154,6 +155,26 @@ def print_table(rows: list[dict], survivors: bool = False, diffs_root: Path | No
                         print("    " + line.strip()[:150])
 
 
+def print_equivalents(modules: list[str], mutants_dir: Path, root: Path) -> int:
+    """Every equivalent mutant of ``modules``: its name and reason, then the lines it changes now. A name that
+    mutmut no longer generates is reported; the exit status is 1 then."""
+    equivalent, missing = equivalent_mutants(), 0
+    for name in modules:
+        codes = verdicts(MODULES[name], mutants_dir)
+        prefix = MODULES[name][:-3].replace("/", ".") + ".x"
+        for mutant, reason in equivalent.items():
+            if not mutant.startswith(prefix):
+                continue
+            print(f"{mutant}  {reason}")
+            if mutant not in codes:
+                missing += 1
+                print("    (no such mutant now)")
+                continue
+            for line in changed_lines(mutant, MODULES[name], root):
+                print("    " + line.strip()[:150])
+    return 1 if missing else 0
+
+
 def forget_survivors(source: str, mutants_dir: Path) -> int:
     """Clear the verdicts of the survivors (and "no tests") of one source file, so that --run checks them again
     with the tests as they are now. Returns how many."""
@@ -212,6 +233,9 @@ def main(argv=None) -> int:
                         help="the modules to run and report (default: all, in this order)")
     parser.add_argument("--survivors", action="store_true", help="list every surviving mutant")
     parser.add_argument("--diffs", action="store_true", help="with --survivors: the lines each survivor changes")
+    parser.add_argument("--equivalents", action="store_true",
+                        help="print each listed equivalent mutant's reason above the lines it changes now, to check "
+                             "that they still agree (a name points at another mutation once its function changes)")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout holding setup.cfg and mutants/")
     parser.add_argument("--sample", type=int, metavar="N",
                         help="run and report only a seeded random sample of N mutants per module (the score's 95%% "
@@ -226,6 +250,8 @@ def main(argv=None) -> int:
         parser.error(f"--workers takes a positive number, not {args.workers}")
 
     mutants_dir = args.root / "mutants"
+    if args.equivalents:
+        return print_equivalents(args.modules, mutants_dir, args.root)
 
     def sample(name: str, codes: dict) -> list[str] | None:          # the module's mutants that --sample takes
         return None if args.sample is None else sample_of(codes, name, args.sample, args.seed)
