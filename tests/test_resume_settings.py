@@ -22,6 +22,19 @@ def results_of(out):
     return read_jsonl(out / "MNIST" / "run0" / "results.jsonl")
 
 
+def code_version_of_this_checkout():
+    """``git describe --always --dirty`` of the package's folder, as run by hand; None outside git."""
+    import subprocess
+    from pathlib import Path
+    import fkal
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(fkal.__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
 def test_records_carry_settings_metrics_and_epoch_selection(tiny_mnist, tmp_path):
     out = tmp_path / "out"
     assert main(common(tiny_mnist, out, "--only", "random", "--epoch-selection", "val")) == 0
@@ -31,6 +44,7 @@ def test_records_carry_settings_metrics_and_epoch_selection(tiny_mnist, tmp_path
         s = r["settings"]
         assert (s["query_size"], s["train"]["epochs"], s["train_size"], s["val_size"], s["seed"]) == (10, 2, 400, 100, 0)
         assert s["world_size"] == 1                             # one process (tests/test_distributed.py: two)
+        assert r["code_version"] == code_version_of_this_checkout()
         assert s["epoch_selection"] == "val" and set(s["data"]) == {"train", "test"} and s["unsupervised"] == 1
         assert r["epoch_selection"] == "val" and len(r["chosen_epochs"]) == 1 and 1 <= r["chosen_epochs"][0] <= 2
         assert 0 <= r["final_test_accuracy"] <= 100 and 0 <= r["val_accuracy"] <= 100
