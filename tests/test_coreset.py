@@ -7,6 +7,7 @@ import torch
 from fkal.acquisitions.coreset import coreset_select, coreset_select_shard, nearest_distance, penultimate_features
 from fkal.acquisitions.registry import ACQUISITIONS
 from simulated_ranks import run_ranks
+from test_picks_coreset import kcenter_by_brute_force
 
 
 def line(*xs) -> torch.Tensor:
@@ -117,21 +118,6 @@ def test_the_progress_bars_name_the_configuration_the_iteration_and_what_they_co
 # ----------------------------------------------------------------------------------------------------------------
 # The pool spread over ranks (threads standing in for torchrun's processes)
 # ----------------------------------------------------------------------------------------------------------------
-def greedy_by_hand(labeled: list, pool: list, budget: int, first=None) -> tuple[list, list]:
-    """k-center greedy on Python lists, ties to the lower position: (picks, radii)."""
-    centers = [list(c) for c in labeled]
-    picked, radius = [], []
-    if first is not None:
-        picked, radius, centers = [first], [math.nan], centers + [list(pool[first])]
-    while len(picked) < budget:
-        gaps = [math.inf if not centers else min(math.dist(p, c) for c in centers) for p in pool]
-        best = max((i for i in range(len(pool)) if i not in picked), key=lambda i: (gaps[i], -i))
-        picked.append(best)
-        radius.append(gaps[best])
-        centers.append(list(pool[best]))
-    return picked, radius
-
-
 def shard_picks(monkeypatch, labeled: torch.Tensor, pool: torch.Tensor, held: list, budget: int, first=None):
     """Every rank's (picks, radii) when rank r holds the pool rows ``held[r]`` (ascending positions)."""
     def one_rank(r):
@@ -146,13 +132,13 @@ def test_ranks_pick_what_one_process_picks_and_ties_go_to_the_lower_position(mon
     whichever rank holds it."""
     labeled = torch.tensor([[0.0, 0.0]])
     pool = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 0.0], [0.0, 2.0], [-5.0, 0.0], [0.0, -3.0]])
-    want = greedy_by_hand(labeled.tolist(), pool.tolist(), 4)
-    assert want[0][:2] == [2, 4]
+    want = kcenter_by_brute_force(labeled.double().numpy(), pool.double().numpy(), 4)
+    assert want[0][:2].tolist() == [2, 4]
     one = coreset_select(labeled, pool, 4)
-    assert one[0].tolist() == want[0] and np.allclose(one[1], want[1])
+    assert one[0].tolist() == want[0].tolist() and np.allclose(one[1], want[1])
     for held in ([[0, 3, 4], [1, 2, 5]], [[1, 2, 5], [0, 3, 4]], [[0, 1], [2, 3], [4, 5]], [[], list(range(6))]):
         for picks, radii in shard_picks(monkeypatch, labeled, pool, held, 4):
-            assert picks == want[0] and np.allclose(radii, want[1]), held
+            assert picks == want[0].tolist() and np.allclose(radii, want[1]), held
 
 
 def test_ranks_start_from_the_first_center_whichever_rank_holds_it(monkeypatch):
@@ -160,7 +146,7 @@ def test_ranks_start_from_the_first_center_whichever_rank_holds_it(monkeypatch):
     pool = torch.randn(9, 3, generator=g) + 10.0                 # far from the origin: a zero center would show
     no_labeled = torch.zeros(0, 3)
     for first in (4, 7):                                          # held by rank 1, rank 2
-        want = greedy_by_hand([], pool.tolist(), 5, first=first)
+        want = kcenter_by_brute_force(np.zeros((0, 3)), pool.double().numpy(), 5, first=first)
         for picks, radii in shard_picks(monkeypatch, no_labeled, pool, [[0, 1, 2], [3, 4, 5], [6, 7, 8]], 5,
                                         first=first):
-            assert picks == want[0] and np.allclose(radii, want[1], equal_nan=True), first
+            assert picks == want[0].tolist() and np.allclose(radii, want[1], equal_nan=True), first
