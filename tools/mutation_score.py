@@ -133,6 +133,16 @@ def changed_lines(mutant: str, source: str, root: Path) -> list[str]:
     return [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
 
 
+def print_changed_lines(mutant: str, source: str, root: Path) -> None:
+    for line in changed_lines(mutant, source, root):
+        print("    " + line.strip()[:150])
+
+
+def dotted(source: str) -> str:
+    """``fkal/loop.py`` -> ``fkal.loop``: the prefix of the module's mutant names."""
+    return source[:-3].replace("/", ".")
+
+
 def print_table(rows: list[dict], survivors: bool = False, diffs_root: Path | None = None) -> None:
     cols = ["module", "mutants", "killed", "survived", "no tests", "timeout", "equivalent", "unchecked", "score"]
     print(f"{cols[0]:<28}" + "".join(f"{c:>11}" for c in cols[1:]))
@@ -151,8 +161,7 @@ def print_table(rows: list[dict], survivors: bool = False, diffs_root: Path | No
             for m in r["survivors"]:
                 print(f"survived  {r['module']:<26} {m}")
                 if diffs_root is not None:
-                    for line in changed_lines(m, MODULES[r["module"]], diffs_root):
-                        print("    " + line.strip()[:150])
+                    print_changed_lines(m, MODULES[r["module"]], diffs_root)
 
 
 def print_equivalents(modules: list[str], mutants_dir: Path, root: Path) -> int:
@@ -161,7 +170,7 @@ def print_equivalents(modules: list[str], mutants_dir: Path, root: Path) -> int:
     equivalent, missing = equivalent_mutants(), 0
     for name in modules:
         codes = verdicts(MODULES[name], mutants_dir)
-        prefix = MODULES[name][:-3].replace("/", ".") + ".x"
+        prefix = dotted(MODULES[name]) + ".x"
         for mutant, reason in equivalent.items():
             if not mutant.startswith(prefix):
                 continue
@@ -170,8 +179,7 @@ def print_equivalents(modules: list[str], mutants_dir: Path, root: Path) -> int:
                 missing += 1
                 print("    (no such mutant now)")
                 continue
-            for line in changed_lines(mutant, MODULES[name], root):
-                print("    " + line.strip()[:150])
+            print_changed_lines(mutant, MODULES[name], root)
     return 1 if missing else 0
 
 
@@ -264,7 +272,7 @@ def main(argv=None) -> int:
             codes = verdicts(MODULES[name], mutants_dir)
             if not codes:                                        # first run: mutmut generates every mutant
                 print(f"== {name}: every mutant", flush=True)
-                run_mutmut([MODULES[name][:-3].replace("/", ".") + ".*"], args.root, args.workers)
+                run_mutmut([dotted(MODULES[name]) + ".*"], args.root, args.workers)
                 continue
             pending = [m for m in (sample(name, codes) or codes) if codes[m] is None]
             if pending:
