@@ -1,11 +1,14 @@
 """Resume reuses only what was made with the same settings; records carry them; epoch selection on D_v; one
 process per configuration; appends after a torn line; damaged files are one clear error."""
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import fkal
 from fkal.cli import main
 from fkal.io import append_jsonl, exclusive, read_jsonl
 from fkal.errors import UserError
@@ -24,9 +27,6 @@ def results_of(out):
 
 def code_version_of_this_checkout():
     """``git describe --always --dirty`` of the package's folder, as run by hand; None outside git."""
-    import subprocess
-    from pathlib import Path
-    import fkal
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(fkal.__file__).parent,
                              capture_output=True, text=True, timeout=10)

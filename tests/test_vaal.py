@@ -214,8 +214,9 @@ def test_training_without_labeled_or_unlabeled_images_is_a_clear_error():
     vae, disc = VAE(1, latent=4, width=4, image_size=16), Discriminator(4, hidden=8, layers=1)
     for lab, unl in ((np.arange(0), np.arange(20)), (np.arange(20), np.arange(0))):
         with pytest.raises(ValueError, match="^VAAL training needs labeled and unlabeled images$"):
-            train_adversary(vae, disc, ImageFeed(src, lab, 16), ImageFeed(src, unl, 16), AdversarySchedule(iterations=1),
-                            torch.device("cpu"), torch.Generator().manual_seed(0), progress=False)
+            train_adversary(vae, disc, ImageFeed(src, lab, 16), ImageFeed(src, unl, 16),
+                            AdversarySchedule(iterations=1), torch.device("cpu"), torch.Generator().manual_seed(0),
+                            progress=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
