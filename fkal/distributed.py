@@ -65,7 +65,8 @@ def init(timeout_minutes: float = 30.0) -> Optional[torch.device]:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
             raise UserError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs here: start torchrun "
-                            "with --nproc_per_node at most the number of GPUs")
+                            "with --nproc_per_node at most the number of GPUs, or with CUDA_VISIBLE_DEVICES= (none) "
+                            "to run every process on the CPU")
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=timeout_minutes))

@@ -30,7 +30,10 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 def env() -> dict:
-    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    """The CPU and gloo on any machine: with a GPU visible, torchrun's processes would each take the GPU of their
+    LOCAL_RANK (and a machine with one GPU has none for the second), while the one-process runs compared with them
+    stay on the CPU."""
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
     e.pop("WORLD_SIZE", None)
     return e
 
@@ -59,6 +62,18 @@ def test_batches_are_dealt_round_robin(monkeypatch):
 def test_gather_rows_in_one_process_reorders():
     local = torch.tensor([[1.0], [2.0], [3.0]])
     assert D.gather_rows(local, np.array([2, 0, 1]), 3).flatten().tolist() == [2.0, 3.0, 1.0]
+
+
+def test_a_process_without_a_gpu_of_its_own_is_told_how_many_there_are_and_how_to_use_the_cpu(monkeypatch):
+    from fkal.errors import UserError
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError) as e:
+        D.init()
+    assert str(e.value) == ("LOCAL_RANK 1 but only 1 GPUs here: start torchrun with --nproc_per_node at most the "
+                            "number of GPUs, or with CUDA_VISIBLE_DEVICES= (none) to run every process on the CPU")
 
 
 def test_global_top_k_orders_by_similarity_then_position():
