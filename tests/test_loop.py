@@ -213,3 +213,29 @@ def test_the_loop_refuses_picks_that_break_the_contract(tiny_mnist, tmp_path, mo
                         lambda ctx: QueryResult(np.asarray(broken(ctx)) if ctx.iteration == 2 else ctx.unlabeled[:10]))
     with pytest.raises(RuntimeError, match="^random " + message):
         main(common(tiny_mnist, out) + ["--unsupervised", "0", "--only", "random"])
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_iterations_bar_names_the_run_and_configuration_and_stays(tiny_mnist, tmp_path, monkeypatch, progress):
+    """One bar per configuration over its iterations, named by run, IR, start (rnd / rot) and configuration; it
+    stays on the screen when done (the inner bars of training go), and ``--no-progress`` hides it."""
+    from dataclasses import replace
+    from tqdm.auto import tqdm
+
+    import fkal.loop
+    from fkal.config import parse_config
+    from fkal.data.mnist import load_mnist
+    from fkal.loop import run_config
+    from test_resume import settings
+    bars = []
+
+    class Seen(tqdm):
+        def __init__(self, *args, **kwargs):
+            bars.append(kwargs)
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(fkal.loop, "tqdm", Seen)
+    s = replace(settings(tmp_path, 2), progress=progress)
+    run_config(s, load_mnist(str(tiny_mnist), download=False), parse_config("random", registry.ACQUISITIONS),
+               0, 4.0, 0)
+    assert [(k["desc"], k.get("leave", True), k["disable"]) for k in bars] == [("run0 IR=4 rnd random", True,
+                                                                                  not progress)]

@@ -142,3 +142,58 @@ def test_a_finished_configuration_is_read_back_without_its_states(tiny_mnist, tm
     monkeypatch.setattr(fkal.loop, "load_state", refuse)
     monkeypatch.setattr(fkal.loop, "train", refuse)
     assert run_config(s, raw, cfg, 0, 4.0, 0) == records
+
+
+def test_rotation_pretraining_starts_from_its_own_seeds(tiny_mnist, tmp_path, monkeypatch):
+    """Each member's rotation model starts from the weights of ``derive_seed(seed, "rotation", member)`` and reads
+    the pool in the order of ``generator(seed, "rotation-order", member)``; the random-weights model from
+    ``derive_seed(seed, "init", member)``. Recomputed here from those definitions."""
+    import fkal.loop
+    from fkal.data import ALData
+    from fkal.loop import ensure_initial
+    from fkal.run_state import derive_seed, ensure_split, generator, new_model
+    raw = load_mnist(str(tiny_mnist), download=False)
+    s = settings(tmp_path, 1)
+    seen = {}
+
+    def recorded(rot, source, pool, unsup, device, order, desc, progress):
+        seen[desc] = ({k: v.clone() for k, v in rot.state_dict().items()}, order.get_state())
+        return 0.0
+    monkeypatch.setattr(fkal.loop, "train_rotation", recorded)
+    data = ALData(s.spec, raw, ensure_split(s, raw, 3, 4.0))
+    for member in (0, 1):
+        ensure_initial(s, data, 3, 1, member)
+        start, order = seen[f"run3 IR=4 rotation pretraining e{member}"]
+        torch.manual_seed(derive_seed(3, "rotation", member))
+        want = new_model(s, num_classes=4).state_dict()
+        assert start.keys() == want.keys() and all(torch.equal(start[k], want[k]) for k in want)
+        assert torch.equal(order, generator(3, "rotation-order", member).get_state())
+        ensure_initial(s, data, 3, 0, member)
+        torch.manual_seed(derive_seed(3, "init", member))
+        want = new_model(s).state_dict()
+        got = torch.load(RunPaths.of(tmp_path, s.spec, 3).initial(4.0, 0, member), map_location="cpu")["model"]
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert len(seen) == 2
+
+
+def test_the_pretrained_model_a_query_gets_is_the_runs_rotation_initial_model(tiny_mnist, tmp_path, monkeypatch):
+    """A configuration that starts from random weights still hands its acquisition the run's rotation-pretrained
+    model (``ctx.pretrained``, TypiClust's features); made on demand, it is the file ``run_initial`` makes."""
+    raw = load_mnist(str(tiny_mnist), download=False)
+    random_query = ACQUISITIONS["random"]
+    handed = []
+
+    def wants_pretrained(ctx):
+        handed.append({k: v.clone() for k, v in ctx.pretrained().state_dict().items()})
+        return random_query(ctx)
+    monkeypatch.setitem(ACQUISITIONS, "needspretrained", wants_pretrained)
+    cfg = parse_config("needspretrained", ACQUISITIONS)
+    on_demand, ahead = settings(tmp_path / "on-demand", 1), settings(tmp_path / "ahead", 1)
+    run_config(on_demand, raw, cfg, 0, 4.0, 0)                  # random-weights start: no rotation model yet
+    run_initial(ahead, raw, 0, 4.0)
+    made, want = (torch.load(RunPaths.of(x.out, x.spec, 0).initial(4.0, 1), map_location="cpu")
+                  for x in (on_demand, ahead))
+    assert {k: v for k, v in made.items() if k != "model"} == {k: v for k, v in want.items() if k != "model"}
+    assert made["unsupervised"] == 1 and made["model"].keys() == want["model"].keys()
+    assert all(torch.equal(made["model"][k], want["model"][k]) for k in want["model"])
+    assert len(handed) == 1 and all(torch.equal(handed[0][k], want["model"][k]) for k in want["model"])
