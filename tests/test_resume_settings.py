@@ -35,7 +35,8 @@ def code_version_of_this_checkout():
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def test_records_carry_settings_metrics_and_epoch_selection(tiny_mnist, tmp_path):
+def test_records_carry_settings_metrics_and_epoch_selection(tiny_mnist, tmp_path, monkeypatch):
+    monkeypatch.setattr("fkal.loop._CODE_VERSION", [])         # asked anew, not the answer an earlier test kept
     out = tmp_path / "out"
     assert main(common(tiny_mnist, out, "--only", "random", "--epoch-selection", "val")) == 0
     records, warnings = results_of(out)
@@ -268,3 +269,37 @@ def test_results_that_are_a_folder_are_one_clear_error(tmp_path):
         read_results(tmp_path / "results.jsonl")
     assert str(e.value) == (f"{tmp_path / 'results.jsonl'} is not a file: run.py keeps its results there; move it "
                             "away, or use another --out")
+
+
+@pytest.mark.parametrize("name, seeded", [("varR-E4-K32", True), ("entropy", True), ("bald", True), ("std", True),
+                                          ("pfk-trC-L80", True), ("pfk-mi-L80", True), ("pfk-mi-diag-L80", True),
+                                          ("random", False), ("pfk-phat-L80", False), ("coreset", False)])
+def test_eval_batch_is_a_setting_of_the_configurations_whose_draws_it_seeds(tiny_mnist, tmp_path, name, seeded):
+    """MC-dropout masks and the Monte Carlo estimators' perturbations are drawn per batch of the pool, so
+    ``--eval-batch`` changes their picks and is part of their settings (a resume with another is refused); the
+    other configurations' picks do not depend on it and their rows do not split by it."""
+    from fkal.acquisitions.registry import ACQUISITIONS
+    from fkal.config import parse_config
+    from fkal.data.mnist import load_mnist
+    from fkal.run_state import config_settings
+    from test_resume import settings
+    s = settings(tmp_path, 1)
+    got = config_settings(s, load_mnist(str(tiny_mnist), download=False), parse_config(name, ACQUISITIONS), 0, 4.0, 1)
+    assert got.get("eval_batch") == (s.eval_batch if seeded else None) and ("eval_batch" in got) == seeded
+
+
+def test_a_state_that_does_not_fit_says_what_it_lacks_what_it_has_besides_and_what_has_another_shape():
+    from fkal.run_state import _misfit
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    want = model.state_dict()                   # 0.weight, 0.bias, 1.weight, 1.bias, 2.weight, 2.bias
+    assert _misfit(model, dict(want)) == "its weights do not load"
+    assert _misfit(model, [1, 2]) == "a list, not a dict of weights"
+    lacking = {k: v for k, v in want.items() if k.startswith("2.")}
+    assert _misfit(model, lacking) == "lacks 0.weight, 0.bias, 1.weight and 1 more"
+    besides = dict(want, **{"3.weight": torch.zeros(1)})
+    assert _misfit(model, besides) == "has 3.weight besides"
+    reshaped = dict(want, **{"1.bias": torch.zeros(5), "0.weight": torch.zeros(3, 3)})
+    assert _misfit(model, reshaped) == "0.weight, 1.bias of another shape"
+    everything = {"0.weight": torch.zeros(1), "0.bias": want["0.bias"], "x": torch.zeros(1)}
+    assert _misfit(model, everything) == ("lacks 1.weight, 1.bias, 2.weight and 1 more; has x besides; "
+                                          "0.weight of another shape")
