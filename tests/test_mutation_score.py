@@ -97,3 +97,33 @@ def test_equivalents_are_printed_with_the_lines_they_change_now_and_missing_name
         "fkal.loop.x_g__mutmut_7  why gone", "    (no such mutant now)"]
     monkeypatch.setattr(tool, "equivalent_mutants", lambda: {"fkal.loop.x_f__mutmut_1": "why one"})
     assert tool.print_equivalents(["loop"], tmp_path / "mutants", tmp_path) == 0
+
+
+def test_the_modules_scored_are_the_modules_mutmut_mutates_and_every_acquisition_is_among_them():
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(tool.ROOT / "setup.cfg")
+    mutated = cfg["mutmut"]["only_mutate"].split()
+    assert sorted(mutated) == sorted(tool.MODULES.values()) and len(set(mutated)) == len(mutated)
+    acquisitions = {str(p.relative_to(tool.ROOT)) for p in (tool.ROOT / "fkal" / "acquisitions").glob("*.py")}
+    assert acquisitions - set(mutated) == {"fkal/acquisitions/__init__.py", "fkal/acquisitions/contract.py",
+                                           "fkal/acquisitions/registry.py"}
+
+
+def test_a_sample_of_modules_without_mutants_first_generates_them_without_running_any(monkeypatch, tmp_path):
+    """Drawing a sample needs the module's mutants: one mutmut run with a filter that matches none, then only the
+    sample's mutants run (not every mutant of the module, as a run without --sample does)."""
+    import json
+    calls = []
+    meta = tmp_path / "mutants" / (tool.MODULES["acquisitions/base"] + ".meta")
+
+    def mutmut(names, cwd, workers=1):
+        calls.append(list(names))
+        if names == [tool.GENERATE_ONLY]:
+            meta.parent.mkdir(parents=True)
+            meta.write_text(json.dumps({"exit_code_by_key": {f"m{i}": None for i in range(9)}}))
+        return 0
+    monkeypatch.setattr(tool, "run_mutmut", mutmut)
+    monkeypatch.setattr(tool, "equivalent_mutants", lambda: {})
+    tool.main(["--run", "--root", str(tmp_path), "--sample", "3", "--modules", "acquisitions/base"])
+    assert calls == [[tool.GENERATE_ONLY], tool.sample_of({f"m{i}": None for i in range(9)}, "acquisitions/base", 3, 0)]

@@ -20,7 +20,8 @@ it stopped: ``--run`` passes mutmut the mutants without a verdict, module by mod
 
 A mutant whose tests all pass costs the whole of them, minutes where the tests train models (the loop, VAAL): a
 full pass over every module takes days on two cores. ``--sample N`` runs and reports a seeded uniform sample of
-N mutants per module, and the score on it comes with its 95% Wilson interval.
+N mutants per module, and the score on it comes with its 95% Wilson interval (a module run for the first time
+with ``--sample`` gets its mutants generated first, none of them run, so that the sample can be drawn).
 
 The score of a module is killed / (mutants - equivalent - unchecked): a timeout or a crash of the tests counts
 as killed, a mutant that no test reaches ("no tests") as survived. Equivalent mutants (no test can tell them from
@@ -59,7 +60,16 @@ MODULES: dict[str, str] = {
     "vaal/models": "vaal/models.py",
     "run-state": "fkal/run_state.py",
     "loop": "fkal/loop.py",
+    "acquisitions/badge": "fkal/acquisitions/badge.py",
+    "acquisitions/similar": "fkal/acquisitions/similar.py",
+    "acquisitions/typiclust": "fkal/acquisitions/typiclust.py",
+    "acquisitions/galaxy": "fkal/acquisitions/galaxy.py",
+    "acquisitions/direct": "fkal/acquisitions/direct.py",
+    "acquisitions/base": "fkal/acquisitions/base.py",
 }
+# A filter that matches no mutant: mutmut generates every module's mutants and learns which tests reach which
+# function, then stops at the filter (an assertion: "nothing matches") without running any.
+GENERATE_ONLY = "fkal.no_such_module.x_no_such_function__mutmut_1"
 
 KILLED = {1, 3, -11, -9}              # test failure, pytest internal error, crash
 TIMEOUT = {36, 24, -24, 152, 255}     # mutmut's timeout codes (SIGXCPU)
@@ -268,6 +278,10 @@ def main(argv=None) -> int:
         if args.recheck:
             for name in args.modules:
                 print(f"== {name}: {forget_survivors(MODULES[name], mutants_dir)} survivors to check again")
+        new = [name for name in args.modules if not verdicts(MODULES[name], mutants_dir)]
+        if new and args.sample is not None:                      # their mutants first, to draw the sample from
+            print(f"== {', '.join(new)}: generating the mutants (none run)", flush=True)
+            run_mutmut([GENERATE_ONLY], args.root, args.workers)
         for name in args.modules:
             codes = verdicts(MODULES[name], mutants_dir)
             if not codes:                                        # first run: mutmut generates every mutant
