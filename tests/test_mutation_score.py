@@ -120,10 +120,14 @@ def test_a_sample_of_modules_without_mutants_first_generates_them_without_runnin
     def mutmut(names, cwd, workers=1):
         calls.append(list(names))
         if names == [tool.GENERATE_ONLY]:
-            meta.parent.mkdir(parents=True)
             meta.write_text(json.dumps({"exit_code_by_key": {f"m{i}": None for i in range(9)}}))
         return 0
     monkeypatch.setattr(tool, "run_mutmut", mutmut)
     monkeypatch.setattr(tool, "equivalent_mutants", lambda: {})
+    copy, stats = tmp_path / "mutants" / tool.MODULES["acquisitions/base"], tmp_path / "mutants" / "mutmut-stats.json"
+    copy.parent.mkdir(parents=True)
+    copy.write_text("# a plain copy from a run before the module was mutated\n")
+    stats.write_text("{}")
     tool.main(["--run", "--root", str(tmp_path), "--sample", "3", "--modules", "acquisitions/base"])
     assert calls == [[tool.GENERATE_ONLY], tool.sample_of({f"m{i}": None for i in range(9)}, "acquisitions/base", 3, 0)]
+    assert not copy.exists() and not stats.exists()               # mutmut would take the copy for done
