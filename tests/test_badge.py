@@ -232,3 +232,35 @@ def test_query_uses_softmax_and_penultimate_features_of_the_unlabeled(query_ctx)
     logits, feats = pool_logits_and_features(ctx, ctx.unlabeled)
     expect, _ = badge_select(torch.softmax(logits, 1), feats, 11, torch.Generator().manual_seed(0))
     assert badge_query(ctx).indices.tolist() == ctx.unlabeled[expect.numpy()].tolist()
+
+
+class _Rows:
+    """A matrix that records the row ranges read from it (``m[a:b]``)."""
+
+    def __init__(self, t: torch.Tensor, seen: list):
+        self.t, self.seen = t, seen
+
+    def __len__(self):
+        return len(self.t)
+
+    def __getitem__(self, key):
+        self.seen.append((key.start, key.stop))
+        return self.t[key]
+
+
+def test_norms_read_each_row_once_in_blocks_and_equal_the_explicit_ones():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(10, 3, generator=g), 1)
+    feats = torch.randn(10, 5, generator=g)
+    seen_p, seen_f = [], []
+    got = gradient_norms_sq(_Rows(probs, seen_p), _Rows(feats, seen_f), row_block=4)
+    assert seen_p == seen_f == [(0, 4), (4, 8), (8, 12)]
+    a = -probs.double()
+    a[torch.arange(10), probs.argmax(1)] += 1.0                               # e_y^ - p
+    torch.testing.assert_close(got, (a ** 2).sum(1) * (feats.double() ** 2).sum(1))
+
+
+def test_probs_and_features_of_different_lengths_are_refused_by_name():
+    with pytest.raises(ValueError) as e:
+        GradientEmbeddings(torch.full((4, 3), 1 / 3), torch.ones(5, 2))
+    assert str(e.value) == "probs has 4 rows, features 5"
