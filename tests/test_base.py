@@ -183,3 +183,10 @@ def test_query_uses_penultimate_features_and_classifier_layer(query_ctx):
     result = base_query(ctx)
     assert result.indices.tolist() == ctx.unlabeled[expect.numpy()].tolist()
     np.testing.assert_allclose(result.scores, dist.numpy(), rtol=1e-5)
+
+
+def test_the_smallest_untaken_of_none_is_an_empty_index():
+    from fkal.acquisitions.base import smallest_untaken
+    got = smallest_untaken(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([False, True, False]), 0)
+    assert got.dtype == torch.long and got.shape == (0,)
+    assert smallest_untaken(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([False, True, False]), 2).tolist() == [2, 0]

@@ -372,3 +372,14 @@ def test_query_offered_a_subset_picks_within_it(query_ctx, name):
         got = direct_query(ctx)
     assert np.isin(got.indices, ctx.unlabeled).all()
     assert np.asarray(got.indices).tolist() == keep[expect.numpy()].tolist()
+
+
+@pytest.mark.parametrize("probs, labels", [(torch.full((4,), 0.5), torch.full((4,), -1)),
+                                           (torch.full((4, 2), 0.5), torch.full((4, 1), -1)),
+                                           (torch.full((4, 2), 0.5), torch.full((3,), -1))])
+def test_a_pool_of_the_wrong_shape_is_refused_by_its_shapes(probs, labels):
+    from fkal.acquisitions.galaxy import _check_pool
+    with pytest.raises(ValueError) as e:
+        _check_pool(probs, labels, 1)
+    assert str(e.value) == (f"probs must be [N, C] and labels [N]; got {tuple(probs.shape)} and "
+                            f"{tuple(labels.shape)}")

@@ -145,3 +145,40 @@ def test_query_set_all_uses_every_misclassified_image(query_ctx, monkeypatch):
     ctx = query_ctx(parse_config("similar", ACQUISITIONS), budget=4, options={"similar_kernel": "cosine"})
     similar.similar_query(ctx)
     assert seen == [wrong, 4]                                # all of M^, then the P = 4 k-center centers
+
+
+def test_the_flags_reach_the_options_with_their_types_and_bounds():
+    from fkal.cli import build_parser
+    parser = build_parser()
+    args = parser.parse_args(["--similar-eta", "2", "--similar-kernel", "cosine", "--similar-query", "all"])
+    assert (args.similar_eta, type(args.similar_eta), args.similar_kernel, args.similar_query) == \
+        (2.0, float, "cosine", "all")
+    defaults = parser.parse_args([])
+    assert (defaults.similar_eta, defaults.similar_kernel, defaults.similar_query) == (1.0, "pfk", "centers")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--similar-eta", "-1"])                          # eta >= 0
+
+
+@pytest.mark.parametrize("kernel,cfg,labels", [
+    ("pfk", "similar-y-L80", ["validation descriptors", "pool descriptors"]),
+    ("cosine", "similar", ["validation features", "pool features"])])
+def test_every_pass_runs_in_eval_batches_under_its_progress_label(query_ctx, monkeypatch, kernel, cfg, labels):
+    """--eval-batch (ctx.batch_size) bounds every forward pass: the first one, over D_v's 100 images, in full
+    batches of 16 but the last; each pass's progress bar is named "{config} b={iteration}: {what}"."""
+    import fkal.acquisitions.similar as similar
+    seen = []
+    for name in ("extract", "pool_descriptors", "penultimate_features"):
+        real = getattr(similar, name)
+
+        def spy(*args, real=real, **kwargs):
+            seen.append(kwargs["desc"] if "desc" in kwargs else args[-1])
+            return real(*args, **kwargs)
+        monkeypatch.setattr(similar, name, spy)
+    ctx = query_ctx(parse_config(cfg, ACQUISITIONS), budget=4, options={"similar_kernel": kernel})
+    ctx.unlabeled, ctx.batch_size, ctx.progress = ctx.unlabeled[::10], 16, True
+    model, sizes = ctx.models[0], []
+    forward = model.forward
+    model.forward = lambda x: (sizes.append(len(x)), forward(x))[1]
+    similar_query(ctx)
+    assert seen == [f"{cfg} b={ctx.iteration}: {what}" for what in labels]
+    assert sizes[:7] == [16] * 6 + [4] and max(sizes) == 16

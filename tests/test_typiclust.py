@@ -141,3 +141,24 @@ def test_query_on_an_offered_subset_sees_the_labeled_and_the_offered_images_only
     feats = penultimate_features(ctx.pretrained(), ctx.data.pool_source, ctx.data.split.pool[seen], ctx.device)
     expected, _ = typiclust(feats, np.isin(seen, ctx.labeled), 8, torch.Generator().manual_seed(3))
     assert result.indices.tolist() == seen[expected].tolist()
+
+
+def test_no_budget_gives_no_positions_still_as_integers():
+    g = torch.Generator().manual_seed(0)
+    picks, scores = select(torch.randn(12, 3, generator=g), np.repeat(np.arange(3), 4), np.zeros(12, dtype=bool), 0)
+    assert picks.dtype == np.int64 and picks.shape == (0,) and scores.shape == (0,)
+
+
+def test_the_flags_reach_the_options_with_their_defaults_and_bounds():
+    """The defaults are recorded with the results (the configuration's settings), so they must be the numbers used:
+    500 clusters at most, as the authors' code, and the pretrained model's features."""
+    from fkal.acquisitions.typiclust import MAX_CLUSTERS
+    from fkal.cli import build_parser
+    parser = build_parser()
+    defaults = parser.parse_args([])
+    assert (defaults.typiclust_max_clusters, defaults.typiclust_features) == (MAX_CLUSTERS, "pretrained") == \
+        (500, "pretrained")
+    args = parser.parse_args(["--typiclust-max-clusters", "7", "--typiclust-features", "current"])
+    assert (args.typiclust_max_clusters, args.typiclust_features) == (7, "current")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--typiclust-max-clusters", "0"])
