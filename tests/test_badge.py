@@ -264,3 +264,12 @@ def test_probs_and_features_of_different_lengths_are_refused_by_name():
     with pytest.raises(ValueError) as e:
         GradientEmbeddings(torch.full((4, 3), 1 / 3), torch.ones(5, 2))
     assert str(e.value) == "probs has 4 rows, features 5"
+
+
+@pytest.mark.parametrize("kind", ["contiguous", "transposed", "bfloat16"])
+def test_take_rows_is_indexing_whatever_the_matrix(kind):
+    from fkal.acquisitions.badge import take_rows
+    mat = torch.arange(24, dtype=torch.float32).reshape(6, 4)
+    mat = {"contiguous": mat, "transposed": mat.T.contiguous().T, "bfloat16": mat.to(torch.bfloat16)}[kind]
+    rows = torch.tensor([4, 0, 4, 2])
+    assert torch.equal(take_rows(mat, rows), mat[rows])

@@ -182,3 +182,20 @@ def test_every_pass_runs_in_eval_batches_under_its_progress_label(query_ctx, mon
     similar_query(ctx)
     assert seen == [f"{cfg} b={ctx.iteration}: {what}" for what in labels]
     assert sizes[:7] == [16] * 6 + [4] and max(sizes) == 16
+
+
+def test_the_cache_is_kept_only_when_all_of_q_by_the_pool_fits_in_its_bytes():
+    """The cache holds |Q| x n similarities: 12 x 20 float32 = 960 bytes. A budget of 959 bytes streams even though
+    one chunk (12 x 4) would fit; 960 caches."""
+    sim = torch.rand(12, 20, generator=torch.Generator().manual_seed(2))
+    calls = []
+
+    def block(a, b):
+        calls.append((a, b))
+        return sim[:, a:b]
+    counts = []
+    for cache_bytes in (959, 960):
+        calls.clear()
+        flqmi_greedy(block, 20, 3, chunk=4, cache_bytes=cache_bytes)
+        counts.append(len(calls))
+    assert counts[1] == 5 and counts[0] > 5 * 3                          # cached: each block once; else every step

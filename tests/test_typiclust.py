@@ -162,3 +162,22 @@ def test_the_flags_reach_the_options_with_their_defaults_and_bounds():
     assert (args.typiclust_max_clusters, args.typiclust_features) == (7, "current")
     with pytest.raises(SystemExit):
         parser.parse_args(["--typiclust-max-clusters", "0"])
+
+
+def test_when_every_cluster_is_tiny_they_are_all_kept():
+    """Clusters of at most MIN_CLUSTER_SIZE images are left out, unless every cluster is that small."""
+    from fkal.acquisitions.typiclust import MIN_CLUSTER_SIZE
+    clusters = np.repeat(np.arange(4), 2)                                 # four clusters of 2
+    assert MIN_CLUSTER_SIZE >= 2
+    g = torch.Generator().manual_seed(0)
+    picks, _ = select(torch.randn(8, 3, generator=g), clusters, np.zeros(8, dtype=bool), 4)
+    assert sorted(clusters[picks].tolist()) == [0, 1, 2, 3]               # one from each, round robin
+
+
+def test_above_50_clusters_minibatch_kmeans_makes_as_many_as_asked():
+    from fkal.acquisitions.typiclust import kmeans_labels
+    g = torch.Generator().manual_seed(0)
+    centers = torch.arange(60, dtype=torch.float64)[:, None] * 100.0      # 60 far-apart blobs on a line
+    feats = (centers.repeat_interleave(3, 0) + torch.rand(180, 1, generator=g, dtype=torch.float64)).numpy()
+    labels = kmeans_labels(feats, 60, torch.Generator().manual_seed(1))
+    assert len(np.unique(labels)) > 50
