@@ -181,3 +181,13 @@ def test_above_50_clusters_minibatch_kmeans_makes_as_many_as_asked():
     feats = (centers.repeat_interleave(3, 0) + torch.rand(180, 1, generator=g, dtype=torch.float64)).numpy()
     labels = kmeans_labels(feats, 60, torch.Generator().manual_seed(1))
     assert len(np.unique(labels)) > 50
+
+
+def test_once_the_kept_clusters_are_used_up_the_tiny_ones_are_picked_from():
+    """One cluster of 6 (kept) and two of 2 (tiny, left out): the first 6 picks empty the kept cluster, the next
+    ones come from the tiny clusters."""
+    clusters = np.array([0] * 6 + [1] * 2 + [2] * 2)
+    g = torch.Generator().manual_seed(0)
+    picks, _ = select(torch.randn(10, 3, generator=g), clusters, np.zeros(10, dtype=bool), 8)
+    assert clusters[picks[:6]].tolist() == [0] * 6 and sorted(clusters[picks[6:]].tolist()) == [1, 2]
+    assert len(set(picks.tolist())) == 8
