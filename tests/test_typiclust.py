@@ -162,6 +162,8 @@ def test_the_flags_reach_the_options_with_their_defaults_and_bounds():
     assert (args.typiclust_max_clusters, args.typiclust_features) == (7, "current")
     with pytest.raises(SystemExit):
         parser.parse_args(["--typiclust-max-clusters", "0"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--typiclust-features", "imagenet"])             # pretrained or current only
 
 
 def test_when_every_cluster_is_tiny_they_are_all_kept():
