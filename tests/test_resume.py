@@ -23,6 +23,15 @@ def settings(out, iterations: int) -> Settings:
                     eval_batch=128, progress=False, options=(("lloss_subset", 40),))
 
 
+def same_weights(a: dict, b: dict) -> bool:
+    """Two state dicts with the same names and bitwise equal tensors."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def copied(model: torch.nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
 def saved(s: Settings, cfg, b: int) -> dict:
     return torch.load(RunPaths.of(s.out, s.spec, 0).state(4.0, 0, cfg.name, b), map_location="cpu")
 
@@ -48,9 +57,7 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny_mnist, tmp_path, name):
         assert torch.equal(x["labeled_at"], y["labeled_at"])
         assert x["labeled_at"].max() == b and int((x["labeled_at"] >= 0).sum()) == 10 * b
         for mx, my in zip(x["models"], y["models"]):
-            assert mx.keys() == my.keys()
-            for k in mx:
-                assert torch.equal(mx[k], my[k]), (b, k)
+            assert same_weights(mx, my), b
     # the iterations after the interruption changed the weights they resumed from
     one, three = saved(first, cfg, 1)["models"][0], saved(first, cfg, 3)["models"][0]
     assert not torch.equal(one["fc2.weight" if "fc2.weight" in one else "backbone.fc2.weight"],
@@ -157,7 +164,7 @@ def test_rotation_pretraining_starts_from_its_own_seeds(tiny_mnist, tmp_path, mo
     seen = {}
 
     def recorded(rot, source, pool, unsup, device, order, desc, progress):
-        seen[desc] = ({k: v.clone() for k, v in rot.state_dict().items()}, order.get_state())
+        seen[desc] = (copied(rot), order.get_state())
         return 0.0
     monkeypatch.setattr(fkal.loop, "train_rotation", recorded)
     data = ALData(s.spec, raw, ensure_split(s, raw, 3, 4.0))
@@ -165,14 +172,12 @@ def test_rotation_pretraining_starts_from_its_own_seeds(tiny_mnist, tmp_path, mo
         ensure_initial(s, data, 3, 1, member)
         start, order = seen[f"run3 IR=4 rotation pretraining e{member}"]
         torch.manual_seed(derive_seed(3, "rotation", member))
-        want = new_model(s, num_classes=4).state_dict()
-        assert start.keys() == want.keys() and all(torch.equal(start[k], want[k]) for k in want)
+        assert same_weights(start, new_model(s, num_classes=4).state_dict())
         assert torch.equal(order, generator(3, "rotation-order", member).get_state())
         ensure_initial(s, data, 3, 0, member)
         torch.manual_seed(derive_seed(3, "init", member))
-        want = new_model(s).state_dict()
         got = torch.load(RunPaths.of(tmp_path, s.spec, 3).initial(4.0, 0, member), map_location="cpu")["model"]
-        assert all(torch.equal(got[k], want[k]) for k in want)
+        assert same_weights(got, new_model(s).state_dict())
     assert len(seen) == 2
 
 
@@ -184,7 +189,7 @@ def test_the_pretrained_model_a_query_gets_is_the_runs_rotation_initial_model(ti
     handed = []
 
     def wants_pretrained(ctx):
-        handed.append({k: v.clone() for k, v in ctx.pretrained().state_dict().items()})
+        handed.append(copied(ctx.pretrained()))
         return random_query(ctx)
     monkeypatch.setitem(ACQUISITIONS, "needspretrained", wants_pretrained)
     cfg = parse_config("needspretrained", ACQUISITIONS)
@@ -194,6 +199,5 @@ def test_the_pretrained_model_a_query_gets_is_the_runs_rotation_initial_model(ti
     made, want = (torch.load(RunPaths.of(x.out, x.spec, 0).initial(4.0, 1), map_location="cpu")
                   for x in (on_demand, ahead))
     assert {k: v for k, v in made.items() if k != "model"} == {k: v for k, v in want.items() if k != "model"}
-    assert made["unsupervised"] == 1 and made["model"].keys() == want["model"].keys()
-    assert all(torch.equal(made["model"][k], want["model"][k]) for k in want["model"])
-    assert len(handed) == 1 and all(torch.equal(handed[0][k], want["model"][k]) for k in want["model"])
+    assert made["unsupervised"] == 1 and same_weights(made["model"], want["model"])
+    assert len(handed) == 1 and same_weights(handed[0], want["model"])
