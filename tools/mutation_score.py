@@ -279,15 +279,14 @@ def main(argv=None) -> int:
             for name in args.modules:
                 print(f"== {name}: {forget_survivors(MODULES[name], mutants_dir)} survivors to check again")
         new = [name for name in args.modules if not verdicts(MODULES[name], mutants_dir)]
-        for name in new:
-            # a plain copy of a module added to setup.cfg after mutmut's first run: newer than the source, so
-            # mutmut takes it for its mutated file and never mutates it (and the stats, which map tests to
-            # mutated functions only, need collecting again)
-            stale = [mutants_dir / MODULES[name], mutants_dir / "mutmut-stats.json"]
-            for path in stale:
-                if path.exists():
-                    print(f"== {name}: {path} removed (made before the module was mutated)", flush=True)
-                    path.unlink()
+        # a plain copy of a module added to setup.cfg after mutmut's first run is newer than the source, so mutmut
+        # takes it for its mutated file and never mutates it; and the stats, which map tests to mutated functions
+        # only, need collecting again
+        stale = [mutants_dir / MODULES[name] for name in new] + ([mutants_dir / "mutmut-stats.json"] if new else [])
+        for path in stale:
+            if path.exists():
+                print(f"== {path} removed (made before {', '.join(new)} were mutated)", flush=True)
+                path.unlink()
         if new and args.sample is not None:                      # their mutants first, to draw the sample from
             print(f"== {', '.join(new)}: generating the mutants (none run)", flush=True)
             run_mutmut([GENERATE_ONLY], args.root, args.workers)
