@@ -144,6 +144,35 @@ def test_float16_bound_is_below_the_distance_and_within_1e_2_of_it(dtype, featur
         assert bool((exact - lower <= 1e-2 * norms * norms[center] + rounding * scale).all())
 
 
+
+def test_float16_bound_holds_at_the_bottom_of_float16s_range():
+    """Below 2^-14 float16 has subnormals, spaced 2^-24 apart: rounding there errs by up to 2^-25 however small the
+    number, not by 2^-11 of it. Row 0 (0.75 each, d = 4) sets the scale 2^6; row 1's scaled entries sit halfway
+    between subnormals (1.5 2^-24, rounded up to 2^-23), so <q_1, q_0> errs by 4 2^-25 48, which only the
+    sqrt(d) 2^-25 / 2^s term of eps covers; rows 2 and 3 have one entry m 2^-12 (m^2 = 1.4997), a product
+    m^2 2^-24 that is itself a subnormal and rounds down by 0.4997 2^-24, which only the 2^-24 / 2^2s floor covers.
+    The signs of <a_x, a_c> (rows 0 / 1 predicted differently, 2 / 3 alike) put each error on the side that lifts
+    the bound."""
+    s = 2.0 ** 6
+    m = 1254 / 1024                                                       # a float16 number, m^2 = 1.49967
+    h = torch.zeros(4, 4, dtype=torch.float64)
+    h[0] = 0.75
+    h[1] = 1.5 * 2.0 ** -24 / s
+    h[2, 0] = h[3, 0] = m * 2.0 ** -12 / s
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.7, 0.3]], dtype=torch.float64)
+    emb = GradientEmbeddings(probs, h)
+    assert emb.sketch_scale == s
+    assert emb.sketch[1].tolist() == [2.0 ** -23] * 4                      # halfway, rounded to even (up)
+    assert float(emb.sketch[1] @ emb.sketch[0]) > 4 * 1.5 * 2.0 ** -24 * 48  # the product errs upwards
+    assert float(emb.sketch[2] @ emb.sketch[3]) == 2.0 ** -24               # and this one down, to 1 2^-24
+    assert float(emb.inner_a(0)[1]) < 0 < float(emb.inner_a(3)[2])
+    g = embeddings(probs, h)
+    for center, x in [(0, 1), (3, 2), (2, 2)]:
+        exact = float(((g[x] - g[center]) ** 2).sum())
+        scale = float((g[x] ** 2).sum() + (g[center] ** 2).sum())
+        lower = float(emb.sketch_lower_bounds_sq(center, torch.tensor([x]), emb.inner_a(center)[[x]])[0])
+        assert lower <= exact + 1e-12 * scale, (center, x)
+
 def test_float16_bound_leaves_the_picks_unchanged_and_is_kept_only_for_few_classes(monkeypatch):
     """Picks with the float16 bound equal those without it and the brute force on a float32 pool of signed
     features; with more classes than EXACT_A_CLASSES no float16 copy is kept (its memory)."""
@@ -273,3 +302,36 @@ def test_take_rows_is_indexing_whatever_the_matrix(kind):
     mat = {"contiguous": mat, "transposed": mat.T.contiguous().T, "bfloat16": mat.to(torch.bfloat16)}[kind]
     rows = torch.tensor([4, 0, 4, 2])
     assert torch.equal(take_rows(mat, rows), mat[rows])
+
+
+
+def test_a_draw_is_the_first_index_whose_cumulative_weight_exceeds_u_times_the_total():
+    """Inverse CDF in float64 against NumPy's cumulative sums, at u just below and just above every boundary
+    (a float32 step anywhere moves x = u * total by ~1e-8 and picks across a boundary), within and across
+    blocks."""
+    from fkal.acquisitions.badge import _BlockSampler
+    w = torch.tensor([0.5, 0.25, 0.0, 0.125, 1.0, 0.0, 0.0, 0.625, 0.5], dtype=torch.float64)
+    sampler = _BlockSampler(w, block=4)
+    cum = np.cumsum(w.numpy())
+    total = float(cum[-1])
+    for bound in cum[w.numpy() > 0].tolist():                               # Python floats, as badge_select's u
+        for u in (bound / total - 1e-12, bound / total + 1e-12):
+            if 0 <= u < 1:
+                assert sampler.draw(u) == int(np.searchsorted(cum, u * total, side="right")), u
+    assert _BlockSampler(torch.zeros(5, dtype=torch.float64), block=4).draw(0.3) is None
+
+
+def test_a_draw_that_rounding_puts_past_its_block_takes_the_blocks_last_positive_weight():
+    """Block sums are kept up to date by differences, so they drift from the weights by rounding: with block 0
+    = (0.1, 0.1, 0.1, 0.5) and its first weight set to 0 its sum is 0.7000000000000001, above the weights' 0.7.
+    A u just below that sum's share of the total lands in block 0 past all its weights, and the draw is its last
+    positive weight, 3."""
+    import math
+    from fkal.acquisitions.badge import _BlockSampler
+    w = torch.tensor([0.1, 0.1, 0.1, 0.5, 0.25, 0.5, 0.25, 0.5], dtype=torch.float64)
+    sampler = _BlockSampler(w, block=4)
+    sampler.set(torch.tensor([0]), torch.zeros(1, dtype=torch.float64))
+    assert float(sampler.sums[0]) > float(sampler.w[:4].sum())             # the drift
+    u = math.nextafter(float(sampler.sums[0]) / float(sampler.sums.sum()), 0.0)
+    assert u * float(sampler.sums.sum()) >= float(torch.cumsum(sampler.w[:4], 0)[-1])   # x: the whole block, or more
+    assert sampler.draw(u) == 3
