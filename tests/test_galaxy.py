@@ -181,6 +181,16 @@ def test_packed_rankings_order_lookup_and_inverse(n):
         assert torch.equal(rk.positions_of(k, imgs), inv[imgs])
 
 
+
+def test_a_lookup_that_cannot_find_its_image_says_so_and_suspects_nan():
+    """A NaN margin compares false with everything, so the binary search cannot place that image (nor the images
+    around it): the lookup stops with an error that names the likely cause, instead of returning wrong
+    positions."""
+    probs = torch.softmax(torch.randn(50, 4, generator=torch.Generator().manual_seed(0)), 1)
+    probs[7, 2] = float("nan")
+    with pytest.raises(RuntimeError, match=r"^ranking lookup failed: margins are not reproducible \(NaN in probs\?\)$"):
+        OvrRankings(probs).positions_of(1, torch.arange(50))
+
 # ------------------------------------------------------------------ the bisection step
 
 def test_bisection_pick_matches_explicit_graph_bfs():
