@@ -185,6 +185,30 @@ def test_above_50_clusters_minibatch_kmeans_makes_as_many_as_asked():
     assert len(np.unique(labels)) > 50
 
 
+
+@pytest.mark.parametrize("n_clusters", [20, 60])
+def test_the_clustering_is_the_authors_algorithm_seeded_from_one_draw_of_the_generator(n_clusters):
+    """Up to 50 clusters sklearn's KMeans with 10 initialisations, above MiniBatchKMeans with batches of 5000 and 3
+    (the authors' code, run with the defaults of its sklearn), seeded by one draw of the generator. On uniform
+    points many local optima exist: here 1 or 11 initialisations of KMeans, 1, 2 or 4 of MiniBatchKMeans give
+    other labels."""
+    import warnings
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from fkal.acquisitions.typiclust import kmeans_labels
+    feats = torch.rand(240, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
+    seed = int(torch.randint(2 ** 31 - 1, (1,), generator=torch.Generator().manual_seed(0)))
+
+    def reference(n_init):
+        if n_clusters <= 50:
+            return KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(feats)
+        return MiniBatchKMeans(n_clusters=n_clusters, batch_size=5000, n_init=n_init, random_state=seed).fit_predict(feats)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = kmeans_labels(feats, n_clusters, torch.Generator().manual_seed(0))
+        assert got.tolist() == reference(10 if n_clusters <= 50 else 3).tolist()
+        assert all(reference(n).tolist() != got.tolist() for n in ([1, 11] if n_clusters <= 50 else [1, 2, 4]))
+
 def test_once_the_kept_clusters_are_used_up_the_tiny_ones_are_picked_from():
     """One cluster of 6 (kept) and two of 2 (tiny, left out): the first 6 picks empty the kept cluster, the next
     ones come from the tiny clusters."""
