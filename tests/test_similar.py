@@ -54,6 +54,18 @@ def test_streaming_recomputes_blocks_and_caching_does_not():
     assert streamed > 3 * 4                                                  # every step streams again
 
 
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_similarity_is_refused_with_the_number_of_images_it_touches(bad):
+    """A NaN gain compares false with every other, so one NaN column would hide its whole chunk from the greedy
+    step: the similarities are checked first (with any chunking), and the error counts the images."""
+    sim = torch.rand(3, 10, generator=torch.Generator().manual_seed(0))
+    sim[1, 4] = bad
+    sim[0, 7] = bad
+    for chunk in (3, 10):
+        with pytest.raises(ValueError, match="^2 of the 10 pool images have a non-finite similarity"):
+            flqmi_greedy(lambda a, b: sim[:, a:b], 10, 4, chunk=chunk)
+
 def test_eta_zero_ignores_the_relevance_term():
     # candidate 0: s = (0.6, 0.6): coverage 1.2, relevance 0.6; candidate 1: s = (1.0, 0.0): coverage 1.0, rel. 1.0
     sim = torch.tensor([[0.6, 1.0, 0.1],

@@ -88,7 +88,8 @@ def flqmi_greedy(block: SimilarityBlocks, n: int, budget: int, eta: float = 1.0,
     candidate is computed at once per step, chunk by chunk: ``[|Q|, chunk]`` at a time. When the whole
     ``[|Q|, n]`` similarity fits in ``cache_bytes`` its blocks are computed once and kept; otherwise every step
     streams the blocks again (memory O(|Q| * chunk), time O(budget * |Q| * n) kernel evaluations).
-    Ties go to the lowest index. Returns ``(picks [budget], gains [budget])``.
+    Ties go to the lowest index. Returns ``(picks [budget], gains [budget])``; a non-finite similarity is a
+    ValueError.
     """
     budget = min(budget, n)
     starts = list(range(0, n, chunk))
@@ -105,7 +106,15 @@ def flqmi_greedy(block: SimilarityBlocks, n: int, budget: int, eta: float = 1.0,
             cache[i] = s
         return s
 
-    relevance = torch.cat([get(i).max(0).values for i in range(len(starts))])    # m(a): [n]
+    maxima, bad = [], 0                                                          # per chunk: m(a), non-finite columns
+    for i in range(len(starts)):
+        s = get(i)
+        maxima.append(s.max(0).values)
+        bad += int((~torch.isfinite(s)).any(0).sum())
+    relevance = torch.cat(maxima)                                                # m(a): [n]
+    if bad:                                  # a NaN gain compares false with all: it would hide its whole chunk
+        raise ValueError(f"{bad} of the {n} pool images have a non-finite similarity to the query set (NaN or inf "
+                         f"in the features or the kernel; a model that diverged?): no gain can be ranked")
     covered: Optional[torch.Tensor] = None                                       # c_q: [|Q|], None while A empty
     taken = torch.zeros(n, dtype=torch.bool, device=device)
     picks, gains = [], []
