@@ -393,3 +393,15 @@ def test_a_pool_of_the_wrong_shape_is_refused_by_its_shapes(probs, labels):
         _check_pool(probs, labels, 1)
     assert str(e.value) == (f"probs must be [N, C] and labels [N]; got {tuple(probs.shape)} and "
                             f"{tuple(labels.shape)}")
+
+
+@pytest.mark.parametrize("bad", [-2, 3])
+def test_a_label_that_is_neither_unlabeled_nor_a_class_is_refused_with_the_range(bad):
+    """-1 marks an unlabeled image and 0..C-1 a class; anything else (here C = 3) would index past a ranking."""
+    from fkal.acquisitions.galaxy import _check_pool
+    labels = torch.tensor([0, -1, bad, -1, 2])
+    with pytest.raises(ValueError) as e:
+        _check_pool(torch.full((5, 3), 1 / 3), labels, 1)
+    assert str(e.value) == "labels must be -1 (unlabeled) or a class in [0, 3)"
+    assert torch.equal(_check_pool(torch.full((5, 3), 1 / 3), torch.tensor([0, -1, 1, -1, 2]), 2),
+                       torch.tensor([0, -1, 1, -1, 2]))
