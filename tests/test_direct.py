@@ -308,14 +308,17 @@ def test_query_uses_pool_softmax_annotator_labels_and_options(query_ctx):
     split.pool_labels, --direct-b1 and --direct-class-budget."""
     from fkal.acquisitions.direct import direct_query
     from fkal.cli import build_parser
-    ctx = query_ctx("direct", budget=30, options={"direct_b1": 3, "direct_class_budget": 2})
+    ctx = query_ctx("direct", budget=30, options={"direct_b1": 1, "direct_class_budget": 3})
     labels_all = annotator_differs(ctx)
     logits, _ = pool_logits_and_features(ctx, np.arange(len(ctx.data.split.pool)))
     labels = torch.full((len(logits),), -1, dtype=torch.long)
     labels[ctx.labeled] = torch.as_tensor(labels_all[ctx.labeled], dtype=torch.long)
     expect = direct_select(torch.softmax(logits, 1), labels, 30, lambda i: int(labels_all[i]),
-                           torch.Generator().manual_seed(0), b1=3, per_class_budget=2)
+                           torch.Generator().manual_seed(0), b1=1, per_class_budget=3)
     assert direct_query(ctx).indices.tolist() == expect.tolist()
+    default_b1 = direct_select(torch.softmax(logits, 1), labels, 30, lambda i: int(labels_all[i]),
+                               torch.Generator().manual_seed(0), per_class_budget=3)
+    assert default_b1.tolist() != expect.tolist()                          # here B1 changes the picks
     args = build_parser().parse_args(["--direct-b1", "5", "--direct-class-budget", "0"])
     assert (args.direct_b1, args.direct_class_budget) == (5, 0)
     assert (build_parser().parse_args([]).direct_b1, build_parser().parse_args([]).direct_class_budget) == (20, None)
