@@ -164,6 +164,10 @@ def test_contract():
     assert sorted(got.tolist()) == list(range(25, 60))
     assert torch.equal(got, base_select(w, 35, features=h, bias=b, labeled=labeled)[0])
     assert len(base_select(w, 0, features=h, bias=b)[0]) == 0
+    h64, w64, b64 = pool(4, n=20)                                         # float64 logits: the scores' dtype
+    for budget in (0, 3):                                                 # an empty batch has a full one's dtypes
+        idx, scores = base_select(w64, budget, features=h64, bias=b64)
+        assert (idx.dtype, scores.dtype, len(idx), len(scores)) == (torch.long, torch.float64, budget, budget)
     with pytest.raises(ValueError, match="budget"):
         base_select(w, 36, features=h, bias=b, labeled=labeled)
     with pytest.raises(ValueError, match="logits"):
