@@ -143,6 +143,14 @@ def test_pfk_needs_a_pseudo_label_estimator(query_ctx):
         similar_query(query_ctx(parse_config("similar", ACQUISITIONS), options={"similar_kernel": "pfk"}))
 
 
+
+def test_an_unknown_kernel_is_refused_with_the_choices(query_ctx):
+    """A configuration file or a caller outside the command line can name any kernel: the query names it and
+    the two it knows."""
+    with pytest.raises(ValueError) as e:
+        similar_query(query_ctx(parse_config("similar", ACQUISITIONS), options={"similar_kernel": "rbf"}))
+    assert str(e.value) == "unknown SIMILAR kernel 'rbf': choose one of pfk, cosine"
+
 def test_query_set_all_uses_every_misclassified_image(query_ctx, monkeypatch):
     import fkal.acquisitions.similar as similar
     seen = []
