@@ -30,27 +30,31 @@ class Case:
     options: dict = field(default_factory=dict)   # ctx.options (argparse dests)
     subset_option: Optional[str] = None  # the option that sizes the random subset it selects within, if any
     reveals_labels: bool = False         # reads labels of unlabeled images while picking (an oracle in the batch)
+    bars: tuple = ()                     # its progress bars in order, each "{config} b={iteration}: {what}"
 
 
+FK_BARS = ("validation descriptors", "pool descriptors")
 CASES: dict[str, Case] = {
     "random": Case("random"),
-    "pcc": Case("pcc-L20"),
-    "pfk": Case("pfk-phat-L80"),
-    "pfk-sum": Case("pfk-sum-yhat-L20"),
-    "varR": Case("varR-E2-K3"),
-    "entropy": Case("entropy-K4"),
-    "bald": Case("bald-E2-K3"),
-    "std": Case("std-K4"),
-    "coreset": Case("coreset"),
-    "vaal": Case("vaal", TINY_VAAL),
-    "tavaal": Case("tavaal", {**TINY_VAAL, "tavaal_subset_factor": 3}, subset_option="tavaal_subset_factor"),
-    "lloss": Case("lloss", {"lloss_subset": 60}, subset_option="lloss_subset"),
-    "similar": Case("similar-phat-L80"),
-    "typiclust": Case("typiclust"),
-    "badge": Case("badge"),
-    "base": Case("base"),
-    "galaxy": Case("galaxy", {"galaxy_class_order": "round-robin"}, reveals_labels=True),
-    "direct": Case("direct", reveals_labels=True),
+    "pcc": Case("pcc-L20", bars=FK_BARS),
+    "pfk": Case("pfk-phat-L80", bars=FK_BARS),
+    "pfk-sum": Case("pfk-sum-yhat-L20", bars=FK_BARS),
+    "varR": Case("varR-E2-K3", bars=("2x3 MC-dropout passes",)),
+    "entropy": Case("entropy-K4", bars=("1x4 MC-dropout passes",)),
+    "bald": Case("bald-E2-K3", bars=("2x3 MC-dropout passes",)),
+    "std": Case("std-K4", bars=("1x4 MC-dropout passes",)),
+    "coreset": Case("coreset", bars=("unlabeled features", "labeled features")),
+    "vaal": Case("vaal", TINY_VAAL, bars=("VAE + discriminator", "pool scores")),
+    "tavaal": Case("tavaal", {**TINY_VAAL, "tavaal_subset_factor": 3}, subset_option="tavaal_subset_factor",
+                   bars=("ranker", "VAE + discriminator", "pool scores")),
+    "lloss": Case("lloss", {"lloss_subset": 60}, subset_option="lloss_subset", bars=("predicted losses",)),
+    "lloss-v2": Case("lloss-v2", bars=("predicted losses",)),
+    "similar": Case("similar-phat-L80", bars=FK_BARS),
+    "typiclust": Case("typiclust", bars=("self-supervised features",)),
+    "badge": Case("badge", bars=("gradient embeddings",)),
+    "base": Case("base", bars=("features",)),
+    "galaxy": Case("galaxy", {"galaxy_class_order": "round-robin"}, reveals_labels=True, bars=("pool softmax",)),
+    "direct": Case("direct", reveals_labels=True, bars=("pool softmax",)),
 }
 
 

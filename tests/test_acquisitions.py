@@ -157,3 +157,32 @@ def test_fisher_kernel_query_returns_the_pseudo_labels_it_used(query_ctx):
     assert result.pseudo_labels.tolist() == yhat.tolist()
     true = data.pool_source.labels[data.split.pool[ctx.unlabeled]]
     assert result.pseudo_label_accuracy == pytest.approx(100.0 * (yhat == true).mean())
+
+
+@pytest.mark.parametrize("name", sorted(ACQUISITIONS))
+def test_every_acquisition_names_each_progress_bar_and_shows_none_when_progress_is_off(tiny_mnist, name,
+                                                                                        monkeypatch):
+    """With ctx.progress every pass over the images shows a bar named "{config} b={iteration}: {what}", the
+    passes of ``CASES[name].bars`` in that order and no bar without a name; without it no bar is shown. Every
+    fkal and vaal module that imported tqdm gets a spy that records what each bar would show."""
+    import sys
+    from tqdm.auto import tqdm as real
+
+    shown = []
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            if not kwargs.get("disable", False):
+                shown.append(kwargs.get("desc"))
+            super().__init__(*args, **kwargs)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith(("fkal", "vaal")) and getattr(module, "tqdm", None) is real:
+            monkeypatch.setattr(module, "tqdm", Spy)
+    quiet = case_context(tiny_mnist, name)
+    ACQUISITIONS[name](quiet)
+    assert shown == []
+    ctx = case_context(tiny_mnist, name)
+    ctx.progress = True
+    ACQUISITIONS[name](ctx)
+    assert shown == [f"{ctx.config.name} b={ctx.iteration}: {what}" for what in case_of(name).bars]

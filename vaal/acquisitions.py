@@ -377,7 +377,7 @@ def tavaal_query(ctx: QueryContext) -> QueryResult:
                                      first_uniform=bool(opts.tavaal_first_uniform))
         train_adversary(vae, disc, lab, unl, schedule, ctx.device, order, ctx.describe("VAE + discriminator"),
                         ctx.progress)
-        scores = _scores(ctx, opts, vae, disc, unl)
+        scores = _scores(ctx, opts, vae, disc, unl, ctx.describe("pool scores"))
     pick = lowest(scores, ctx.budget)
     return QueryResult(subset[pick], scores[pick].numpy())
 
