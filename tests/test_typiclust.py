@@ -23,6 +23,7 @@ def test_typicality_equals_brute_force(squared):
     for k in (1, 5, 20):
         np.testing.assert_allclose(typicality(x, k, squared).numpy(), brute_typicality(x.numpy(), k, squared),
                                    rtol=1e-5)
+    np.testing.assert_allclose(typicality(x, 5).numpy(), brute_typicality(x.numpy(), 5), rtol=1e-5)  # Euclidean
 
 
 def blobs(sizes, seed=0, spread=0.3):
@@ -143,6 +144,12 @@ def test_query_on_an_offered_subset_sees_the_labeled_and_the_offered_images_only
     assert result.indices.tolist() == seen[expected].tolist()
 
 
+
+def test_unknown_features_are_refused_with_the_choices(query_ctx):
+    with pytest.raises(ValueError) as e:
+        typiclust_query(query_ctx("typiclust", budget=4, options={"typiclust_features": "imagenet"}))
+    assert str(e.value) == "unknown TypiClust features 'imagenet': choose one of pretrained, current"
+
 def test_no_budget_gives_no_positions_still_as_integers():
     g = torch.Generator().manual_seed(0)
     picks, scores = select(torch.randn(12, 3, generator=g), np.repeat(np.arange(3), 4), np.zeros(12, dtype=bool), 0)
@@ -172,8 +179,13 @@ def test_when_every_cluster_is_tiny_they_are_all_kept():
     clusters = np.repeat(np.arange(4), 2)                                 # four clusters of 2
     assert MIN_CLUSTER_SIZE >= 2
     g = torch.Generator().manual_seed(0)
-    picks, _ = select(torch.randn(8, 3, generator=g), clusters, np.zeros(8, dtype=bool), 4)
+    x = torch.randn(8, 3, generator=g)
+    picks, scores = select(x, clusters, np.zeros(8, dtype=bool), 4)
     assert sorted(clusters[picks].tolist()) == [0, 1, 2, 3]               # one from each, round robin
+    # two candidates: k = 1, each one's typicality is 1 / (its distance to the other + 1e-5), a tie won by the first
+    pair_distance = (x[0::2] - x[1::2]).norm(dim=1)[clusters[picks]].double()
+    assert picks.tolist() == [2 * c for c in clusters[picks].tolist()]
+    np.testing.assert_allclose(scores, (1.0 / (pair_distance + 1e-5)).numpy(), rtol=1e-5)
 
 
 def test_above_50_clusters_minibatch_kmeans_makes_as_many_as_asked():
