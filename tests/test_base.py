@@ -189,6 +189,33 @@ def test_query_uses_penultimate_features_and_classifier_layer(query_ctx):
     np.testing.assert_allclose(result.scores, dist.numpy(), rtol=1e-5)
 
 
+
+def test_smallest_untaken_orders_many_ties_by_index_as_a_full_sort_would():
+    """Ascending by (value, index) with thousands of ties (an unstable sort reorders equal values beyond ~100):
+    the same list as sorting every untaken row by (value, index) and keeping k."""
+    from fkal.acquisitions.base import smallest_untaken
+    g = torch.Generator().manual_seed(0)
+    v = torch.randint(4, (3000,), generator=g).double()
+    taken = torch.rand(3000, generator=g) < 0.3
+    k = 1500
+    expect = sorted((float(v[i]), i) for i in range(3000) if not taken[i])[:k]
+    assert smallest_untaken(v, taken, k).tolist() == [i for _, i in expect]
+
+
+def test_a_model_without_a_linear_classifier_layer_is_refused_by_its_class():
+    from fkal.acquisitions.base import classifier_layer
+
+    class Headless(torch.nn.Module):
+        classifier = "head"
+
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Conv2d(1, 1, 1)
+
+    with pytest.raises(ValueError) as e:
+        classifier_layer(Headless())
+    assert str(e.value) == "Headless names no linear classifier layer (class attribute 'classifier')"
+
 def test_the_smallest_untaken_of_none_is_an_empty_index():
     from fkal.acquisitions.base import smallest_untaken
     got = smallest_untaken(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([False, True, False]), 0)
