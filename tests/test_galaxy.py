@@ -403,5 +403,14 @@ def test_a_label_that_is_neither_unlabeled_nor_a_class_is_refused_with_the_range
     with pytest.raises(ValueError) as e:
         _check_pool(torch.full((5, 3), 1 / 3), labels, 1)
     assert str(e.value) == "labels must be -1 (unlabeled) or a class in [0, 3)"
-    assert torch.equal(_check_pool(torch.full((5, 3), 1 / 3), torch.tensor([0, -1, 1, -1, 2]), 2),
-                       torch.tensor([0, -1, 1, -1, 2]))
+    got = _check_pool(torch.full((5, 3), 1 / 3), torch.tensor([0, -1, 1, -1, 2], dtype=torch.int32), 2)
+    assert got.dtype == torch.long and got.tolist() == [0, -1, 1, -1, 2]   # int64 whatever it is given
+
+
+
+def test_labeled_positions_are_int32_up_to_2_pow_30_images_and_int64_beyond():
+    """Entries are 2 * position + polarity < 2 N: int32 holds them while 2 N - 1 < 2^31 (half the memory);
+    the dtype follows N alone (a [C, capacity] block, here 2 x 4)."""
+    from fkal.acquisitions.galaxy import _LabeledPositions
+    assert _LabeledPositions(2, 2 ** 30 - 1, 4).buf.dtype == torch.int32
+    assert _LabeledPositions(2, 2 ** 30, 4).buf.dtype == torch.int64
