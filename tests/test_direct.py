@@ -231,6 +231,15 @@ def test_batch_matches_naive_labelbench_loop(seed):
     assert got.tolist() == ref
 
 
+
+def test_phase_a_visits_tied_classes_in_index_order_with_many_classes():
+    """40 classes and 12 labeled images: most classes tie at 0 or 1 labeled, and phase A goes through them most
+    labeled first, ties by class index (LabelBench's stable argsort); an unstable sort reorders ties from ~32
+    classes on. One pick a class in phase A (budget 80), then phase B, against the node-by-node loops."""
+    probs, labels, truth = random_pool(3, n=240, c=40, n_labeled=12)
+    got = direct_select(probs, labels, 80, oracle_of(truth), torch.Generator().manual_seed(3))
+    assert got.tolist() == ref_direct(probs, labels, 80, truth, torch.Generator().manual_seed(3))
+
 def test_phase_b_queries_next_to_the_boundary():
     """Two classes on a line (images 0..140 class 1, 141..200 class 0, every 20th labeled), no phase A: acc is
     flat between the labeled 160 and 140, t* is its first maximum (just past 160 in class 0's ranking, past 140 in
