@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from fkal.acquisitions.coreset import penultimate_features
 from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.acquisitions.similar import cosine_blocks, flqmi_greedy, flqmi_value, similar_query
 from fkal.config import parse_config
@@ -76,6 +77,8 @@ def test_eta_zero_ignores_the_relevance_term():
     # with eta = 0 the relevance of a candidate does not matter, only the coverage gain
     assert flqmi_value(sim, [0], 0.0) == pytest.approx(1.2)
     assert flqmi_value(sim, [0, 1], 0.0) == pytest.approx(1.6)      # max(0.6, 1.0) + max(0.6, 0.0)
+    assert flqmi_value(sim, [0, 1]) == pytest.approx(1.6 + 0.6 + 1.0)   # eta = 1 by default, as flqmi_greedy's
+    assert flqmi_value(sim, []) == 0.0
 
 
 def test_second_pick_covers_the_uncovered_query_item():
@@ -166,6 +169,60 @@ def test_query_set_all_uses_every_misclassified_image(query_ctx, monkeypatch):
     similar.similar_query(ctx)
     assert seen == [wrong, 4]                                # all of M^, then the P = 4 k-center centers
 
+
+
+@pytest.mark.parametrize("kernel, cfg", [("pfk", "similar-phat-L80"), ("cosine", "similar")])
+def test_the_picks_do_not_depend_on_the_chunks_the_pool_is_scored_in(query_ctx, monkeypatch, kernel, cfg):
+    """The query's similarity blocks hold exactly the columns asked for: greedy over chunks of 7 pool images
+    picks what one chunk picks, with the same gains."""
+    import fkal.acquisitions.similar as similar
+    real = similar.flqmi_greedy
+    results = {}
+    for chunk in (8192, 7):
+        monkeypatch.setattr(similar, "flqmi_greedy", lambda block, n, budget, eta, chunk=chunk:
+                            real(block, n, budget, eta, chunk=chunk))
+        results[chunk] = similar.similar_query(query_ctx(parse_config(cfg, ACQUISITIONS), budget=6,
+                                                         options={"similar_kernel": kernel}))
+    assert results[7].indices.tolist() == results[8192].indices.tolist()
+    np.testing.assert_allclose(results[7].scores, results[8192].scores, rtol=1e-6)
+
+
+
+@pytest.mark.parametrize("kernel, cfg", [("pfk", "similar-phat-L80"), ("cosine", "similar")])
+def test_a_model_that_diverged_is_refused_counting_each_pool_image_once(query_ctx, monkeypatch, kernel, cfg):
+    """NaN weights make every similarity NaN: the error counts each unlabeled image once, over chunks of 7."""
+    import fkal.acquisitions.similar as similar
+    real = similar.flqmi_greedy
+    monkeypatch.setattr(similar, "flqmi_greedy", lambda block, n, budget, eta: real(block, n, budget, eta, chunk=7))
+    ctx = query_ctx(parse_config(cfg, ACQUISITIONS), budget=6, options={"similar_kernel": kernel})
+    with torch.no_grad():
+        next(ctx.models[0].parameters()).fill_(float("nan"))
+    n = len(ctx.unlabeled)
+    with pytest.raises(ValueError, match=f"^{n} of the {n} pool images have a non-finite similarity"):
+        similar.similar_query(ctx)
+
+def test_cosine_query_centers_are_k_center_greedy_under_cosine_similarity(query_ctx, monkeypatch):
+    """With more misclassified validation images than P, Q is P k-center centers among them under the cosine
+    similarity of their penultimate features (the first drawn from the generator): recomputed from the features,
+    the centers' similarity blocks against the pool are the query's."""
+    import fkal.acquisitions.similar as similar
+    from fkal.acquisitions.fisher_kernel import kcenter_centers, misclassified
+    from fkal.training import predict
+    seen = []
+    real = similar.flqmi_greedy
+    monkeypatch.setattr(similar, "flqmi_greedy", lambda block, n, budget, eta: (
+        seen.append(block(0, n)), real(block, n, budget, eta))[1])
+    ctx = query_ctx(parse_config("similar", ACQUISITIONS), budget=4, options={"similar_kernel": "cosine"})
+    model, data = ctx.models[0], ctx.data
+    similar.similar_query(ctx)
+    wrong = misclassified(predict(model, data.val_source, data.split.val, ctx.device), data.val_labels)
+    assert len(wrong) > 4
+    hq = penultimate_features(model, data.val_source, data.split.val[wrong], ctx.device)
+    hu = penultimate_features(model, data.pool_source, data.split.pool[ctx.unlabeled], ctx.device)
+    unit_q = hq / hq.norm(dim=1, keepdim=True)
+    centers = kcenter_centers(lambda i: unit_q @ unit_q[i], len(wrong), 4, torch.Generator().manual_seed(0))
+    expect = unit_q[torch.as_tensor(centers)] @ (hu / hu.norm(dim=1, keepdim=True)).T      # [P, N_u]
+    torch.testing.assert_close(seen[0], expect, rtol=1e-5, atol=1e-6)
 
 def test_the_flags_reach_the_options_with_their_types_and_bounds():
     from fkal.cli import build_parser
