@@ -335,3 +335,42 @@ def test_a_draw_that_rounding_puts_past_its_block_takes_the_blocks_last_positive
     u = math.nextafter(float(sampler.sums[0]) / float(sampler.sums.sum()), 0.0)
     assert u * float(sampler.sums.sum()) >= float(torch.cumsum(sampler.w[:4], 0)[-1])   # x: the whole block, or more
     assert sampler.draw(u) == 3
+
+
+def test_a_draw_that_rounding_puts_past_the_last_cumulative_sum_takes_the_last_positive_weight():
+    """The total is summed in another order than the cumulative sums, so u * total can reach the last cumulative
+    sum: the draw then lands in the last block, here empty (its images already picked), and walks back to the
+    last positive weight, image 791, instead of off the end. The first of 20 seeded pools where rounding does
+    this is used (seed 0 on x86-64)."""
+    import math
+    from fkal.acquisitions.badge import _BlockSampler
+    u = math.nextafter(1.0, 0.0)
+    for seed in range(20):
+        w = torch.rand(800, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        w[792:] = 0.0                                                      # the last two blocks of 4: empty
+        sampler = _BlockSampler(w, block=4)
+        if u * float(sampler.sums.sum()) >= float(torch.cumsum(sampler.sums, 0)[-1]):
+            break
+    else:
+        pytest.fail("no pool made u * total reach the last cumulative sum")
+    assert sampler.draw(u) == 791
+
+
+
+def test_features_all_zero_keep_no_float16_copy_and_pick_uniformly():
+    """All features 0 (every gradient 0): no scale can bring them into float16's range, so no copy is kept, and
+    the picks are the brute force's (the largest norm, a tie, then uniform draws)."""
+    probs, _ = pool(6, n=20)
+    h = torch.zeros(20, 5, dtype=torch.float64)
+    assert GradientEmbeddings(probs, h).sketch is None
+    got, _ = badge_select(probs, h, 6, torch.Generator().manual_seed(2))
+    assert got.tolist() == brute_force(probs, h, 6, torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("where", ["features", "probs"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_outputs_are_refused_by_name(where, bad):
+    probs, h = pool(7, n=20)
+    (h if where == "features" else probs)[3, 1] = bad
+    with pytest.raises(ValueError, match="^probs or features hold NaN or inf"):
+        badge_select(probs, h, 5, torch.Generator().manual_seed(0))

@@ -111,6 +111,9 @@ class GradientEmbeddings:
             self.feat_norms[r:r + row_block] = torch.linalg.vector_norm(f, dim=1).double()
             nonneg = nonneg and bool((f >= 0).all())
         self.nonneg = nonneg
+        if not bool(torch.isfinite(self.feat_norms).all()) or not bool(torch.isfinite(probs.sum())):
+            raise ValueError("probs or features hold NaN or inf (a model that diverged?): no gradient embedding "
+                             "can be measured")
         self.norms_sq = gradient_norms_sq(probs, features, row_block, self.feat_norms)     # [N] float64
         self.norms_sq_w = self.norms_sq.to(probs.dtype)                       # working copies for the bounds
         self.feat_norms_w = self.feat_norms.to(probs.dtype)
