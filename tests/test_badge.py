@@ -145,7 +145,8 @@ def test_float16_bound_is_below_the_distance_and_within_1e_2_of_it(dtype, featur
 
 
 
-def test_float16_bound_holds_at_the_bottom_of_float16s_range():
+@pytest.mark.parametrize("e", [6, -6])
+def test_float16_bound_holds_at_the_bottom_of_float16s_range(e):
     """Below 2^-14 float16 has subnormals, spaced 2^-24 apart: rounding there errs by up to 2^-25 however small the
     number, not by 2^-11 of it. Row 0 (0.75 each, d = 4) sets the scale 2^6; row 1's scaled entries sit halfway
     between subnormals (1.5 2^-24, rounded up to 2^-23), so <q_1, q_0> errs by 4 2^-25 48, which only the
@@ -153,10 +154,10 @@ def test_float16_bound_holds_at_the_bottom_of_float16s_range():
     m^2 2^-24 that is itself a subnormal and rounds down by 0.4997 2^-24, which only the 2^-24 / 2^2s floor covers.
     The signs of <a_x, a_c> (rows 0 / 1 predicted differently, 2 / 3 alike) put each error on the side that lifts
     the bound."""
-    s = 2.0 ** 6
+    s = 2.0 ** e
     m = 1254 / 1024                                                       # a float16 number, m^2 = 1.49967
     h = torch.zeros(4, 4, dtype=torch.float64)
-    h[0] = 0.75
+    h[0] = 0.75 * 2.0 ** (6 - e)                                         # scaled: 48 each
     h[1] = 1.5 * 2.0 ** -24 / s
     h[2, 0] = h[3, 0] = m * 2.0 ** -12 / s
     probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.7, 0.3]], dtype=torch.float64)
@@ -172,6 +173,23 @@ def test_float16_bound_holds_at_the_bottom_of_float16s_range():
         scale = float((g[x] ** 2).sum() + (g[center] ** 2).sum())
         lower = float(emb.sketch_lower_bounds_sq(center, torch.tensor([x]), emb.inner_a(center)[[x]])[0])
         assert lower <= exact + 1e-12 * scale, (center, x)
+
+
+def test_the_float16_copys_error_bound_covers_every_row():
+    """||h_x - q_x 2^-s|| <= eps_x, row by row, where rounding errs the most: float64 entries a hair above halfway
+    between two float16 numbers ((1 + 2^-11 + 2^-30) 2^k: torch rounds float64 to float32 first, which lands on
+    the midpoint, and the tie then goes down; still under 2^-11 of the entry, which sits above 2^k), exact
+    midpoints, and midpoints between subnormals (2^-25 each, however small the entry)."""
+    d = 64
+    k = torch.arange(-4, 4, dtype=torch.float64).repeat(8)[:d]
+    h = torch.stack([(1 + 2.0 ** -11 + 2.0 ** -30) * 2.0 ** k, (1 + 2.0 ** -11) * 2.0 ** k,
+                     torch.full((d,), 1.5 * 2.0 ** -24 / 2.0 ** 2)])           # the scale is 2^2 here
+    probs = torch.full((3, 2), 0.5, dtype=torch.float64)
+    emb = GradientEmbeddings(probs, h)
+    assert emb.sketch_scale == 4.0
+    assert torch.equal(emb.sketch[0].double(), 2.0 ** k * 4.0)               # rounded down, through float32
+    err = (h - emb.sketch.double() / emb.sketch_scale).norm(dim=1)
+    assert bool((err <= emb.sketch_eps_w).all()), (err, emb.sketch_eps_w)
 
 def test_float16_bound_leaves_the_picks_unchanged_and_is_kept_only_for_few_classes(monkeypatch):
     """Picks with the float16 bound equal those without it and the brute force on a float32 pool of signed
@@ -246,7 +264,8 @@ def test_contract():
     assert np.random.get_state()[1].tolist() == np_state[1].tolist() and random.getstate() == py_state
     assert torch.equal(a, b)
     assert sorted(a.tolist()) == list(range(10)) + list(range(30, 50))
-    assert len(badge_select(probs, h, 0, torch.Generator())[0]) == 0
+    empty, empty_d2 = badge_select(probs, h, 0, torch.Generator())
+    assert (empty.dtype, empty_d2.dtype, len(empty), len(empty_d2)) == (torch.long, torch.float64, 0, 0)
     with pytest.raises(ValueError, match="budget"):
         badge_select(probs, h, 31, torch.Generator(), labeled=labeled)
 
@@ -374,3 +393,19 @@ def test_non_finite_outputs_are_refused_by_name(where, bad):
     (h if where == "features" else probs)[3, 1] = bad
     with pytest.raises(ValueError, match="^probs or features hold NaN or inf"):
         badge_select(probs, h, 5, torch.Generator().manual_seed(0))
+
+
+
+def test_block_sums_left_with_a_rounding_residue_count_as_empty():
+    """0.1 and 0.2 set to 0 one after the other leave their block's sum at 2.8e-17, not 0 (sums are kept by
+    differences). With no weight left anywhere the draw is None (the caller's uniform fallback), and with weight
+    left elsewhere a draw that lands in the residue block goes to a positive weight; the residue is then 0."""
+    from fkal.acquisitions.badge import _BlockSampler
+    for rest, expect in ((0.0, None), (0.5, 3)):
+        sampler = _BlockSampler(torch.tensor([0.1, 0.2, 0.0, rest], dtype=torch.float64), block=2)
+        for row in (0, 1):
+            sampler.set(torch.tensor([row]), torch.zeros(1, dtype=torch.float64))
+        assert float(sampler.sums[0]) > 0.0                                # the residue
+        assert sampler.draw(0.0) == expect
+        assert float(sampler.sums[0]) == 0.0
+

@@ -274,22 +274,32 @@ class _BlockSampler:
         self.sums.index_add_(0, torch.div(rows, self.block, rounding_mode="floor"), delta)
 
     def draw(self, u: float) -> Optional[int]:
-        """First index whose cumulative weight exceeds u * total, or None when the total is 0."""
-        total = float(self.sums.sum())
-        if not total > 0:
-            return None
-        x = u * total
-        cs = torch.cumsum(self.sums, 0)
-        b = min(int(torch.searchsorted(cs, torch.tensor([x], dtype=torch.float64), right=True)[0]), len(cs) - 1)
-        while b > 0 and not self.sums[b] > 0:                                 # rounding put x at the very end
-            b -= 1
-        before = float(cs[b - 1]) if b > 0 else 0.0
-        w = self.w[b * self.block:(b + 1) * self.block]
-        i = int(torch.searchsorted(torch.cumsum(w, 0), torch.tensor([x - before], dtype=torch.float64),
-                                   right=True)[0])
-        if i >= self.block or not w[i] > 0:                                   # rounding: take the last positive
-            i = int(torch.nonzero(w > 0).flatten()[-1])
-        return b * self.block + i
+        """First index whose cumulative weight exceeds u * total, or None when the total is 0.
+
+        ``set`` keeps the block sums by differences, so a block whose weights all went to 0 can keep a rounding
+        residue (0.1 + 0.2 - 0.1 - 0.2 = 2.8e-17): a draw that lands in such a block sets its sum to the exact 0
+        and draws again with the same u, so that residues neither crash a draw nor make an all-zero total look
+        positive."""
+        while True:
+            total = float(self.sums.sum())
+            if not total > 0:
+                return None
+            x = u * total
+            cs = torch.cumsum(self.sums, 0)
+            b = min(int(torch.searchsorted(cs, torch.tensor([x], dtype=torch.float64), right=True)[0]),
+                    len(cs) - 1)
+            while b > 0 and not self.sums[b] > 0:                             # rounding put x at the very end
+                b -= 1
+            w = self.w[b * self.block:(b + 1) * self.block]
+            if not bool((w > 0).any()):                                       # a residue: no weight left there
+                self.sums[b] = 0.0
+                continue
+            before = float(cs[b - 1]) if b > 0 else 0.0
+            i = int(torch.searchsorted(torch.cumsum(w, 0), torch.tensor([x - before], dtype=torch.float64),
+                                       right=True)[0])
+            if i >= self.block or not w[i] > 0:                               # rounding: take the last positive
+                i = int(torch.nonzero(w > 0).flatten()[-1])
+            return b * self.block + i
 
 
 def badge_select(probs: torch.Tensor, features: torch.Tensor, budget: int, generator: torch.Generator,
