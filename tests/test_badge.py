@@ -342,18 +342,18 @@ def test_a_draw_is_the_first_index_whose_cumulative_weight_exceeds_u_times_the_t
 
 def test_a_draw_that_rounding_puts_past_its_block_takes_the_blocks_last_positive_weight():
     """Block sums are kept up to date by differences, so they drift from the weights by rounding: with block 0
-    = (0.1, 0.1, 0.1, 0.5) and its first weight set to 0 its sum is 0.7000000000000001, above the weights' 0.7.
-    A u just below that sum's share of the total lands in block 0 past all its weights, and the draw is its last
-    positive weight, 3."""
+    = (0.1, 0.1, 0.1, 0.1) and its first and last weights set to 0 its sum is 0.20000000000000004, above the
+    weights' 0.2. A u just below that sum's share of the total lands in block 0 past all its weights, and the
+    draw is its last positive weight, 2 (not 3, whose weight is 0: an image already picked)."""
     import math
     from fkal.acquisitions.badge import _BlockSampler
-    w = torch.tensor([0.1, 0.1, 0.1, 0.5, 0.25, 0.5, 0.25, 0.5], dtype=torch.float64)
+    w = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.25, 0.5, 0.25, 0.5], dtype=torch.float64)
     sampler = _BlockSampler(w, block=4)
-    sampler.set(torch.tensor([0]), torch.zeros(1, dtype=torch.float64))
+    sampler.set(torch.tensor([0, 3]), torch.zeros(2, dtype=torch.float64))
     assert float(sampler.sums[0]) > float(sampler.w[:4].sum())             # the drift
     u = math.nextafter(float(sampler.sums[0]) / float(sampler.sums.sum()), 0.0)
     assert u * float(sampler.sums.sum()) >= float(torch.cumsum(sampler.w[:4], 0)[-1])   # x: the whole block, or more
-    assert sampler.draw(u) == 3
+    assert sampler.draw(u) == 2
 
 
 def test_a_draw_that_rounding_puts_past_the_last_cumulative_sum_takes_the_last_positive_weight():
@@ -391,8 +391,10 @@ def test_features_all_zero_keep_no_float16_copy_and_pick_uniformly():
 def test_non_finite_outputs_are_refused_by_name(where, bad):
     probs, h = pool(7, n=20)
     (h if where == "features" else probs)[3, 1] = bad
-    with pytest.raises(ValueError, match="^probs or features hold NaN or inf"):
+    with pytest.raises(ValueError) as e:
         badge_select(probs, h, 5, torch.Generator().manual_seed(0))
+    assert str(e.value) == ("probs or features hold NaN or inf (a model that diverged?): no gradient embedding can "
+                            "be measured")
 
 
 
@@ -409,3 +411,19 @@ def test_block_sums_left_with_a_rounding_residue_count_as_empty():
         assert sampler.draw(0.0) == expect
         assert float(sampler.sums[0]) == 0.0
 
+
+
+
+def test_the_default_prunes_with_the_bounds(monkeypatch):
+    """badge_select prunes by default (prune=False is the slow reference): the lower bound is computed once per
+    center after the first, budget - 2 times."""
+    probs, h = pool(8, n=40)
+    calls = []
+    real = GradientEmbeddings.lower_bounds_sq
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(GradientEmbeddings, "lower_bounds_sq", counting)
+    badge_select(probs, h, 7, torch.Generator().manual_seed(0))
+    assert len(calls) == 5
