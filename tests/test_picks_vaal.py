@@ -120,7 +120,7 @@ def test_tavaal_picks_the_lowest_d_of_mu_and_rank_within_its_subset(tiny_mnist, 
     assert_extreme_p(picked, result.scores, subset, brute, lowest=True)
 
 
-def test_lloss_picks_the_highest_predicted_losses_within_its_random_subset(tiny_mnist):
+def test_lloss_picks_the_highest_predicted_losses_within_its_random_subset(tiny_mnist, monkeypatch):
     ctx = trained_context(tiny_mnist, "lloss", options={"lloss_subset": 60})
     result = ACQUISITIONS["lloss"](ctx)
     picked = check_contract(ctx, result)
@@ -135,6 +135,15 @@ def test_lloss_picks_the_highest_predicted_losses_within_its_random_subset(tiny_
     assert_extreme_p(picked, result.scores, subset, brute, lowest=False)
     everywhere = ACQUISITIONS["lloss"](trained_context(tiny_mnist, "lloss", options={"lloss_subset": 10_000}))
     assert not np.array_equal(np.sort(everywhere.indices), np.sort(picked))   # the subset matters
+    # 0: the whole unlabeled pool; a subset smaller than P grows to P
+    seen = []
+    real = vaal_acq.predicted_losses
+    monkeypatch.setattr(vaal_acq, "predicted_losses",
+                        lambda ranker, src, idx, *a: (seen.append(len(idx)), real(ranker, src, idx, *a))[1])
+    for size, scored in ((0, len(ctx.unlabeled)), (5, ctx.budget)):
+        seen.clear()
+        ACQUISITIONS["lloss"](trained_context(tiny_mnist, "lloss", options={"lloss_subset": size}))
+        assert seen == [scored], (size, seen)
 
 
 def test_lloss_with_a_single_labeled_image_already_ranks(tiny_mnist):

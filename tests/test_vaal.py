@@ -487,3 +487,25 @@ def test_the_vae_and_discriminator_train_with_the_options_numbers(query_ctx, mon
         assert (s.vae_steps, s.disc_steps, s.kl, s.first_uniform) == (3, 4, "sum", False)
     else:
         assert (s.vae_steps, s.disc_steps, s.kl, s.first_uniform) == (1, 1, "mean", True)
+
+
+
+def test_without_flags_the_options_are_the_numbers_options_defines():
+    """The command line's defaults are the numbers themselves (recorded with the results), not None filled in
+    later: --vaal-iterations and --tavaal-iterations give Options' own, and --tavaal-epochs, when given, must be
+    above 0."""
+    from fkal.cli import build_parser
+    from vaal.acquisitions import Options
+    args = build_parser().parse_args([])
+    assert (args.vaal_iterations, args.tavaal_iterations) == (Options.vaal_iterations, Options.tavaal_iterations)
+    assert isinstance(args.vaal_iterations, int) and isinstance(args.tavaal_iterations, int)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--tavaal-epochs", "0"])
+
+
+def test_an_image_size_the_vae_cannot_halve_four_times_is_refused_with_the_size_to_use(capsys):
+    from fkal.cli import build_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--vaal-image-size", "40"])
+    assert ("must be a multiple of 16, the VAE halves it four times (got 40; use 32 for MNIST, SVHN and CIFAR)"
+            in capsys.readouterr().err)
