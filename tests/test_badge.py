@@ -2,6 +2,7 @@
 on the full embeddings with the same generator, the first center, duplicates, pruning and the D^2 law."""
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -10,7 +11,8 @@ import torch
 
 from acquisition_cases import pool_logits_and_features
 from fkal.acquisitions import badge
-from fkal.acquisitions.badge import GradientEmbeddings, badge_select, gradient_distances_sq, gradient_norms_sq
+from fkal.acquisitions.badge import (GradientEmbeddings, _BlockSampler, badge_select, gradient_distances_sq,
+                                    gradient_norms_sq)
 
 
 def pool(seed: int, n: int = 60, c: int = 4, d: int = 5, clusters: bool = False):
@@ -328,7 +330,6 @@ def test_a_draw_is_the_first_index_whose_cumulative_weight_exceeds_u_times_the_t
     """Inverse CDF in float64 against NumPy's cumulative sums, at u just below and just above every boundary
     (a float32 step anywhere moves x = u * total by ~1e-8 and picks across a boundary), within and across
     blocks."""
-    from fkal.acquisitions.badge import _BlockSampler
     w = torch.tensor([0.5, 0.25, 0.0, 0.125, 1.0, 0.0, 0.0, 0.625, 0.5], dtype=torch.float64)
     sampler = _BlockSampler(w, block=4)
     cum = np.cumsum(w.numpy())
@@ -345,8 +346,6 @@ def test_a_draw_that_rounding_puts_past_its_block_takes_the_blocks_last_positive
     = (0.1, 0.1, 0.1, 0.1) and its first and last weights set to 0 its sum is 0.20000000000000004, above the
     weights' 0.2. A u just below that sum's share of the total lands in block 0 past all its weights, and the
     draw is its last positive weight, 2 (not 3, whose weight is 0: an image already picked)."""
-    import math
-    from fkal.acquisitions.badge import _BlockSampler
     w = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.25, 0.5, 0.25, 0.5], dtype=torch.float64)
     sampler = _BlockSampler(w, block=4)
     sampler.set(torch.tensor([0, 3]), torch.zeros(2, dtype=torch.float64))
@@ -361,8 +360,6 @@ def test_a_draw_that_rounding_puts_past_the_last_cumulative_sum_takes_the_last_p
     sum: the draw then lands in the last block, here empty (its images already picked), and walks back to the
     last positive weight, image 791, instead of off the end. The first of 20 seeded pools where rounding does
     this is used (seed 0 on x86-64)."""
-    import math
-    from fkal.acquisitions.badge import _BlockSampler
     u = math.nextafter(1.0, 0.0)
     for seed in range(20):
         w = torch.rand(800, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -402,7 +399,6 @@ def test_block_sums_left_with_a_rounding_residue_count_as_empty():
     """0.1 and 0.2 set to 0 one after the other leave their block's sum at 2.8e-17, not 0 (sums are kept by
     differences). With no weight left anywhere the draw is None (the caller's uniform fallback), and with weight
     left elsewhere a draw that lands in the residue block goes to a positive weight; the residue is then 0."""
-    from fkal.acquisitions.badge import _BlockSampler
     for rest, expect in ((0.0, None), (0.5, 3)):
         sampler = _BlockSampler(torch.tensor([0.1, 0.2, 0.0, rest], dtype=torch.float64), block=2)
         for row in (0, 1):
