@@ -73,7 +73,9 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
     add_device_arguments(p)
     p.add_argument("--epochs", type=integer(1), default=None, help="training epochs per iteration (default: protocol)")
     p.add_argument("--unsup-epochs", type=integer(1), default=None,
-                   help="rotation pretraining epochs (default: protocol)")
+                   help="rotation pretraining epochs of the initial models (default: the protocol's where they are "
+                        "made; a run whose initial models exist takes the schedule they were pretrained with, so "
+                        "only --initial needs it; given and different from theirs, the run stops with the difference)")
     p.add_argument("--iterations", type=integer(1), default=None, help="AL iterations B (default: protocol)")
     p.add_argument("--pool-size", type=integer(1), default=None, help="images added per iteration P (default: protocol)")
     p.add_argument("--batch-size", type=integer(1), default=None,
@@ -128,7 +130,8 @@ def settings_from(args: argparse.Namespace, spec, device: Optional[torch.device]
                     device=device or device_from_args(args), seed=args.seed, noise_ratio=args.noise_ratio,
                     pool_size=args.train_size, val_size=args.val_size, eval_batch=args.eval_batch,
                     progress=not args.no_progress and D.is_main(), options=tuple(sorted(vars(args).items())),
-                    epoch_selection=args.epoch_selection, fresh=tuple(getattr(args, "fresh", ()) or ())), args)
+                    epoch_selection=args.epoch_selection, fresh=tuple(getattr(args, "fresh", ()) or ()),
+                    unsup_given=args.unsup_epochs is not None), args)
 
 
 def pick_device(gpu: Optional[int]) -> torch.device:

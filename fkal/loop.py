@@ -32,8 +32,9 @@ from .errors import UserError
 from .io import append_jsonl, exclusive, load_torch, save_json, save_torch
 from .metrics import class_scores, imbalance_metrics, pseudo_label_rare_scores
 from .models import copy_all_but_classifier
-from .run_state import (RunPaths, Settings, completed_iterations, config_settings, derive_seed, ensure_split,
-                        generator, hooks_for, initial_settings, load_models, load_state, new_model, read_json)
+from .run_state import (RunPaths, Settings, adopt_pretraining, completed_iterations, config_settings, derive_seed,
+                        ensure_split, generator, hooks_for, initial_settings, load_models, load_state, new_model,
+                        read_json)
 from .run_state import _OTHER_OUT, _attached, _check_same, _config_folder_ready, _resume_point
 from .training import KeepBestEpoch, accuracy, predict, rotation_accuracy, train, train_rotation
 
@@ -97,12 +98,14 @@ def load_initial(s: Settings, data: ALData, run: int, unsupervised: int, member:
         if not (isinstance(state, dict) and isinstance(state.get("model"), dict)):
             raise UserError(f"{path} is not an initial model that run.py wrote: {_REMAKE_INITIAL}")
         _check_same(state.get("settings"), current, path, f"{_OTHER_OUT} (the initial models serve every "
-                                                          f"configuration of run{run})")
+                                                          f"configuration of run{run}; without --unsup-epochs a run "
+                                                          "takes the pretraining they were made with)")
         return state["model"]
     return D.on_main(read)
 
 
 def run_initial(s: Settings, raw: RawData, run: int, ir: float, members: int = 1) -> None:
+    s = adopt_pretraining(s, run, ir)
     split = ensure_split(s, raw, run, ir)
     data = ALData(s.spec, raw, split)
     for member in range(members):
@@ -117,6 +120,7 @@ def run_config(s: Settings, raw: RawData, cfg: Config, run: int, ir: float, unsu
     """B iterations of one configuration on one run; resumes at the first missing iteration."""
     if cfg.acquisition not in ACQUISITIONS:
         raise UserError(f"configuration {cfg.name}: acquisition '{cfg.acquisition}' is not available")
+    s = adopt_pretraining(s, run, ir)
     paths = RunPaths.of(s.out, s.spec, run)
     split = ensure_split(s, raw, run, ir,
                          query_budget=protocols.labels_needed(s.initial_labels, s.query_size, s.iterations))
@@ -307,6 +311,7 @@ def _record(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsuper
 
 def run_full_train(s: Settings, raw: RawData, run: int, ir: float, unsupervised: int) -> dict:
     """Train on the whole biased pool (all labels) from the initial model: the "all train" line."""
+    s = adopt_pretraining(s, run, ir)
     paths = RunPaths.of(s.out, s.spec, run)
     cfg = Config("full-train")
     split = ensure_split(s, raw, run, ir)

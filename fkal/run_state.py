@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -108,6 +108,9 @@ class Settings:
     model_per_cycle: str = "warm"    # "fresh": every iteration trains from the run's initial model
     loss_module_all: int = 0         # 1: every acquisition's task model carries the loss-prediction module
     crop_padding: Optional[int] = None  # recorded override of the loader's crop augmentation
+    # whether ``unsup`` was asked for (--unsup-epochs); when not, a run whose initial models exist takes the
+    # pretraining schedule they were made with (``adopt_pretraining``)
+    unsup_given: bool = True
 
     def seed_of(self, run: int) -> int:
         return run if self.seed is None else self.seed
@@ -188,6 +191,41 @@ def _check_same(stored: Optional[dict], current: dict, what: Path, fix: str) -> 
 
 
 _OTHER_OUT = "use another --out, or the settings it was made with"
+
+
+_adopted: set = set()      # (out, run, IR) whose adopted schedule this process has announced
+
+
+def adopt_pretraining(s: Settings, run: int, ir: float) -> Settings:
+    """``s`` with the rotation-pretraining schedule that run ``run``'s existing initial models were made with,
+    where ``--unsup-epochs`` was not given: the active-learning stage only uses those models, so it need not repeat
+    the flag. Unchanged where the flag was given (a schedule that differs is then refused when the models are
+    loaded), where no rotation-pretrained initial model exists yet (it is made with ``s.unsup``), or where the file
+    records no schedule."""
+    if s.unsup_given:
+        return s
+    path = RunPaths.of(s.out, s.spec, run).initial(ir, 1, 0)
+    stored = D.on_main(_stored_pretraining, path)
+    if stored is None:
+        return s
+    schedule = replace(s.unsup, **{k: tuple(v) if k == "milestones" else v for k, v in stored.items()
+                                   if k in s.unsup.__dataclass_fields__})
+    if schedule != s.unsup and (s.out, run, ir) not in _adopted:
+        _adopted.add((s.out, run, ir))
+        D.print_once(f"run{run} IR={ir:g}: the initial models were pretrained for {schedule.epochs} epochs; this run "
+                     f"takes their schedule (--unsup-epochs {schedule.epochs}); give --unsup-epochs to require "
+                     "another", file=sys.stderr)
+    return replace(s, unsup=schedule)
+
+
+def _stored_pretraining(path: Path) -> Optional[dict]:
+    """The ``unsup`` schedule recorded in an initial model's file, or None (no file, or none recorded)."""
+    if not path.exists():
+        return None
+    state = load_torch(path, "delete it and run the same command again: the initial model is made anew")
+    stored = state.get("settings") if isinstance(state, dict) else None
+    unsup = stored.get("unsup") if isinstance(stored, dict) else None
+    return unsup if isinstance(unsup, dict) else None
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from .io import save_json, save_npy
 from .kernels import NEEDS_FISHER
 from .loop import load_initial
 from .models import taps_at, taps_for
-from .run_state import RunPaths, Settings, ensure_split, generator, load_models, load_state
+from .run_state import RunPaths, Settings, adopt_pretraining, ensure_split, generator, load_models, load_state
 from .errors import UserError
 
 
@@ -23,6 +23,7 @@ def gen_descr(s: Settings, raw: RawData, configs: list[Config], runs, irs, unsup
     for run in runs:
         paths = RunPaths.of(s.out, s.spec, run)
         for ir in irs:
+            s = adopt_pretraining(s, run, ir)
             data = ALData(s.spec, raw, ensure_split(s, raw, run, ir))
             for cfg in configs:
                 if cfg.L is None:

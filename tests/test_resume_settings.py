@@ -303,3 +303,29 @@ def test_a_state_that_does_not_fit_says_what_it_lacks_what_it_has_besides_and_wh
     everything = {"0.weight": torch.zeros(1), "0.bias": want["0.bias"], "x": torch.zeros(1)}
     assert _misfit(model, everything) == ("lacks 1.weight, 1.bias, 2.weight and 1 more; has x besides; "
                                           "0.weight of another shape")
+
+
+def test_without_unsup_epochs_a_run_takes_the_pretraining_its_initial_models_were_made_with(tiny_mnist, tmp_path,
+                                                                                          capsys):
+    """``--initial --unsup-epochs 1`` then the AL stage without the flag (the README's main job): the stage takes
+    the initial models' schedule and records it; the same flag given with another value is still refused."""
+    out = tmp_path / "out"
+    argv = common(tiny_mnist, out)
+    at = argv.index("--unsup-epochs")
+    shared = argv[:at] + argv[at + 2:]
+    assert main([*shared, "--initial", "--unsup-epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*shared, "--only", "random"]) == 0
+    err = capsys.readouterr().err
+    assert "the initial models were pretrained for 1 epochs; this run takes their schedule (--unsup-epochs 1)" in err
+    records, _ = results_of(out)
+    assert [r["settings"]["unsup"]["epochs"] for r in records] == [1, 1]
+    # the records equal those of a run that repeats the flag: the same settings id, nothing made twice
+    assert main([*shared, "--only", "random", "--unsup-epochs", "1", "--iterations", "3"]) == 0
+    records, _ = results_of(out)
+    assert len(records) == 3 and len({r["settings_id"] for r in records}) == 1
+    capsys.readouterr()
+    assert main([*shared, "--only", "coreset", "--unsup-epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--unsup-epochs: 1 there, 2 now" in err
+    assert "without --unsup-epochs a run takes the pretraining they were made with" in err
