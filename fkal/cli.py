@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import protocols
-from .acquisitions.registry import ACQUISITIONS, ARGUMENT_GROUPS
+from .acquisitions.registry import ACQUISITIONS, argument_groups
 from .arguments import OneLineErrors, integer, number
 from .config import Config, parse_config
 from .data import DATASETS, check_request, get_spec, load_raw
@@ -111,7 +111,7 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
         p.add_argument("--iteration", type=integer(0), default=0,
                    help="model state: 0 the initial model, b after iteration b")
     protocols.add_arguments(p)
-    for add in ARGUMENT_GROUPS:
+    for add in argument_groups():
         add(p)
     p.add_argument("--members", type=integer(1), default=None,
                    help="initial models per run and IR (ensemble members; default: the largest E of the configurations)")

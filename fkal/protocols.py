@@ -230,12 +230,10 @@ def check(s, spec, configs: Sequence, val_size: int) -> None:
     """Requests the protocol cannot serve, as one ``UserError``: the Fisher-kernel method, SIMILAR (its query set
     is the misclassified validation images) or ``--epoch-selection val`` without a validation set; a subset
     smaller than the budget."""
-    from .acquisitions.fisher_kernel import fisher_kernel_query
-    from .acquisitions.registry import ACQUISITIONS
-    from .acquisitions.similar import similar_query
+    from .acquisitions.registry import spec_of
 
     if val_size == 0:
-        needs = [c.name for c in configs if ACQUISITIONS.get(c.acquisition) in (fisher_kernel_query, similar_query)]
+        needs = [c.name for c in configs if "val" in spec_of(c.acquisition).needs]
         if needs or s.epoch_selection == "val":
             what = f"{', '.join(needs)} match{'es' if len(needs) == 1 else ''} the misclassified validation images" \
                 if needs else "--epoch-selection val chooses the epoch on it"

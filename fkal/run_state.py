@@ -25,7 +25,7 @@ from . import distributed as D
 from . import protocols
 from . import settings as settings_mod
 from .acquisitions.contract import TaskHooks
-from .acquisitions.registry import ACQUISITION_OPTIONS, ATTACHED_HOOKS, ATTACHED_OPTIONS, TASK_HOOKS
+from .acquisitions.registry import ACQUISITION_OPTIONS, ATTACHED_HOOKS, ATTACHED_OPTIONS, TASK_HOOKS, find
 from .config import Config
 from .data import DatasetSpec, RawData, Schedule, Split, make_split
 from .device import cuda_settings
@@ -158,8 +158,9 @@ def config_settings(s: Settings, raw: RawData, cfg: Config, run: int, ir: float,
 
 def _batch_seeded(cfg: Config) -> bool:
     """Whether a configuration's picks depend on ``--eval-batch``: its random draws (MC-dropout masks, the Monte
-    Carlo estimators' perturbations) are seeded per batch of the pool."""
-    return cfg.acquisition in ("varR", "entropy", "bald", "std") or cfg.pseudo_label in ("trC", "mi", "mi-diag")
+    Carlo estimators' perturbations) are seeded per batch of the pool (``AcquisitionSpec.batch_seeded``)."""
+    spec = find(cfg.acquisition)
+    return spec is not None and spec.batch_seeded(cfg)
 
 
 def protocol_settings(s: Settings) -> dict:

@@ -1,27 +1,26 @@
-"""One table of example settings per acquisition, and contexts built the way the loop builds them.
+"""The example settings of every acquisition, read from its spec, and contexts built the way the loop builds them.
 
-The strict contract test (``test_acquisitions.py``) runs every acquisition of
-``fkal.acquisitions.registry.ACQUISITIONS`` with the ``Case`` found here (an acquisition missing from ``CASES``
-gets ``Case(name)``: a plain configuration and no options). The brute-force tests (``test_picks_<family>.py``)
-use the same contexts and recompute each acquisition's scores independently of the implementation.
+The strict contract test (``test_acquisitions.py``) runs every registered acquisition with its spec's example
+(``AcquisitionSpec.example``: a configuration, its options, the random subset it selects within, its progress
+bars) and whether it reveals labels. The brute-force tests (``test_picks_<family>.py``) use the same contexts and
+recompute each acquisition's scores independently of the implementation.
 
-To add an acquisition: one line in ``CASES`` (its example configuration, its options, and whether it selects
-within a random subset of the unlabeled pool or reveals labels while picking), then a ``test_picks_<name>.py``
-that recomputes its scores by brute force on the small pool of ``trained_context`` and checks that the picks are
-the best P under them and that ``result.scores`` are the scores of ``result.indices``.
+To add an acquisition: its spec carries its example; then a ``test_picks_<name>.py`` that recomputes its scores by
+brute force on the small pool of ``trained_context`` and checks that the picks are the best P under them and that
+``result.scores`` are the scores of ``result.indices``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
-# tiny VAE / discriminator settings so a VAAL or TA-VAAL query takes a fraction of a second
-TINY_VAAL = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,
-             "vaal_disc_hidden": 8, "vaal_disc_layers": 1}
+from fkal.acquisitions import registry
+from vaal.acquisitions import TINY_VAAL  # noqa: F401  (tiny VAE / discriminator settings: VAAL-type examples)
 
 
 @dataclass(frozen=True)
@@ -33,33 +32,30 @@ class Case:
     bars: tuple = ()                     # its progress bars in order, each "{config} b={iteration}: {what}"
 
 
-FK_BARS = ("validation descriptors", "pool descriptors")
-CASES: dict[str, Case] = {
-    "random": Case("random"),
-    "pcc": Case("pcc-L20", bars=FK_BARS),
-    "pfk": Case("pfk-phat-L80", bars=FK_BARS),
-    "pfk-sum": Case("pfk-sum-yhat-L20", bars=FK_BARS),
-    "varR": Case("varR-E2-K3", bars=("2x3 MC-dropout passes",)),
-    "entropy": Case("entropy-K4", bars=("1x4 MC-dropout passes",)),
-    "bald": Case("bald-E2-K3", bars=("2x3 MC-dropout passes",)),
-    "std": Case("std-K4", bars=("1x4 MC-dropout passes",)),
-    "coreset": Case("coreset", bars=("unlabeled features", "labeled features")),
-    "vaal": Case("vaal", TINY_VAAL, bars=("VAE + discriminator", "pool scores")),
-    "tavaal": Case("tavaal", {**TINY_VAAL, "tavaal_subset_factor": 3}, subset_option="tavaal_subset_factor",
-                   bars=("ranker", "VAE + discriminator", "pool scores")),
-    "lloss": Case("lloss", {"lloss_subset": 60}, subset_option="lloss_subset", bars=("predicted losses",)),
-    "lloss-v2": Case("lloss-v2", bars=("predicted losses",)),
-    "similar": Case("similar-phat-L80", bars=FK_BARS),
-    "typiclust": Case("typiclust", bars=("self-supervised features",)),
-    "badge": Case("badge", bars=("gradient embeddings",)),
-    "base": Case("base", bars=("features",)),
-    "galaxy": Case("galaxy", {"galaxy_class_order": "round-robin"}, reveals_labels=True, bars=("pool softmax",)),
-    "direct": Case("direct", reveals_labels=True, bars=("pool softmax",)),
-}
-
-
 def case_of(name: str) -> Case:
-    return CASES.get(name, Case(name))
+    """The example of the registered acquisition ``name``, from its spec."""
+    spec = registry.spec_of(name)
+    ex = spec.example_case
+    return Case(ex.config, dict(ex.options), ex.subset_option, spec.reveals_labels, tuple(ex.bars))
+
+
+class _Cases(Mapping):
+    """``{name: Case}`` of every registered acquisition (live: an acquisition registered later is in it)."""
+
+    def __getitem__(self, name: str) -> Case:
+        if name not in registry.ACQUISITIONS:
+            raise KeyError(name)
+        return case_of(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registry.names())
+
+    def __len__(self) -> int:
+        return len(registry.names())
+
+
+CASES: Mapping[str, Case] = _Cases()
+FK_BARS = ("validation descriptors", "pool descriptors")
 
 
 def trained_context(root: Path, cfg, *, options: Optional[dict] = None, n_labeled: int = 20, budget: int = 12,
@@ -107,12 +103,7 @@ def case_context(root: Path, name: str, **knobs):
     """``trained_context`` with the example configuration and options of ``CASES[name]``."""
     case = case_of(name)
     options = {**case.options, **knobs.pop("options", {})}
-    return trained_context(root, case.config if name in CASES else _plain(name), options=options, **knobs)
-
-
-def _plain(name: str):
-    from fkal.config import Config
-    return Config(name)
+    return trained_context(root, case.config, options=options, **knobs)
 
 
 def check_contract(ctx, result) -> np.ndarray:

@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fkal.acquisitions.contract import REVEALS_LABELS, QueryContext
+from fkal.acquisitions.contract import QueryContext
+from fkal.acquisitions.registry import REVEALS_LABELS
 from fkal.acquisitions.fisher_kernel import fisher_kernel_query
 from fkal.acquisitions.registry import ACQUISITIONS
 from fkal.config import parse_config

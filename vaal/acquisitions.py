@@ -40,7 +40,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from fkal.acquisitions.contract import QueryContext, QueryResult, TaskHooks
+from fkal.acquisitions.contract import AcquisitionSpec, Example, QueryContext, QueryResult, TaskHooks
 from fkal.acquisitions.random_sampling import random_query
 from fkal.arguments import integer, number
 from fkal.errors import UserError
@@ -395,3 +395,26 @@ def lloss_query(ctx: QueryContext) -> QueryResult:
                             ctx.describe("predicted losses"))
     pick = highest(pred, ctx.budget)
     return QueryResult(subset[pick], pred[pick].numpy())
+
+
+# tiny VAE / discriminator settings for the contract tests' examples (a query takes a fraction of a second)
+TINY_VAAL = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,
+             "vaal_disc_hidden": 8, "vaal_disc_layers": 1}
+SPECS = (
+    AcquisitionSpec("vaal", vaal_query, title="VAAL", options=OPTIONS["vaal"], add_arguments=add_arguments,
+                    example=Example("vaal", TINY_VAAL, bars=("VAE + discriminator", "pool scores"))),
+    AcquisitionSpec("tavaal", tavaal_query, title="TA-VAAL", options=OPTIONS["tavaal"], add_arguments=add_arguments,
+                    hooks=TAVAAL_HOOKS,
+                    example=Example("tavaal", {**TINY_VAAL, "tavaal_subset_factor": 3},
+                                    subset_option="tavaal_subset_factor",
+                                    bars=("ranker", "VAE + discriminator", "pool scores"))),
+    AcquisitionSpec("lloss", lloss_query, title="learning loss", options=OPTIONS["lloss"],
+                    add_arguments=add_arguments, hooks=LLOSS_HOOKS,
+                    example=Example("lloss", {"lloss_subset": 60}, subset_option="lloss_subset",
+                                    bars=("predicted losses",))),
+    # TA-VAAL's "learning loss_v2": the module trained with its RankNet loss
+    AcquisitionSpec("lloss-v2", lloss_query, title="learning loss v2", options=OPTIONS["lloss-v2"],
+                    add_arguments=add_arguments, hooks=LLOSS_V2_HOOKS,
+                    example=Example("lloss-v2", bars=("predicted losses",))),
+)
+

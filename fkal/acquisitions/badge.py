@@ -53,7 +53,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .contract import QueryContext, QueryResult
+from .contract import AcquisitionSpec, Example, QueryContext, QueryResult
 from .coreset import penultimate_outputs
 
 MARGIN = 1e-4             # relative safety margin of the pruning test (float32 products carry ~1e-7 relative error)
@@ -392,3 +392,6 @@ def badge_query(ctx: QueryContext) -> QueryResult:
         logits[r:r + (1 << 16)] = torch.softmax(logits[r:r + (1 << 16)], 1)
     picks, d2 = badge_select(logits, feats, ctx.budget, ctx.generator)
     return QueryResult(unlabeled[picks.numpy()], d2.numpy())
+
+
+SPECS = (AcquisitionSpec("badge", badge_query, title="BADGE", example=Example("badge", bars=("gradient embeddings",))),)

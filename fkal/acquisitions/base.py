@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .contract import QueryContext, QueryResult
+from .contract import AcquisitionSpec, Example, QueryContext, QueryResult
 from .coreset import penultimate_outputs
 
 ROW_BLOCK = 1 << 16          # rows of logits computed at a time
@@ -171,3 +171,6 @@ def base_query(ctx: QueryContext) -> QueryResult:
     bias = None if layer.bias is None else layer.bias.detach().float().cpu()
     picks, dist = base_select(weight, ctx.budget, features=feats, bias=bias)
     return QueryResult(unlabeled[picks.numpy()], dist.numpy())
+
+
+SPECS = (AcquisitionSpec("base", base_query, title="BASE", example=Example("base", bars=("features",))),)

@@ -1,11 +1,19 @@
-"""The one contract every acquisition function keeps: ``query(ctx: QueryContext) -> QueryResult``.
+"""The one contract every acquisition keeps: ``query(ctx: QueryContext) -> QueryResult``, and the one place an
+acquisition is declared: its ``AcquisitionSpec``.
 
 Every acquisition receives the same context (models, data, labeled and unlabeled positions, budget, generator)
 and returns exactly ``budget`` distinct unlabeled pool positions, plus its scores where it has any. Positions
-index ``ctx.data.split.pool``. This module imports no acquisition; ``registry.py`` names them all.
+index ``ctx.data.split.pool``.
+
+An acquisition module exports ``SPECS``, one ``AcquisitionSpec`` per configuration prefix it serves (``pfk``,
+``pcc`` and ``pfk-sum`` share one module and one query). Everything else is built from the specs
+(``registry.py``): the configuration grammar, the command line's options, what a record's settings hold and a
+resumed run compares, the names in tables and legends, which acquisitions a labeling round refuses, what
+``fkal.select`` asks its caller for, and the example the contract tests run. This module imports no acquisition.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -52,12 +60,6 @@ class QueryResult:
 
 Acquisition = Callable[[QueryContext], QueryResult]
 
-# Acquisitions that reveal each pick's label and use it for the later picks of the same batch (an oracle inside
-# the batch, DESIGN section 10): fine in a benchmark, where every label is known, impossible in a one-shot
-# annotation round on unlabeled images, so label_next.py refuses them (by configuration name: ``galaxy``,
-# ``direct-...``), whether or not they are registered.
-REVEALS_LABELS: frozenset[str] = frozenset({"galaxy", "direct"})
-
 
 @dataclass(frozen=True)
 class TaskHooks:
@@ -70,3 +72,80 @@ class TaskHooks:
 
     wrap: Callable[[nn.Module, object], nn.Module]
     extra_loss: Callable[[dict, object], ExtraLoss]
+
+
+def never(cfg: Config) -> bool:
+    """A ``Config -> bool`` that is always False (the default of the spec's predicates)."""
+    return False
+
+
+def always(cfg: Config) -> bool:
+    """A ``Config -> bool`` that is always True."""
+    return True
+
+
+# What an acquisition needs besides a model and a pool (``AcquisitionSpec.needs``); ``fkal.select`` refuses a call
+# that lacks one, with the argument to pass.
+NEEDS = {
+    "val": "a labeled validation set D_v (val=...): it matches the pool to the validation images the model gets "
+           "wrong",
+    "labeled": "the labeled images with their labels (labeled=...)",
+    "dropout": "MC-dropout passes: the model needs nn.Dropout layers (or is one of fkal.models)",
+    "pool_labels": "the pool's labels as its oracle (pool=(images, labels)): it reveals each pick's label while it "
+                   "chooses the rest of the batch",
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """The example configuration the contract tests run an acquisition with (``tests/test_acquisitions.py``)."""
+
+    config: str                                  # an example configuration name (``fkal.config``)
+    options: dict = field(default_factory=dict)  # ``ctx.options`` (argparse dests)
+    subset_option: Optional[str] = None          # the option that sizes the random subset it selects within, if any
+    bars: tuple[str, ...] = ()                   # its progress bars in order, each "{config} b={iteration}: {what}"
+
+
+@dataclass(frozen=True)
+class AcquisitionSpec:
+    """Everything the toolkit knows of one acquisition, declared once, in the acquisition's own module.
+
+    name:           the configuration prefix (``{name}[-{S}][-L{L}][-E{E}][-K{K}]``, ``fkal.config``)
+    query:          ``query(ctx) -> QueryResult``
+    title:          its name in tables and legends (the paper's notation for the paper's method: ``R_zg``)
+    options:        the argparse dests that shape its picks: recorded in every record's settings, compared when a
+                    run is resumed
+    add_arguments:  adds its options (with their defaults and checks) to a parser; a family that shares options
+                    shares the function, and the parser gets it once
+    hooks:          how it changes the task model and its training (learning loss, TA-VAAL), else None
+    reveals_labels: it asks for each pick's label while it chooses the rest of the batch (an oracle inside the
+                    batch, fine in a benchmark): a labeling round on unlabeled images refuses it
+    ours:           the paper's method (the label-saving tables hold the others as baselines)
+    needs:          what it needs besides a model and a pool, keys of ``NEEDS``
+    default_L:      whether a configuration of it without ``-L`` takes the model's default descriptor length
+                    (``label_next.py``, ``fkal.select``)
+    batch_seeded:   whether a configuration's picks depend on ``--eval-batch`` (random draws seeded per batch)
+    example:        the contract tests' example (default: the plain name, no options)
+    """
+
+    name: str
+    query: Acquisition
+    title: str
+    options: tuple[str, ...] = ()
+    add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
+    hooks: Optional[TaskHooks] = None
+    reveals_labels: bool = False
+    ours: bool = False
+    needs: frozenset[str] = frozenset()
+    default_L: Callable[[Config], bool] = never
+    batch_seeded: Callable[[Config], bool] = never
+    example: Optional[Example] = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.needs) - set(NEEDS)
+        if unknown:
+            raise ValueError(f"acquisition {self.name!r}: unknown needs {sorted(unknown)}; choose from {sorted(NEEDS)}")
+
+    @property
+    def example_case(self) -> Example:
+        return self.example or Example(self.name)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed as D
 from ..data import TensorSource
-from .contract import QueryContext, QueryResult
+from .contract import AcquisitionSpec, Example, QueryContext, QueryResult
 
 CHUNK_ELEMENTS = 1 << 24   # distances computed per block when finding each unlabeled point's nearest labeled point
 
@@ -200,3 +200,7 @@ def coreset_query(ctx: QueryContext) -> QueryResult:
     first = int(torch.randint(len(unlabeled), (1,), generator=ctx.generator)) if len(labeled) == 0 else None
     picked, radius = coreset_select_shard(feats_l, feats_u, where, len(unlabeled), ctx.budget, first=first)
     return QueryResult(unlabeled[picked], radius)
+
+
+SPECS = (AcquisitionSpec("coreset", coreset_query, title="core-set",
+                         example=Example("coreset", bars=("unlabeled features", "labeled features"))),)

@@ -40,7 +40,7 @@ from typing import Callable, Optional
 import torch
 
 from ..arguments import integer
-from .contract import QueryContext, QueryResult
+from .contract import AcquisitionSpec, Example, QueryContext, QueryResult
 from .galaxy import OvrRankings, _ask, _check_pool, annotator, pool_softmax
 
 Oracle = Callable[[int], int]
@@ -264,3 +264,8 @@ def direct_query(ctx: QueryContext) -> QueryResult:
     picks = direct_select(probs, labels, ctx.budget, annotator(ctx, keep), ctx.generator, b1=b1,
                           per_class_budget=ctx.options.get("direct_class_budget"))
     return QueryResult(keep[picks.numpy()])
+
+
+SPECS = (AcquisitionSpec("direct", direct_query, title="DIRECT", options=OPTIONS, add_arguments=add_arguments,
+                         reveals_labels=True, needs=frozenset({"pool_labels"}),
+                         example=Example("direct", bars=("pool softmax",))),)

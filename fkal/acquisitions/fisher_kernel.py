@@ -31,7 +31,7 @@ from ..kernels import KERNELS, NEEDS_FISHER, STANDARDIZATIONS, DiskFeatures, Fea
 from ..models import TAP_POINTS, taps_at, taps_for
 from ..pseudo_labels import build_estimator
 from ..selection import kcenter_greedy, merge_by_rank
-from .contract import QueryContext, QueryResult
+from .contract import AcquisitionSpec, Example, QueryContext, QueryResult, always
 
 DEFAULT_MEMORY_BUDGET_GB = 4.0   # --memory-budget
 
@@ -244,3 +244,20 @@ def _query(ctx: QueryContext, how: str) -> QueryResult:
     stats = {} if pseudo is None else pseudo_label_stats(data, unlabeled, D.gather_rows(used, where, len(unlabeled)))
     return QueryResult(unlabeled[picked], scores, **stats,
                        extras={"pool_features": "disk-float16" if on_disk else "memory-float32"})
+
+
+def monte_carlo_pseudo_labels(cfg) -> bool:
+    """Whether a configuration's pseudo-labels are drawn from K perturbed copies seeded per batch (``trC``,
+    ``mi``, ``mi-diag``): its picks then depend on ``--eval-batch``."""
+    return cfg.pseudo_label in ("trC", "mi", "mi-diag")
+
+
+# --taps and --standardize shape these picks too; they are recorded for every configuration at the top level of
+# the settings (``taps``, ``standardize``), not among the acquisition's options.
+_FK_BARS = ("validation descriptors", "pool descriptors")
+SPECS = tuple(
+    AcquisitionSpec(name, fisher_kernel_query, title=title, add_arguments=add_arguments, ours=True,
+                    needs=frozenset({"val"}), default_L=always, batch_seeded=monte_carlo_pseudo_labels,
+                    example=Example(example, bars=_FK_BARS))
+    for name, title, example in (("pcc", "R_z", "pcc-L20"), ("pfk", "R_zg", "pfk-phat-L80"),
+                                 ("pfk-sum", "R_z+R_g", "pfk-sum-yhat-L20")))

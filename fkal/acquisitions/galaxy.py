@@ -47,7 +47,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .contract import QueryContext, QueryResult
+from .contract import AcquisitionSpec, Example, QueryContext, QueryResult
 from .coreset import penultimate_outputs
 
 Oracle = Callable[[int], int]   # oracle(image index) -> its class, what an annotator returns
@@ -416,3 +416,8 @@ def galaxy_query(ctx: QueryContext) -> QueryResult:
     order = ctx.options.get("galaxy_class_order") or "round-robin"
     picks = galaxy_select(probs, labels, ctx.budget, annotator(ctx, keep), ctx.generator, class_order=order)
     return QueryResult(keep[picks.numpy()])
+
+
+SPECS = (AcquisitionSpec("galaxy", galaxy_query, title="GALAXY", options=OPTIONS, add_arguments=add_arguments,
+                         reveals_labels=True, needs=frozenset({"pool_labels"}),
+                         example=Example("galaxy", {"galaxy_class_order": "round-robin"}, bars=("pool softmax",))),)

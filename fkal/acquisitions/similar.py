@@ -50,9 +50,10 @@ from ..descriptors import extract
 from ..kernels import pfk
 from ..models import taps_for
 from ..training import predict
-from .contract import QueryContext, QueryResult
+from .contract import AcquisitionSpec, Example, QueryContext, QueryResult
 from .coreset import penultimate_features
-from .fisher_kernel import kcenter_centers, misclassified, pool_descriptors, pseudo_label_stats
+from .fisher_kernel import (kcenter_centers, misclassified, monte_carlo_pseudo_labels, pool_descriptors,
+                            pseudo_label_stats)
 
 # (start, stop) -> [|Q|, stop - start]: similarities of every query item to the pool images start:stop
 SimilarityBlocks = Callable[[int, int], torch.Tensor]
@@ -203,3 +204,14 @@ def similar_query(ctx: QueryContext) -> QueryResult:
         raise ValueError(f"unknown SIMILAR kernel {kernel!r}: choose one of {', '.join(KERNELS)}")
     picks, gains = flqmi_greedy(block, len(unlabeled), ctx.budget, eta=eta)
     return QueryResult(unlabeled[picks], gains, **stats)
+
+
+def _with_pseudo_label(cfg) -> bool:
+    """SIMILAR's R_zg kernel (a pseudo-label estimator in its name) takes the model's default L."""
+    return cfg.pseudo_label is not None
+
+
+SPECS = (AcquisitionSpec("similar", similar_query, title="SIMILAR (FLQMI)", options=OPTIONS,
+                         add_arguments=add_arguments, needs=frozenset({"val"}), default_L=_with_pseudo_label,
+                         batch_seeded=monte_carlo_pseudo_labels,
+                         example=Example("similar-phat-L80", bars=("validation descriptors", "pool descriptors"))),)

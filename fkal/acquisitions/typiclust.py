@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..arguments import integer
-from .contract import QueryContext, QueryResult
+from .contract import AcquisitionSpec, Example, QueryContext, QueryResult
 from .coreset import penultimate_features
 
 MAX_CLUSTERS = 500
@@ -172,3 +172,8 @@ def typiclust_query(ctx: QueryContext) -> QueryResult:
     max_clusters = int(ctx.options.get("typiclust_max_clusters") or MAX_CLUSTERS)
     picks, scores = typiclust(feats, labeled, ctx.budget, ctx.generator, max_clusters=max_clusters)
     return QueryResult(positions[picks], scores)
+
+
+SPECS = (AcquisitionSpec("typiclust", typiclust_query, title="TypiClust", options=OPTIONS,
+                         add_arguments=add_arguments,
+                         example=Example("typiclust", bars=("self-supervised features",))),)

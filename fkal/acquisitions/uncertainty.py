@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .. import distributed as D
 from ..data import TensorSource
 from ..models import mc_dropout_copy
-from .contract import QueryContext, QueryResult
+from .contract import AcquisitionSpec, Example, QueryContext, QueryResult, always
 from .random_sampling import random_query
 
 Metric = Callable[[torch.Tensor], torch.Tensor]   # probs [K, N, C] -> scores [N]
@@ -194,3 +194,13 @@ def uncertainty_query(ctx: QueryContext) -> QueryResult:
                        num_classes=data.spec.num_classes, desc=desc)                      # [N_u]
     pick = top_scores(scores, ctx.budget, ctx.generator).numpy()
     return QueryResult(unlabeled[pick], scores[pick].numpy())
+
+
+SPECS = tuple(
+    AcquisitionSpec(name, uncertainty_query, title=title, options=OPTIONS, add_arguments=add_arguments,
+                    needs=frozenset({"dropout"}), batch_seeded=always,
+                    example=Example(example, bars=(bar,)))
+    for name, title, example, bar in (("varR", "varR", "varR-E2-K3", "2x3 MC-dropout passes"),
+                                      ("entropy", "max entropy", "entropy-K4", "1x4 MC-dropout passes"),
+                                      ("bald", "BALD", "bald-E2-K3", "2x3 MC-dropout passes"),
+                                      ("std", "mean std", "std-K4", "1x4 MC-dropout passes")))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from ..acquisitions.registry import ARGUMENT_GROUPS
+from ..acquisitions.registry import argument_groups
 from ..device import add_device_arguments, device_from_args
 from ..errors import UserError
 from ..models import MODELS
@@ -58,7 +58,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 def _option_dests() -> list[str]:
     p = argparse.ArgumentParser(add_help=False)
-    for add in ARGUMENT_GROUPS:
+    for add in argument_groups():
         add(p)
     return [a.dest for a in p._actions]
 
@@ -120,7 +120,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="training learning rate (default 0.05 for lenet, 0.1 for the ResNets, "
                                             "0.01 for other torchvision architectures)")
     g.add_argument("--seed", type=int, help="seed of every random draw of the project (default 0)")
-    for add in ARGUMENT_GROUPS:
+    for add in argument_groups():
         add(s)
     # a round's model has seen the labeled images before it queries, so uncertainty ranks from round 1 on
     s.set_defaults(uncertainty_first_random=0)

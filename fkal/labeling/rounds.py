@@ -24,8 +24,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..acquisitions.contract import REVEALS_LABELS, QueryContext
-from ..acquisitions.registry import ACQUISITIONS, TASK_HOOKS
+from ..acquisitions.contract import QueryContext
+from ..acquisitions.registry import ACQUISITIONS, REVEALS_LABELS, TASK_HOOKS, spec_of
 from ..config import Config, parse_config
 from ..data import RandomCropFlip, TensorSource
 from ..device import cuda_settings
@@ -85,11 +85,6 @@ def model_default_L(model: str) -> int:
     return max(taps)
 
 
-# acquisitions whose name takes the model's default L when it gives none (SIMILAR: with a pseudo-label estimator,
-# for its Fisher kernel R_zg)
-FISHER_KERNEL = ("pcc", "pfk", "pfk-sum")
-
-
 def resolve_acquisition(name: str, model: str) -> Config:
     """The configuration of ``--acquisition``: any name ``run.py`` takes; a Fisher-kernel acquisition without L
     gets the model's default L. Refused: acquisitions that read labels nobody has given yet."""
@@ -102,7 +97,7 @@ def resolve_acquisition(name: str, model: str) -> Config:
     if cfg.pseudo_label == "y":
         raise UserError(f"--acquisition {name}: the pseudo-label y is the true label of every unlabeled image (the "
                         "paper's ablation ceiling), which nobody has given yet; use phat, phat-g, yhat, trC or mi")
-    if cfg.acquisition in FISHER_KERNEL or (cfg.acquisition == "similar" and cfg.pseudo_label is not None):
+    if spec_of(cfg.acquisition).default_L(cfg):           # a name without -L takes the model's default L
         if cfg.L is None:
             cfg = replace(cfg, L=model_default_L(model))
         try:

@@ -2,29 +2,44 @@
 
 Names follow ``{acquisition}[-{pseudo_label}][-L{L}][-E{E}][-K{K}]``, e.g. ``pfk-phat-L80``, ``pfk-sum-yhat-L20``,
 ``varR-E4-K32``; ``parse_config`` reads them with the grammar of ``fkal.config`` and ``legend_name`` adds the
-paper's notation. This module does not import the acquisitions (reporting needs no torch model): the display
-order below lists the acquisition names itself.
+paper's notation. The acquisitions, their display order and titles come from the registry's specs
+(``fkal.acquisitions.registry``); a name of an acquisition this process has not registered is shown as it is.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import config
+from ..acquisitions import registry
 from ..errors import UserError
 
 FULL_TRAIN = "full-train"
 
-# Configuration grammar. Order matters only for display (tables and legends list acquisitions in this order).
-ACQUISITIONS = ("random", "pcc", "pfk", "pfk-sum", "varR", "entropy", "bald", "std", "coreset", "similar",
-                "typiclust", "vaal", "tavaal", "lloss", "lloss-v2", "badge", "galaxy", "direct", "base")
-OURS = ("pcc", "pfk", "pfk-sum")  # everything else is a baseline for the label saving
 
-_ACQUISITION_NOTATION = {
-    "random": "random", "pcc": "R_z", "pfk": "R_zg", "pfk-sum": "R_z+R_g", "varR": "varR",
-    "entropy": "max entropy", "bald": "BALD", "std": "mean std", "coreset": "core-set", "similar": "SIMILAR (FLQMI)",
-    "typiclust": "TypiClust", "vaal": "VAAL", "tavaal": "TA-VAAL", "lloss": "learning loss",
-    "lloss-v2": "learning loss v2", "badge": "BADGE", "galaxy": "GALAXY", "direct": "DIRECT", "base": "BASE",
-}
+class _Names(Sequence):
+    """The registered acquisition names that ``keep`` accepts, in display order (a live, read-only tuple)."""
+
+    def __init__(self, keep):
+        self._keep = keep
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in registry.specs() if self._keep(s))
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+# Display order (tables and legends list acquisitions in this order): the registry's.
+ACQUISITIONS: Sequence[str] = _Names(lambda s: True)
+OURS: Sequence[str] = _Names(lambda s: s.ours)   # the paper's method; everything else is a baseline for label saving
+
 _PSEUDO_LABEL_NOTATION = {
     "y": "S=y", "yhat": "S=y^", "phat": "S=p^(y,z)", "phat-g": "S=p^(y,z,g)", "trC": "S=tr(C_zg)",
     "mi": "S=I(z;g)", "mi-diag": "S=I(z;g) diag", "phat-em": "S=p^(y,z) EM priors",
@@ -69,7 +84,7 @@ def paper_notation(config: str) -> str:
         name = parse_config(config)
     except ValueError:
         return config
-    parts = [_ACQUISITION_NOTATION[name.acquisition]]
+    parts = [registry.spec_of(name.acquisition).title]
     if name.pseudo_label:
         parts.append(_PSEUDO_LABEL_NOTATION[name.pseudo_label])
     parts += [f"{letter}={value}" for letter, value in (("L", name.L), ("E", name.E), ("K", name.K)) if value]
