@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Orchestrator: ``python run.py --initial``, then ``python run.py --unsupervised 1`` (see README.md)."""
+"""The experiments (``fkal.cli``): ``python run.py --initial``, then ``python run.py --unsupervised 1``; ``--help``."""
 import sys
 
 from fkal.launch import run_main

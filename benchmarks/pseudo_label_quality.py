@@ -29,26 +29,25 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from fkal.acquisitions.contract import QueryContext  # noqa: E402
-from fkal.acquisitions.registry import ACQUISITIONS  # noqa: E402
-from fkal.cli import pick_device  # noqa: E402
-from fkal.config import parse_config  # noqa: E402
-from fkal.data import DATASETS, ALData  # noqa: E402
-from fkal.data.mnist import load_mnist  # noqa: E402
-from fkal.data.split import Split  # noqa: E402
-from fkal.errors import UserError  # noqa: E402
-from fkal.io import load_torch  # noqa: E402
-from fkal.run_state import generator  # noqa: E402
-from fkal.metrics import pseudo_label_rare_scores  # noqa: E402
-from fkal.models import build_model  # noqa: E402
-from fkal.reporting.curves import mean_std  # noqa: E402
-from fkal.reporting.names import format_ratio  # noqa: E402
-from fkal.reporting.tables import format_spread  # noqa: E402
+from fkal.acquisitions.contract import QueryContext
+from fkal.acquisitions.registry import ACQUISITIONS
+from fkal.cli import pick_device
+from fkal.config import parse_config
+from fkal.data import DATASETS, ALData
+from fkal.data.mnist import load_mnist
+from fkal.data.split import Split
+from fkal.errors import UserError
+from fkal.io import load_torch
+from fkal.run_state import generator
+from fkal.metrics import pseudo_label_rare_scores
+from fkal.models import build_model
+from fkal.reporting.curves import mean_std
+from fkal.reporting.names import format_ratio
+from fkal.reporting.tables import format_spread
 
 SPEC = DATASETS["mnist"]
 ESTIMATORS = ("phat", "phat-em", "phat-agree", "efs", "efs-em", "yhat")

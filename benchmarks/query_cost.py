@@ -36,21 +36,20 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from fkal.acquisitions.contract import QueryContext  # noqa: E402
-from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS  # noqa: E402
-from fkal.cli import pick_device  # noqa: E402
-from fkal.config import Config, parse_config  # noqa: E402
-from fkal.data import DATASETS, ALData, make_split  # noqa: E402
-from fkal.data.mnist import load_mnist  # noqa: E402
-from fkal.errors import UserError  # noqa: E402
-from fkal.io import load_torch  # noqa: E402
-from fkal.models import build_model  # noqa: E402
-from fkal.training import predict  # noqa: E402
+from fkal.acquisitions.contract import QueryContext
+from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS
+from fkal.cli import pick_device
+from fkal.config import Config, parse_config
+from fkal.data import DATASETS, ALData, make_split
+from fkal.data.mnist import load_mnist
+from fkal.errors import UserError
+from fkal.io import load_torch
+from fkal.models import build_model
+from fkal.training import predict
 
 SPEC = DATASETS["mnist"]
 

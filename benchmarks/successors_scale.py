@@ -32,11 +32,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fkal.acquisitions.badge import badge_select  # noqa: E402
-from fkal.acquisitions.base import base_select  # noqa: E402
-from fkal.acquisitions.direct import direct_select  # noqa: E402
-from fkal.acquisitions.galaxy import galaxy_select  # noqa: E402
+from fkal.acquisitions.badge import badge_select
+from fkal.acquisitions.base import base_select
+from fkal.acquisitions.direct import direct_select
+from fkal.acquisitions.galaxy import galaxy_select
 
 SIZES = {"svhn": dict(n=500_000, c=10, p=1_250), "imagenet": dict(n=1_280_000, c=1_000, p=64_000),
          "tiny": dict(n=3_000, c=6, p=60)}                    # tiny: for the tests

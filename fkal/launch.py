@@ -60,11 +60,25 @@ def one_line_warnings() -> Iterator[None]:
 
 
 def run_main(argv: Optional[list[str]] = None) -> int:
-    """``run.py``."""
+    """``run.py`` (``fkal-run``): the experiments."""
     with interruptible_imports():
         from .cli import main
     with one_line_warnings():
         return main(argv)
+
+
+def plot_main(argv: Optional[list[str]] = None) -> int:
+    """``run_plot.py`` (``fkal-plot``): tables and figures of a results folder."""
+    with interruptible_imports():               # PyTorch and matplotlib load here: Ctrl-C meanwhile is one line
+        from .reporting.cli import main
+    return main(argv)
+
+
+def label_main(argv: Optional[list[str]] = None) -> int:
+    """``label_next.py`` (``fkal-label``): labeling rounds on your own images."""
+    with interruptible_imports():
+        from .labeling.cli import main
+    return main(argv)
 
 
 def run_stage(script: str) -> int:

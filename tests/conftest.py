@@ -9,7 +9,6 @@ import functools
 import os
 import shutil
 import struct
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
 # cuBLAS reads its workspace setting when PyTorch makes its first handle: set it before any test touches CUDA, so
 # that the CUDA tests can run with determinism on (fkal.device.configure_cuda) in any order.

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-import run_plot
+from fkal.reporting import cli as run_plot
 from conftest import write_mnist
 from fkal.io import read_jsonl
 from fkal.launch import run_main                       # run.py's entry: one-line warnings, Ctrl-C while importing
@@ -867,7 +867,6 @@ def test_bad_input(name, finished, tmp_path, monkeypatch, capsys):
 # run.py, paused at its N-th training call (a configuration's lock held) until a file appears.
 PAUSED_RUN = """
 import pathlib, sys, time
-sys.path.insert(0, {root!r})
 import fkal.loop as loop
 real, calls = loop.train, []
 def train(*args, **kwargs):

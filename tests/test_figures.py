@@ -4,7 +4,7 @@ import json
 import numpy as np
 from PIL import Image
 
-import run_plot
+from fkal.reporting import cli as run_plot
 from fkal import reporting as report
 from fkal.reporting import figures as plots
 

@@ -2,9 +2,7 @@
 each keep int(n_c / IR) of their n_c pool images, drawn at random; the other classes keep all of theirs."""
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +12,6 @@ from fkal.cli import build_parser, main
 from fkal.data import DATASETS, RawData, TensorSource, make_split
 from fkal.data.split import IMBALANCE_RULES, Split, rule_rare_classes
 from fkal.errors import UserError
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 # Unequal classes, as MNIST's: class c has 100 + 7c train images (100, 107, ..., 163), shuffled.
 COUNTS = 100 + 7 * np.arange(10)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,8 +29,7 @@ from fkal.data.split import rule_rare_classes
 from fkal.errors import UserError
 from fkal.io import read_jsonl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_pipelines import write_cifar10  # noqa: E402
+from test_pipelines import write_cifar10
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*differs from the official release")
 
@@ -550,7 +548,7 @@ def test_improvement_over_random_is_paired_by_run():
 
 
 def test_run_plot_draws_the_improvement_and_band_figures(tmp_path):
-    import run_plot
+    from fkal.reporting import cli as run_plot
     folder = tmp_path / "CIFAR10" / "run0"
     folder.mkdir(parents=True)
     lines = [record(c, 0, n, a, rare=[0, 2]) for c, n, a in

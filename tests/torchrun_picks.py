@@ -15,15 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fkal import distributed as D  # noqa: E402
-from fkal.acquisitions.contract import QueryContext  # noqa: E402
-from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS  # noqa: E402
-from fkal.config import parse_config  # noqa: E402
-from fkal.data import DATASETS, ALData, make_split  # noqa: E402
-from fkal.data.mnist import load_mnist  # noqa: E402
-from fkal.models import lenet  # noqa: E402
+from fkal import distributed as D
+from fkal.acquisitions.contract import QueryContext
+from fkal.acquisitions.registry import ACQUISITIONS, TASK_HOOKS
+from fkal.config import parse_config
+from fkal.data import DATASETS, ALData, make_split
+from fkal.data.mnist import load_mnist
+from fkal.models import lenet
 
 # tiny numbers for the acquisitions that train their own networks
 OPTIONS = {"vaal_iterations": 3, "tavaal_iterations": 3, "vaal_width": 4, "vaal_batch": 8, "vaal_latent": 4,

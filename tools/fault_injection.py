@@ -58,7 +58,6 @@ from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_PY = ROOT / "run.py"
-sys.path.insert(0, str(ROOT))
 
 # The small experiment on the real MNIST, and the same shape on the tiny MNIST-format data.
 MNIST_SETTINGS = ["--run-stop", "1", "--imbalance-ratios", "100", "--unsup-epochs", "1", "--epochs", "2",
