@@ -1,4 +1,10 @@
-"""Shared core of the toolkit: everything that is the same for every dataset.
+"""fkal: deep active learning on biased data (Gudovskiy et al., CVPR 2020), its baselines and successors.
+
+The library's face is one call, ``fkal.select(name, model, pool, budget, labeled=..., val=...)``, which returns a
+``Selection`` (``fkal.api``); ``fkal.available()`` lists the acquisitions and ``fkal.register`` adds one.
+``import fkal`` is light: PyTorch loads at the first use of these names.
+
+The package, everything that is the same for every dataset:
 
 Where things live:
   acquisitions/    which images to label next, one module per family behind one ``query(ctx)`` contract;
@@ -25,3 +31,21 @@ Where things live:
   diagnostics.py   confusion matrices and t-SNE (visualize_tsne.py)
   io.py            atomic writes and the results file
 """
+
+__all__ = ["AcquisitionSpec", "Selection", "available", "register", "select"]
+__version__ = "1.0.0"
+
+
+def __getattr__(name: str):
+    """``fkal.select``, ``fkal.Selection``, ``fkal.available``, ``fkal.register``, ``fkal.AcquisitionSpec``, loaded
+    on first use (so that the scripts' Ctrl-C handling covers PyTorch's import)."""
+    if name in ("select", "Selection", "available"):
+        from . import api
+        return getattr(api, name)
+    if name == "register":
+        from .acquisitions.registry import register
+        return register
+    if name == "AcquisitionSpec":
+        from .acquisitions.contract import AcquisitionSpec
+        return AcquisitionSpec
+    raise AttributeError(f"module 'fkal' has no attribute {name!r}")

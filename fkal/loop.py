@@ -25,6 +25,7 @@ from . import distributed as D
 from . import protocols
 from . import settings as settings_mod
 from .acquisitions.contract import QueryContext, QueryResult
+from .acquisitions import registry
 from .acquisitions.registry import ACQUISITIONS
 from .config import Config
 from .data import ALData, RawData
@@ -234,7 +235,7 @@ def _select(s: Settings, data: ALData, cfg: Config, models: list, labeled_at: np
                            generator=generator(seed, "query", b), device=s.device, config=cfg, iteration=b,
                            batch_size=s.eval_batch, progress=s.progress, options=dict(s.options),
                            pretrained=pretrained)
-        result = ACQUISITIONS[cfg.acquisition](ctx)
+        result = registry.query(ctx)
     _sync(s.device)
     query_seconds = time.perf_counter() - t0
     picked = np.asarray(D.broadcast_object(np.asarray(result.indices)))         # rank 0's picks, on every rank

@@ -26,7 +26,9 @@ def module_graph() -> dict[str, set[str]]:
             prefix = ".".join(base + ([node.module] if node.module else []))
         else:
             prefix = node.module
-        return [f"{prefix}.{a.name}" for a in node.names] + [prefix]
+        names = [f"{prefix}.{a.name}" for a in node.names]
+        # ``from package import module`` depends on the module; the package itself only where a name is not one
+        return names + ([prefix] if any(n not in files for n in names) else [])
 
     graph = {}
     for module, path in files.items():

@@ -153,7 +153,10 @@ def smallest_untaken(values: torch.Tensor, taken: torch.Tensor, k: int) -> torch
 def classifier_layer(model: nn.Module) -> nn.Linear:
     """The last layer, named by ``type(model).classifier`` (``fc2`` for LeNet, ``fc`` for the ResNets)."""
     name = getattr(type(model), "classifier", None)
-    layer = getattr(model, name, None) if name else None
+    try:
+        layer = model.get_submodule(name) if name else None
+    except AttributeError:
+        layer = None
     if not isinstance(layer, nn.Linear):
         raise ValueError(f"{type(model).__name__} names no linear classifier layer (class attribute 'classifier')")
     return layer

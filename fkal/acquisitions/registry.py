@@ -15,11 +15,13 @@ import dataclasses
 from collections.abc import Mapping, MutableMapping, Set
 from typing import Callable, Iterator, Optional
 
+import numpy as np
+
 from vaal import acquisitions as vaal
 
 from ..config import Config, parse_config
 from . import badge, base, coreset, direct, fisher_kernel, galaxy, random_sampling, similar, typiclust, uncertainty
-from .contract import Acquisition, AcquisitionSpec, TaskHooks
+from .contract import Acquisition, AcquisitionSpec, QueryResult, TaskHooks
 
 # The acquisition modules, in the order tables and legends list their acquisitions.
 MODULES = (
@@ -169,3 +171,19 @@ REVEALS_LABELS: Set[str] = _NameSet(lambda s: s.reveals_labels)
 # that shape them (recorded for every acquisition run so).
 ATTACHED_HOOKS: TaskHooks = vaal.ATTACHED_HOOKS
 ATTACHED_OPTIONS: tuple[str, ...] = vaal.ATTACHED_OPTIONS
+
+
+def query(ctx) -> QueryResult:
+    """The one path from a model to picks: the query of ``ctx.config``'s acquisition, its result checked to be
+    ``ctx.budget`` distinct positions of ``ctx.unlabeled`` (a RuntimeError naming the acquisition otherwise).
+    ``run.py``'s loop, ``label_next.py``'s rounds and ``fkal.select`` all call it."""
+    result = spec_of(ctx.config.acquisition).query(ctx)
+    picked = np.asarray(result.indices)
+    offered = np.isin(picked, ctx.unlabeled)
+    if len(picked) != ctx.budget or len(np.unique(picked)) != len(picked) or not offered.all():
+        raise RuntimeError(f"{ctx.config.name} returned {len(picked)} positions ({len(np.unique(picked))} distinct, "
+                           f"{int((~offered).sum())} already labeled or not offered) for a budget of {ctx.budget}")
+    if result.scores is not None and len(np.asarray(result.scores)) != len(picked):
+        raise RuntimeError(f"{ctx.config.name} returned {len(np.asarray(result.scores))} scores for {len(picked)} "
+                           "picks")
+    return result

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..acquisitions.contract import QueryContext
+from ..acquisitions import registry
 from ..acquisitions.registry import ACQUISITIONS, REVEALS_LABELS, TASK_HOOKS, spec_of
 from ..config import Config, parse_config
 from ..data import RandomCropFlip, TensorSource
@@ -504,7 +505,7 @@ def select_round(paths: StatePaths, project: Project, opts: RoundOptions) -> dic
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(derive_seed(seed, "query-rng", n))
-            result = ACQUISITIONS[cfg.acquisition](ctx)
+            result = registry.query(ctx)
         query_seconds = time.perf_counter() - t0
         picked = np.asarray(result.indices, dtype=np.int64)
         if len(picked) != budget or len(np.unique(picked)) != budget or ws.labels[ws.candidates[picked]].max() >= 0:

@@ -38,7 +38,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 __all__ = ["MODELS", "LeNet", "MCDropout", "TAP_POINTS", "TapResNet", "build_model", "copy_all_but_classifier",
-           "lenet", "mc_dropout_copy", "resnet10", "resnet18", "taps_at", "taps_for"]
+           "lenet", "mc_dropout_copy", "model_name_of", "resnet10", "resnet18", "taps_at", "taps_for"]
 
 
 def build_model(name: str, num_classes: int, mc_dropout: bool = False, **kwargs) -> nn.Module:
@@ -47,6 +47,18 @@ def build_model(name: str, num_classes: int, mc_dropout: bool = False, **kwargs)
         from .torchvision_taps import build_torchvision
         return build_torchvision(name, num_classes=num_classes, mc_dropout=mc_dropout, **kwargs)
     return MODELS[name](num_classes=num_classes, mc_dropout=mc_dropout, **kwargs)
+
+
+def model_name_of(model: nn.Module) -> str | None:
+    """The builder name a model can be rebuilt from (a key of ``MODELS`` or a ``torchvision:`` name), or None for
+    a model the toolkit did not build."""
+    if isinstance(model, LeNet):
+        return "lenet"
+    if isinstance(model, TapResNet):
+        depth = {1: 10, 2: 18}.get(len(model.layer1))
+        small = isinstance(model.maxpool, nn.Identity)
+        return None if depth is None else f"resnet{depth}{'-small' if small else ''}"
+    return getattr(type(model), "model_name", None)
 
 
 def taps_for(model: nn.Module, L: int) -> tuple[str, ...]:
@@ -86,7 +98,10 @@ def copy_all_but_classifier(src: nn.Module, dst: nn.Module) -> None:
 
 
 def mc_dropout_copy(model: nn.Module, spec_model: str, num_classes: int) -> nn.Module:
-    """The MC-dropout variant of ``model`` carrying its weights (DESIGN section 3)."""
+    """The MC-dropout variant of ``model`` carrying its weights (DESIGN section 3): rebuilt from its builder name
+    ``spec_model``, or the model's own ``mc_dropout_copy()`` where it has one (a wrapped user model)."""
+    if hasattr(model, "mc_dropout_copy"):
+        return model.mc_dropout_copy()
     mc = build_model(spec_model, num_classes, mc_dropout=True)
     mc.load_state_dict(model.state_dict())
     return mc.to(next(model.parameters()).device).eval()

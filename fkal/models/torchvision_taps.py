@@ -201,6 +201,7 @@ def _model_class(name: str) -> type:
         "LOSS_TAP_WIDTHS": dict(zip(taps, a.widths)),
         "arch": arch,
         "anatomy": a,
+        "model_name": name,
     })
 
 
