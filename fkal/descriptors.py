@@ -87,8 +87,10 @@ def extract_shard(model: nn.Module, source: TensorSource, idx: np.ndarray, taps:
     """
     model.eval()
     n = len(idx)
-    zs: list[list[torch.Tensor]] = [[] for _ in taps]
-    gs: list[list[torch.Tensor]] = [[] for _ in taps]
+    n_local = len(D.my_positions(n, batch_size))
+    zs: list[torch.Tensor] = []                  # [n_local, L_j] each, filled batch by batch (no list + cat copy)
+    gs: list[torch.Tensor] = []
+    filled = 0
     probs, used, where = [], [], []
     labels_t = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
     need_grad = fisher or estimator is not None
@@ -115,10 +117,15 @@ def extract_shard(model: nn.Module, source: TensorSource, idx: np.ndarray, taps:
         if sink is not None:
             sink.append([t.cpu() for t in z], [t.detach().float().cpu() for t in g] if fisher else None)
         else:
+            if not zs:
+                zs = [torch.empty(n_local, t.shape[1]) for t in z]
+                gs = [torch.empty(n_local, t.shape[1]) for t in z] if fisher else []
+            rows = slice(filled, filled + len(pos))
             for j in range(len(taps)):
-                zs[j].append(z[j].cpu())
+                zs[j][rows] = z[j]
                 if fisher:
-                    gs[j].append(g[j].detach().float().cpu())
+                    gs[j][rows] = g[j].detach()
+            filled += len(pos)
         probs.append(logits.detach().float().softmax(1).cpu())
         used.append(y.cpu())
     positions = np.concatenate(where) if where else np.zeros(0, dtype=np.int64)
@@ -128,5 +135,5 @@ def extract_shard(model: nn.Module, source: TensorSource, idx: np.ndarray, taps:
                 torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), positions)
     if sink is not None:
         return sink, torch.cat(probs), torch.cat(used), positions
-    feats = Features([torch.cat(z) for z in zs], [torch.cat(g) for g in gs] if fisher else None)
+    feats = Features([z[:filled] for z in zs], [g[:filled] for g in gs] if fisher else None)
     return feats, torch.cat(probs), torch.cat(used), positions

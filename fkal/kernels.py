@@ -45,9 +45,22 @@ class Features:
         return Features([z.to(device) for z in self.z], None if self.g is None else [g.to(device) for g in self.g])
 
     def standardized(self, how: str = "unit") -> "Features":
-        """Every scale of z and g standardized per row by ``STANDARDIZATIONS[how]``."""
+        """Every scale of z and g standardized per row by ``STANDARDIZATIONS[how]`` (new tensors)."""
         fn = standardizer(how)
         return Features([fn(z) for z in self.z], None if self.g is None else [fn(g) for g in self.g])
+
+    def standardize_(self, how: str = "unit") -> "Features":
+        """``standardized`` in place, block by block of rows, so no second copy of the features is ever held
+        (a pool's features are most of a query's memory); returns self."""
+        fn = standardizer(how)
+        for t in self.z + (self.g or []):
+            for start in range(0, len(t), _ROWS_PER_BLOCK):
+                block = t[start:start + _ROWS_PER_BLOCK]
+                block.copy_(fn(block))
+        return self
+
+
+_ROWS_PER_BLOCK = 8192     # rows standardized at a time in place (the temporaries of one block only)
 
 
 class DiskFeatures:
@@ -112,6 +125,8 @@ class DiskFeatures:
             raise ValueError(f"these features were stored standardized by {self.how!r}, not {how!r}")
         return self                                               # stored standardized
 
+    standardize_ = standardized
+
     def to(self, device) -> "DiskFeatures":
         self.device = torch.device(device)
         return self
@@ -154,9 +169,9 @@ def standardizer(how: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def pcc(a: Features, b: Features) -> torch.Tensor:
-    """R_z = sum_j (Z_v^j)^T Z^j (eq. 6): ``[A, B]``; the sum over scales is one product of the concatenations.
+    """R_z = sum_j (Z_v^j)^T Z^j (eq. 6): ``[A, B]``, summed scale by scale (no copy of the rows is made).
     Each scale's term is weighed by what the standardization left in it (1 for ``unit``, L_j - 1 for ``release``)."""
-    return torch.cat(a.z, 1) @ torch.cat(b.z, 1).T
+    return _sum_of_products(a.z, b.z)
 
 
 def pfk(a: Features, b: Features) -> torch.Tensor:
@@ -171,7 +186,15 @@ def pfk(a: Features, b: Features) -> torch.Tensor:
 def pfk_sum(a: Features, b: Features) -> torch.Tensor:
     """R_z + R_g, the sum the authors' code release uses in place of the product of eq. 12 (in k-center greedy and
     in matching alike): ``[A, B]``."""
-    return torch.cat(a.z + a.g, 1) @ torch.cat(b.z + b.g, 1).T
+    return _sum_of_products(a.z + a.g, b.z + b.g)
+
+
+def _sum_of_products(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    """sum_j a[j] @ b[j]^T, ``[A, B]``, accumulated in place."""
+    out = a[0] @ b[0].T
+    for x, y in zip(a[1:], b[1:]):
+        out.addmm_(x, y.T)
+    return out
 
 
 Kernel = Callable[[Features, Features], torch.Tensor]
@@ -179,14 +202,19 @@ KERNELS: dict[str, Kernel] = {"pcc": pcc, "pfk": pfk, "pfk-sum": pfk_sum}
 NEEDS_FISHER = {"pcc": False, "pfk": True, "pfk-sum": True}
 
 
+SIMILARITY_BLOCK = 1 << 24   # similarities per block of the matching (64 MB as float32), whatever the center count
+
+
 def topk_similar(kernel: Kernel, centers: Features, pool: Features, k: int,
-                 chunk: int = 32768) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k pool rows per center, streaming the pool in chunks so no ``[P, N]`` matrix is ever held.
 
+    ``chunk``: pool rows per block (default: ``SIMILARITY_BLOCK`` similarities a block, at least 1,024 rows).
     Returns values and indices, both ``[P, k]``, sorted by decreasing similarity (ties: lower index first).
     """
     n = len(pool)
     k = min(k, n)
+    chunk = chunk or max(1024, SIMILARITY_BLOCK // max(1, len(centers)))
     best_v = best_i = None
     for start in range(0, n, chunk):
         sim = kernel(centers, pool.rows(slice(start, start + chunk)))           # [P, chunk]

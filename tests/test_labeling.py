@@ -330,7 +330,7 @@ def test_later_rounds_keep_the_project_settings(round1, pngs, tmp_path, capsys):
 CONFIGS = {"random": "random", "pcc": "pcc", "pfk": "pfk-phat", "pfk-sum": "pfk-sum-phat", "varR": "varR-K4",
            "entropy": "entropy-K4", "bald": "bald-E2-K2", "std": "std-K4", "coreset": "coreset", "vaal": "vaal",
            "tavaal": "tavaal", "lloss": "lloss", "lloss-v2": "lloss-v2", "similar": "similar-phat",
-           "typiclust": "typiclust", "badge": "badge", "base": "base"}
+           "typiclust": "typiclust", "badge": "badge", "base": "base", "pfk-base": "pfk-base-phat"}
 
 
 def test_every_acquisition_is_covered():

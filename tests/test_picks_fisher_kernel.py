@@ -587,3 +587,36 @@ def test_rare_classes_are_those_the_bias_decimated(ratio, rare, want):
     from types import SimpleNamespace
     data = SimpleNamespace(split=SimpleNamespace(imbalance_ratio=ratio, rare_classes=rare))
     assert rare_classes(data) == want
+
+
+@pytest.mark.parametrize("kernel", ["pcc", "pfk", "pfk-sum"])
+def test_fisher_kernel_select_is_algorithm_1_on_hand_made_features(kernel):
+    """The pure function on tensors alone: three misclassified validation images (fewer than P, so each is a
+    center), each center's ranking of a 30-image pool merged rank by rank (within a rank, higher similarity
+    first), distinct images, and each pick's score its best similarity; recomputed here with plain loops."""
+    from fkal.acquisitions.fisher_kernel import fisher_kernel_select
+    from fkal.kernels import Features, standardize
+
+    g = torch.Generator().manual_seed(5)
+    def feats(n):
+        z = [standardize(torch.randn(n, w, generator=g)) for w in (3, 5)]
+        gg = [standardize(torch.randn(n, w, generator=g)) for w in (3, 5)]
+        return Features(z, gg)
+    val, pool = feats(8), feats(30)
+    wrong = [0, 2, 5]
+    picks, scores = fisher_kernel_select(val, wrong, pool, 7, kernel=kernel)
+
+    def sim(a, b):                                          # one pair, by the equations
+        zz = [float(val.z[j][a] @ pool.z[j][b]) for j in range(2)]
+        gg = [float(val.g[j][a] @ pool.g[j][b]) for j in range(2)]
+        return {"pcc": sum(zz), "pfk": sum(x * y for x, y in zip(zz, gg)), "pfk-sum": sum(zz) + sum(gg)}[kernel]
+    table = {c: sorted(range(30), key=lambda b: -sim(c, b)) for c in wrong}
+    want = []
+    for rank in range(30):
+        for c in sorted(wrong, key=lambda c: -sim(c, table[c][rank])):
+            if table[c][rank] not in want:
+                want.append(table[c][rank])
+    assert picks.tolist() == want[:7]
+    np.testing.assert_allclose(scores, [max(sim(c, b) for c in wrong) for b in want[:7]], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="misclassified: no validation image to match"):
+        fisher_kernel_select(val, [], pool, 3, kernel=kernel)

@@ -66,6 +66,7 @@ MODULES: dict[str, str] = {
     "acquisitions/galaxy": "fkal/acquisitions/galaxy.py",
     "acquisitions/direct": "fkal/acquisitions/direct.py",
     "acquisitions/base": "fkal/acquisitions/base.py",
+    "acquisitions/handover": "fkal/acquisitions/handover.py",
 }
 # A filter that matches no mutant: mutmut generates every module's mutants and learns which tests reach which
 # function, then stops at the filter (an assertion: "nothing matches") without running any.

@@ -17,7 +17,7 @@ import argparse
 import contextlib
 import math
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .. import distributed as D
 from ..arguments import number
 from ..data import ALData
 from ..descriptors import extract, extract_shard
-from ..kernels import KERNELS, NEEDS_FISHER, STANDARDIZATIONS, DiskFeatures, Features, topk_similar
+from ..kernels import KERNELS, NEEDS_FISHER, STANDARDIZATIONS, DiskFeatures, Features, Kernel, topk_similar
 from ..models import TAP_POINTS, taps_at, taps_for
 from ..pseudo_labels import build_estimator
 from ..selection import kcenter_greedy, merge_by_rank
@@ -183,6 +183,91 @@ def best_similarity(kernel, centers: Features, pool_std, where: np.ndarray, pick
     return np.array([best[int(p)] for p in picked], dtype=np.float64)
 
 
+def fisher_kernel_select(val: Features, misclassified, pool, budget: int, *, kernel: str | Kernel = "pfk",
+                         generator: Optional[torch.Generator] = None, pool_size: Optional[int] = None,
+                         candidates: Optional[Callable] = None,
+                         best: Optional[Callable] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1, lines 5-10, on features: k-center greedy picks the centers among the misclassified
+    validation images, each center ranks the pool by the kernel, and the rankings are merged into ``budget``
+    distinct pool images. Pure: no model, no data, no process group.
+
+    Args:
+        val: standardized features of D_v (``Features``: ``z[j]``, ``g[j]`` each ``[M, L_j]``; ``g`` None for ``pcc``).
+        misclassified: ``[M^]`` positions into ``val`` of the validation images the model gets wrong (line 3-4).
+        pool: standardized features of the unlabeled pool, ``[N]`` rows (``Features``, or ``DiskFeatures`` streamed
+            from float16 files).
+        budget: P, how many to pick.
+        kernel: ``"pcc"`` (R_z, eq. 6), ``"pfk"`` (R_zg, eq. 12), ``"pfk-sum"`` (R_z + R_g, the authors' release)
+            or a function ``(a, b) -> [A, B]`` similarities.
+        generator: draws the first k-center (used only when ``|M^| > budget``).
+        pool_size: the whole pool's N where ``pool`` holds one process's share (``candidates`` and ``best`` then
+            gather across processes); default ``len(pool)``.
+        candidates: ``(kernel, centers, k) -> (values [C, k], positions [C, k])``, each center's k most similar pool
+            images best first (default: ``topk_similar`` over ``pool``).
+        best: ``(kernel, centers, picked) -> [P]``, each pick's best similarity over the centers (default: computed
+            on ``pool``).
+
+    Returns:
+        ``(picks, scores)``: ``[budget]`` positions into the pool rows (fewer only where the pool holds fewer),
+        rank 0 of every center first, then rank 1, ...; and ``[budget]`` float64, each pick's largest similarity
+        to a center.
+
+    Raises:
+        ValueError: no misclassified image to match, or an unknown kernel name.
+    """
+    kern = kernel if callable(kernel) else _kernel(kernel)
+    centers = val.rows(select_centers(val, misclassified, budget, kern, generator))
+    return match_centers(centers, pool, budget, kernel=kern, pool_size=pool_size, candidates=candidates, best=best)
+
+
+def select_centers(val: Features, misclassified, budget: int, kernel: str | Kernel = "pfk",
+                   generator: Optional[torch.Generator] = None) -> np.ndarray:
+    """Algorithm 1, lines 5-7: the centers, positions into ``val``: all of ``misclassified`` where they are at most
+    ``budget``, else ``budget`` of them by k-center greedy under the kernel, the first drawn from ``generator``
+    (default: one seeded with 0). Raises ValueError where ``misclassified`` is empty."""
+    kern = kernel if callable(kernel) else _kernel(kernel)
+    misclassified = np.asarray(misclassified, dtype=np.int64)
+    if len(misclassified) == 0:
+        raise ValueError("misclassified: no validation image to match (give the positions of D_v's misclassified "
+                         "images, or all of D_v when the model gets none wrong)")
+    if len(misclassified) <= budget:
+        return misclassified
+    rows = val.rows(misclassified)
+    pick = kcenter_centers(lambda i: kern(rows.rows([i]), rows)[0], len(misclassified), budget,
+                           generator if generator is not None else torch.Generator().manual_seed(0))
+    return misclassified[pick]
+
+
+def match_centers(centers: Features, pool, budget: int, *, kernel: str | Kernel = "pfk",
+                  pool_size: Optional[int] = None, candidates: Optional[Callable] = None,
+                  best: Optional[Callable] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1, lines 9-10: each center's ranking of the pool under the kernel, merged by rank into ``budget``
+    distinct pool rows; arguments and result as ``fisher_kernel_select``, ``centers`` the centers' features."""
+    kern = kernel if callable(kernel) else _kernel(kernel)
+    n = len(pool) if pool_size is None else pool_size
+    candidates = candidates or (lambda kf, c, k: topk_similar(kf, c, pool, k))
+    k = max(4, 2 * math.ceil(budget / len(centers)))
+    while True:
+        values, ranked = candidates(kern, centers, k)                                  # [C, k]
+        picked = merge_by_rank(ranked, values, budget)
+        if len(picked) >= budget or k >= n:
+            break
+        k *= 2
+    if best is None:
+        scores = kern(centers, pool.rows(picked)).max(0).values.double().cpu().numpy() if len(picked) else \
+            np.zeros(0)
+    else:
+        scores = best(kern, centers, picked)
+    return picked, np.asarray(scores, dtype=np.float64)
+
+
+def _kernel(name: str) -> Kernel:
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise ValueError(f"unknown kernel {name!r}: choose one of {', '.join(KERNELS)}") from None
+
+
 def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     """Algorithm 1: distribution matching between misclassified validation images and the unlabeled pool.
 
@@ -192,21 +277,29 @@ def fisher_kernel_query(ctx: QueryContext) -> QueryResult:
     4. kernel R_z (pcc, eq. 6), R_zg (pfk, eq. 12) or R_z + R_g (pfk-sum) between centers and pool (line 9),
        top-K per center, merged by rank into P distinct images (line 10)
 
-    Taps and standardization follow ``ctx.options`` (``--taps``, ``--standardize``; see ``add_arguments``).
-    Under several processes the validation set's features are gathered on every rank (steps 1-2 run the same
-    everywhere); the pool's stay on their rank (on disk past ``--memory-budget``), each rank keeps its shard's
-    top-K per center and the candidates of all ranks are merged into the same P picks on every rank.
+    Steps 2 and 4 are ``fisher_kernel_select``; this is the glue that makes its features. Taps and standardization
+    follow ``ctx.options`` (``--taps``, ``--standardize``; see ``add_arguments``). Under several processes the
+    validation set's features are gathered on every rank (steps 1-2 run the same everywhere); the pool's stay on
+    their rank (on disk past ``--memory-budget``), each rank keeps its shard's top-K per center and the candidates
+    of all ranks are merged into the same P picks on every rank.
     """
+    return match(ctx, ctx.budget, ctx.config.acquisition)
+
+
+def match(ctx: QueryContext, budget: int, kernel: str,
+          centers_among: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> QueryResult:
+    """``fisher_kernel_query`` for ``budget`` picks under ``kernel``; ``centers_among(true labels of M^) -> [|M^|]
+    bool`` keeps only some misclassified images as candidate centers (all where it keeps none)."""
     tap_point, how = selection_options(ctx.options)
     with taps_at(ctx.models[0], tap_point):
-        return _query(ctx, how)
+        return _query(ctx, how, budget, kernel, centers_among)
 
 
-def _query(ctx: QueryContext, how: str) -> QueryResult:
+def _query(ctx: QueryContext, how: str, budget: int, kernel_name: str, centers_among) -> QueryResult:
     cfg, data, model = ctx.config, ctx.data, ctx.models[0]
-    kernel = KERNELS[cfg.acquisition]
+    kernel = _kernel(kernel_name)
     taps = taps_for(model, cfg.L)
-    needs_g = NEEDS_FISHER[cfg.acquisition]
+    needs_g = NEEDS_FISHER[kernel_name]
     pseudo = cfg.pseudo_label
     if needs_g and pseudo is None:
         raise ValueError(f"{cfg.name}: the Fisher kernel needs a pseudo-label estimator (e.g. {cfg.acquisition}-phat)")
@@ -214,12 +307,12 @@ def _query(ctx: QueryContext, how: str) -> QueryResult:
     val_feats, val_probs, _ = extract(model, data.val_source, data.split.val, taps, ctx.device, ctx.batch_size,
                                       labels=val_labels, fisher=needs_g or pseudo == "phat-g",
                                       desc=ctx.describe("validation descriptors"))
-    val_std = val_feats.standardized(how).to(ctx.device)
+    val_std = val_feats.standardize_(how).to(ctx.device)
     wrong = misclassified(val_probs, val_labels)
-    centers = val_std.rows(wrong)
-    if len(wrong) > ctx.budget:
-        pick = kcenter_centers(lambda i: kernel(centers.rows([i]), centers)[0], len(wrong), ctx.budget, ctx.generator)
-        centers = centers.rows(pick)
+    if centers_among is not None:
+        keep = np.asarray(centers_among(np.asarray(val_labels)[wrong]), dtype=bool)
+        wrong = wrong[keep] if keep.any() else wrong
+    centers = val_std.rows(select_centers(val_std, wrong, budget, kernel, ctx.generator))   # before the pool pass
 
     unlabeled = np.asarray(ctx.unlabeled)
     n_local = len(D.my_positions(len(unlabeled), ctx.batch_size))
@@ -232,15 +325,11 @@ def _query(ctx: QueryContext, how: str) -> QueryResult:
                                                          ctx.device, ctx.batch_size, cfg.K or 32, ctx.generator,
                                                          desc=ctx.describe("pool descriptors"), standardization=how,
                                                          sink=sink)
-        pool_std = pool_feats.standardized(how).to(ctx.device)
-        k = max(4, 2 * math.ceil(ctx.budget / len(centers)))
-        while True:
-            values, ranked = gathered_candidates(kernel, centers, pool_std, where, k, ctx.device)   # [C, k]
-            picked = merge_by_rank(ranked, values, ctx.budget)
-            if len(picked) >= ctx.budget or k >= len(unlabeled):
-                break
-            k *= 2
-        scores = best_similarity(kernel, centers, pool_std, where, picked)
+        pool_std = pool_feats.standardize_(how).to(ctx.device)              # in place: no second copy of the pool
+        picked, scores = match_centers(
+            centers, pool_std, budget, kernel=kernel, pool_size=len(unlabeled),
+            candidates=lambda kf, centers, k: gathered_candidates(kf, centers, pool_std, where, k, ctx.device),
+            best=lambda kf, centers, picks: best_similarity(kf, centers, pool_std, where, picks))
     stats = {} if pseudo is None else pseudo_label_stats(data, unlabeled, D.gather_rows(used, where, len(unlabeled)))
     return QueryResult(unlabeled[picked], scores, **stats,
                        extras={"pool_features": "disk-float16" if on_disk else "memory-float32"})

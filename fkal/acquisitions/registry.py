@@ -20,7 +20,8 @@ import numpy as np
 from vaal import acquisitions as vaal
 
 from ..config import Config, parse_config
-from . import badge, base, coreset, direct, fisher_kernel, galaxy, random_sampling, similar, typiclust, uncertainty
+from . import (badge, base, coreset, direct, fisher_kernel, galaxy, handover, random_sampling, similar, typiclust,
+               uncertainty)
 from .contract import Acquisition, AcquisitionSpec, QueryResult, TaskHooks
 
 # The acquisition modules, in the order tables and legends list their acquisitions.
@@ -36,6 +37,7 @@ MODULES = (
     galaxy,             # GALAXY
     direct,             # DIRECT
     base,               # BASE
+    handover,           # pfk-base: the matching for lagging classes, BASE's boundary picks for the rest
 )
 
 _SPECS: dict[str, AcquisitionSpec] = {}
