@@ -12,7 +12,7 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -82,29 +82,65 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
     save_text(json.dumps(obj, indent=1, sort_keys=True), path)
 
 
-def append_jsonl(record: dict, path: str | os.PathLike) -> bool:
-    """Append one record as one line with a single ``write`` (O_APPEND), then fsync.
+def append_jsonl(record: dict, path: str | os.PathLike) -> Optional[Path]:
+    """Append one record as one line with a single ``write`` (O_APPEND), then fsync, holding ``{path}.lock``
+    (``filelock``: processes writing other configurations of the same run append to the same file).
 
-    A file whose last line was cut short (a crash mid-append) gets a newline first, so the torn fragment stays a
-    line of its own (skipped, with a warning, when read) and the new record is whole. Returns True when it found
-    such a fragment.
+    A file whose last line was cut short (a crash mid-append) keeps valid JSON Lines: the torn fragment is first
+    moved, bytes unchanged, to ``{name}.torn-{k}`` beside the file (k = 1, 2, ... the first free one) and cut from
+    it, then the record is appended. Returns the fragment's new path, or None when the file ended whole.
     """
+    from filelock import FileLock
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        data = (b"\n" if torn else b"") + line
-        if os.write(fd, data) < len(data):          # a short write: the disk filled up in the middle of the line
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        os.fsync(fd)
-    except OSError as e:                            # name the file (os.write and os.fsync do not)
-        raise OSError(e.errno, e.strerror, os.fspath(path)) from None
-    finally:
-        os.close(fd)
-    return torn
+    with FileLock(str(path) + ".lock"):
+        moved = _move_torn_tail(path)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.write(fd, line) < len(line):      # a short write: the disk filled up in the middle of the line
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        except OSError as e:                        # name the file (os.write and os.fsync do not)
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
+        finally:
+            os.close(fd)
+    return moved
+
+
+def _move_torn_tail(path: Path) -> Optional[Path]:
+    """Move the bytes after the last newline of ``path`` (a line cut short) to ``{name}.torn-{k}``; None when the
+    file is missing, empty or ends with a newline."""
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return None
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return None
+        start = max(0, size - (1 << 20))
+        while True:                                 # the last newline, reading back in 1 MB steps
+            f.seek(start)
+            chunk = f.read(size - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0 or start == 0:
+                break
+            start = max(0, start - (1 << 20))
+        keep = start + cut + 1 if cut >= 0 else 0
+        f.seek(keep)
+        fragment = f.read()
+    k = 1
+    while (path.parent / f"{path.name}.torn-{k}").exists():
+        k += 1
+    target = path.parent / f"{path.name}.torn-{k}"
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(fragment)
+    os.truncate(path, keep)
+    return target
 
 
 def load_torch(path: str | os.PathLike, fix: str) -> Any:

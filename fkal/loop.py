@@ -13,7 +13,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -31,12 +31,14 @@ from .config import Config
 from .data import ALData, RawData
 from .errors import UserError
 from .io import append_jsonl, exclusive, load_torch, save_json, save_torch
+from .record import Record
 from .metrics import class_scores, imbalance_metrics, pseudo_label_rare_scores
 from .models import copy_all_but_classifier
-from .run_state import (RunPaths, Settings, adopt_pretraining, completed_iterations, config_settings, derive_seed,
-                        ensure_split, generator, hooks_for, initial_settings, load_models, load_state, new_model,
-                        read_json)
-from .run_state import _OTHER_OUT, _attached, _check_same, _config_folder_ready, _resume_point
+from .state.checkpoints import attached, hooks_for, load_models, load_state, new_model, read_json
+from .state.paths import Cell, RunPaths
+from .state.resume import (OTHER_OUT, adopt_pretraining, check_same, completed_iterations, config_folder_ready,
+                           config_settings, ensure_split, initial_settings, resume_point)
+from .state.run import Settings, derive_seed, generator
 from .training import KeepBestEpoch, accuracy, predict, rotation_accuracy, train, train_rotation
 
 
@@ -98,7 +100,7 @@ def load_initial(s: Settings, data: ALData, run: int, unsupervised: int, member:
         state = load_torch(path, _REMAKE_INITIAL)
         if not (isinstance(state, dict) and isinstance(state.get("model"), dict)):
             raise UserError(f"{path} is not an initial model that run.py wrote: {_REMAKE_INITIAL}")
-        _check_same(state.get("settings"), current, path, f"{_OTHER_OUT} (the initial models serve every "
+        check_same(state.get("settings"), current, path, f"{OTHER_OUT} (the initial models serve every "
                                                           f"configuration of run{run}; without --unsup-epochs a run "
                                                           "takes the pretraining they were made with)")
         return state["model"]
@@ -122,7 +124,7 @@ def run_config(s: Settings, raw: RawData, cfg: Config, run: int, ir: float, unsu
     if cfg.acquisition not in ACQUISITIONS:
         raise UserError(f"configuration {cfg.name}: acquisition '{cfg.acquisition}' is not available")
     s = adopt_pretraining(s, run, ir)
-    paths = RunPaths.of(s.out, s.spec, run)
+    cell = Cell.of(s.out, s.spec, run, ir, unsupervised, cfg)
     split = ensure_split(s, raw, run, ir,
                          query_budget=protocols.labels_needed(s.initial_labels, s.query_size, s.iterations))
     data = ALData(s.spec, raw, split)
@@ -131,83 +133,108 @@ def run_config(s: Settings, raw: RawData, cfg: Config, run: int, ir: float, unsu
     with contextlib.ExitStack() as held:
 
         def prepare():           # on rank 0: the lock (held until the configuration is done), the folder, resume
-            held.enter_context(exclusive(paths.config_lock(ir, unsupervised, cfg.name),
-                                         f"{cfg.name} of run{run} at IR={ir:g}"))
-            _config_folder_ready(s, paths, cfg, ir, unsupervised, current)
-            done = completed_iterations(paths.results, s.spec.name, cfg.name, float(ir), unsupervised, sid)
-            return done, _resume_point(paths, cfg, ir, unsupervised, done, s.iterations)
+            held.enter_context(exclusive(cell.lock, str(cell)))
+            config_folder_ready(s, cell.paths, cfg, ir, unsupervised, current)
+            done = completed_iterations(cell.results, s.spec.name, cfg.name, float(ir), unsupervised, sid)
+            return done, resume_point(cell.paths, cfg, ir, unsupervised, done, s.iterations)
         done, last = D.on_main(prepare)
         if last >= s.iterations:
             return [done[b] for b in range(1, s.iterations + 1)]
-        return _iterate(s, data, cfg, run, ir, unsupervised, current, sid, done, last)
+        return _iterate(s, data, cell, current, sid, done, last)
 
 
-def _iterate(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupervised: int, current: dict,
-             sid: str, done: dict[int, dict], last: int) -> list[dict]:
-    paths = RunPaths.of(s.out, s.spec, run)
-    raw, split, seed = data.raw, data.split, s.seed_of(run)
+@dataclass
+class Query:
+    """One iteration's query: the picks ``[P]`` (pool positions), the acquisition's result, its seconds, and the
+    unlabeled positions it chose from."""
+
+    picked: np.ndarray
+    result: QueryResult
+    seconds: float
+    offered: np.ndarray
+
+
+@dataclass
+class Trained:
+    """One iteration's training of the E members: the kept and the final epoch's test softmax outputs (``[N, C]``
+    each member), the epoch each member kept, its accuracy on D_v, and the training seconds."""
+
+    probs: list
+    final_probs: list
+    chosen: list
+    val_accuracies: list
+    seconds: float
+
+
+def _iterate(s: Settings, data: ALData, cell: Cell, current: dict, sid: str, done: dict[int, dict],
+             last: int) -> list[dict]:
+    cfg, split, seed = cell.cfg, data.split, s.seed_of(cell.run)
     fix = (f"delete it and run the same command again: {cfg.name} then resumes from the iteration before it")
     if last > 0:
-        path = paths.state(ir, unsupervised, cfg.name, last)
+        path = cell.state(last)
         state = D.on_main(load_state, path, len(split.pool), fix, sid, cfg.E)
         with D.agreed():
             models = load_models(s, state["models"], cfg.acquisition, wrapped=True, origin=path, fix=fix)
         labeled_at = state["labeled_at"].numpy().astype(np.int64)
     else:
-        models = _initial_models(s, data, cfg, run, ir, unsupervised)
+        models = _initial_models(s, data, cell)
         labeled_at = np.full(len(split.pool), -1, dtype=np.int64)
 
     def pretrained() -> torch.nn.Module:     # the run's rotation-pretrained initial model, for ctx.pretrained
-        return load_models(s, [load_initial(s, data, run, 1)])[0]
+        return load_models(s, [load_initial(s, data, cell.run, 1)])[0]
 
     hooks = hooks_for(s, cfg.acquisition)
     extra_loss = hooks.extra_loss(dict(s.options), s.spec) if hooks is not None else None
     records = [done[b] for b in range(1, last + 1)]
-    test_idx = np.arange(len(raw.test))
-    val_idx = split.val
-    bar = tqdm(range(last + 1, s.iterations + 1), desc=f"run{run} IR={ir:g} {'rot' if unsupervised else 'rnd'} "
-               f"{cfg.name}", leave=True, disable=not s.progress)
+    bar = tqdm(range(last + 1, s.iterations + 1), desc=f"run{cell.run} IR={cell.ir:g} "
+               f"{'rot' if cell.unsupervised else 'rnd'} {cfg.name}", leave=True, disable=not s.progress)
     for b in bar:
         torch.manual_seed(derive_seed(seed, "iteration", b, cfg.name))
-        picked, result, query_seconds, unlabeled = _select(s, data, cfg, models, labeled_at, b, seed, pretrained)
-        labeled_at[picked] = b
+        query = Query(*_select(s, data, cfg, models, labeled_at, b, seed, pretrained))
+        labeled_at[query.picked] = b
         labeled = np.flatnonzero(labeled_at >= 0)
         if s.model_per_cycle == "fresh":
-            models = _initial_models(s, data, cfg, run, ir, unsupervised)
-        train_seconds, final_probs, chosen, val_accs = 0.0, [], [], []
-        for e, m in enumerate(models):
-            keeper = KeepBestEpoch(m, lambda model: _accuracy(s, model, data.val_source, val_idx, data.val_labels))
-            train_seconds += train(m, data.pool_source, split.pool[labeled], split.pool_labels[labeled], s.train,
-                                   s.device, generator(seed, "train", b, e), extra_loss=extra_loss,
-                                   desc=f"train b={b} e{e}", progress=s.progress,
-                                   on_epoch_end=keeper if s.epoch_selection == "val" else None)
-            if s.epoch_selection == "val":
-                final_probs.append(predict(m, raw.test, test_idx, s.device, s.eval_batch))
-                keeper.restore()
-                chosen.append(keeper.best_epoch)
-                val_accs.append(keeper.best_score)
-            else:
-                chosen.append(s.train.epochs)
-                val_accs.append(_accuracy(s, m, data.val_source, val_idx, data.val_labels))
-        probs = [predict(m, raw.test, test_idx, s.device, s.eval_batch) for m in models]
-        final_probs = final_probs or probs
-        record = _record(s, data, cfg, run, ir, unsupervised, b, labeled, picked, probs, final_probs, chosen, val_accs,
-                         result, unlabeled, query_seconds, train_seconds, current, sid)
+            models = _initial_models(s, data, cell)
+        trained = _train_members(s, data, models, labeled, b, seed, extra_loss)
+        record = _record(s, data, cell, b, labeled, query, trained, current, sid)
         if D.is_main():
             if b == 1:                                     # a new folder: the settings its states are made with
-                save_json({"settings": current, "settings_id": sid},
-                          paths.config_settings(ir, unsupervised, cfg.name))
+                save_json({"settings": current, "settings_id": sid}, cell.settings_file)
             save_torch({"models": [m.state_dict() for m in models], "labeled_at": torch.from_numpy(labeled_at),
-                        "iteration": b, "settings_id": sid},
-                       paths.state(ir, unsupervised, cfg.name, b))
-            if append_jsonl(record, paths.results):
-                tqdm.write(f"warning: {paths.results}: its last line was cut short (a crash while writing); it is "
-                           "kept as it was and skipped when read, and the new record follows on a line of its own",
+                        "iteration": b, "settings_id": sid}, cell.state(b))
+            moved = append_jsonl(record, cell.results)
+            if moved:
+                tqdm.write(f"warning: {cell.results}: its last line was cut short (a crash while writing); it was "
+                           f"moved, bytes unchanged, to {moved.name} beside it, and the new record follows",
                            file=sys.stderr)
         D.barrier()
         records.append(record)
         bar.set_postfix(acc=f"{record['test_accuracy']:.2f}", labeled=record["labeled"])
     return records
+
+
+def _train_members(s: Settings, data: ALData, models: list, labeled: np.ndarray, b: int, seed: int,
+                   extra_loss) -> Trained:
+    """Train each member on the labeled positions (warm start, a fresh schedule), keep the epoch
+    ``--epoch-selection`` says, and evaluate on the test set (and D_v)."""
+    split, raw = data.split, data.raw
+    test_idx = np.arange(len(raw.test))
+    seconds, final_probs, chosen, val_accs = 0.0, [], [], []
+    for e, m in enumerate(models):
+        keeper = KeepBestEpoch(m, lambda model: _accuracy(s, model, data.val_source, split.val, data.val_labels))
+        seconds += train(m, data.pool_source, split.pool[labeled], split.pool_labels[labeled], s.train, s.device,
+                         generator(seed, "train", b, e), extra_loss=extra_loss, desc=f"train b={b} e{e}",
+                         progress=s.progress, on_epoch_end=keeper if s.epoch_selection == "val" else None)
+        if s.epoch_selection == "val":
+            final_probs.append(predict(m, raw.test, test_idx, s.device, s.eval_batch))
+            keeper.restore()
+            chosen.append(keeper.best_epoch)
+            val_accs.append(keeper.best_score)
+        else:
+            chosen.append(s.train.epochs)
+            val_accs.append(_accuracy(s, m, data.val_source, split.val, data.val_labels))
+    probs = [predict(m, raw.test, test_idx, s.device, s.eval_batch) for m in models]
+    return Trained(probs, final_probs or probs, chosen, val_accs, seconds)
 
 
 def _select(s: Settings, data: ALData, cfg: Config, models: list, labeled_at: np.ndarray, b: int,
@@ -230,7 +257,7 @@ def _select(s: Settings, data: ALData, cfg: Config, models: list, labeled_at: np
     else:
         offered = protocols.candidate_subset(unlabeled, protocols.subset_count(s.subset_size, budget),
                                              generator(seed, "subset", b))
-        query_models = [getattr(m, "backbone", m) for m in models] if _attached(s, cfg.acquisition) else models
+        query_models = [getattr(m, "backbone", m) for m in models] if attached(s, cfg.acquisition) else models
         ctx = QueryContext(models=query_models, data=data, labeled=labeled, unlabeled=offered, budget=budget,
                            generator=generator(seed, "query", b), device=s.device, config=cfg, iteration=b,
                            batch_size=s.eval_batch, progress=s.progress, options=dict(s.options),
@@ -246,16 +273,14 @@ def _select(s: Settings, data: ALData, cfg: Config, models: list, labeled_at: np
     return picked, result, query_seconds, offered
 
 
-def _initial_models(s: Settings, data: ALData, cfg: Config, run: int, ir: float,
-                    unsupervised: int) -> list[torch.nn.Module]:
-    """The E initial models of the run, with the configuration's hooks (also each cycle's fresh model under
+def _initial_models(s: Settings, data: ALData, cell: Cell) -> list[torch.nn.Module]:
+    """The E initial models of the cell's run, with the configuration's hooks (also each cycle's fresh model under
     ``--model-per-cycle fresh``)."""
     models = []
-    for e in range(cfg.E):
-        initial = load_initial(s, data, run, unsupervised, e)
+    for e in range(cell.cfg.E):
+        initial = load_initial(s, data, cell.run, cell.unsupervised, e)
         with D.agreed():
-            models += load_models(s, [initial], cfg.acquisition,
-                                  origin=RunPaths.of(s.out, s.spec, run).initial(ir, unsupervised, e), fix=_REMAKE_INITIAL)
+            models += load_models(s, [initial], cell.cfg.acquisition, origin=cell.initial(e), fix=_REMAKE_INITIAL)
     return models
 
 
@@ -267,47 +292,37 @@ def _accuracy(s: Settings, model: torch.nn.Module, source, idx: np.ndarray, labe
     return float(100.0 * (probs.argmax(1).numpy() == np.asarray(labels)).mean())
 
 
-def _record(s: Settings, data: ALData, cfg: Config, run: int, ir: float, unsupervised: int, b: int,
-            labeled: np.ndarray, picked: np.ndarray, probs: list, final_probs: list, chosen: list, val_accs: list,
-            result, unlabeled: np.ndarray, query_seconds: float, train_seconds: float, current: dict,
-            sid: str) -> dict:
-    """One iteration's results record (README: "Results records")."""
+def _record(s: Settings, data: ALData, cell: Cell, b: int, labeled: np.ndarray, query: Query, trained: Trained,
+            current: dict, sid: str) -> dict:
+    """Iteration b's results record (``fkal.record.Record``), as the JSON object ``results.jsonl`` holds."""
     raw, split, C = data.raw, data.split, s.spec.num_classes
     test_labels = raw.test.labels
-    accs = [accuracy(p.argmax(1).numpy(), test_labels, C) for p in probs]
-    final_accs = [accuracy(p.argmax(1).numpy(), test_labels, C) for p in final_probs]
-    ens = accuracy(torch.stack(probs).mean(0).argmax(1).numpy(), test_labels, C)
-    scores = [class_scores(p.argmax(1).numpy(), test_labels, C) for p in probs]
+    accs = [accuracy(p.argmax(1).numpy(), test_labels, C) for p in trained.probs]
+    final_accs = [accuracy(p.argmax(1).numpy(), test_labels, C) for p in trained.final_probs]
+    ens = accuracy(torch.stack(trained.probs).mean(0).argmax(1).numpy(), test_labels, C)
+    scores = [class_scores(p.argmax(1).numpy(), test_labels, C) for p in trained.probs]
     metrics = imbalance_metrics(np.mean([a for a, _ in scores], 0), np.mean([f for _, f in scores], 0),
                                 split.rare_classes, split.pool_labels[labeled])
+    result = query.result
     rare_scores = {}
     if result.pseudo_labels is not None and split.rare_classes:
-        rare_scores = pseudo_label_rare_scores(result.pseudo_labels, data.pool_source.labels[split.pool[unlabeled]],
-                                               split.rare_classes)
-    return {
-        "config": cfg.name, "dataset": s.spec.name, "protocol": s.protocol, "run": run, "seed": s.seed_of(run),
-        "imbalance_ratio": float(ir), "unsupervised": unsupervised, "iteration": b, "labeled": int(len(labeled)),
-        "pool_size": int(len(split.pool)),
-        "test_accuracy": float(np.mean([a.overall for a in accs])),
-        "ensemble_test_accuracy": ens.overall if len(probs) > 1 else None,
-        "per_class_accuracy": (np.mean([a.per_class for a in accs], 0).tolist()),
-        "selected_class_counts": np.bincount(raw.train.labels[split.pool[picked]],   # true classes
-                                             minlength=C).tolist(),
-        "pseudo_label_accuracy": result.pseudo_label_accuracy,
-        "query_seconds": query_seconds, "train_seconds": train_seconds,
-        "epochs": s.train.epochs, "query_size": int(len(picked)),
-        "epoch_selection": s.epoch_selection, "chosen_epochs": [int(c) for c in chosen],
-        "final_test_accuracy": float(np.mean([a.overall for a in final_accs])),
-        "val_accuracy": None if np.isnan(np.mean(val_accs)) else float(np.mean(val_accs)),
-        **metrics,
-        "pseudo_label_rare_precision": rare_scores.get("pseudo_label_rare_precision"),
-        "pseudo_label_rare_recall": rare_scores.get("pseudo_label_rare_recall"),
-        "pseudo_label_rare_count": rare_scores.get("pseudo_label_rare_count"),
-        "rare_classes": None if split.rare_classes is None else list(split.rare_classes),
-        "world_size": D.world(),
-        **result.extras,
-        "settings": current, "settings_id": sid, "code_version": code_version(),
-    }
+        rare_scores = pseudo_label_rare_scores(result.pseudo_labels,
+                                               data.pool_source.labels[split.pool[query.offered]], split.rare_classes)
+    val = float(np.mean(trained.val_accuracies))
+    return Record(
+        config=cell.cfg.name, dataset=s.spec.name, protocol=s.protocol, run=cell.run, seed=s.seed_of(cell.run),
+        imbalance_ratio=float(cell.ir), unsupervised=cell.unsupervised, iteration=b, labeled=int(len(labeled)),
+        pool_size=int(len(split.pool)), test_accuracy=float(np.mean([a.overall for a in accs])),
+        ensemble_test_accuracy=ens.overall if len(trained.probs) > 1 else None,
+        per_class_accuracy=np.mean([a.per_class for a in accs], 0).tolist(),
+        selected_class_counts=np.bincount(raw.train.labels[split.pool[query.picked]], minlength=C).tolist(),
+        pseudo_label_accuracy=result.pseudo_label_accuracy, query_seconds=query.seconds,
+        train_seconds=trained.seconds, epochs=s.train.epochs, query_size=int(len(query.picked)),
+        epoch_selection=s.epoch_selection, chosen_epochs=[int(c) for c in trained.chosen],
+        final_test_accuracy=float(np.mean([a.overall for a in final_accs])),
+        val_accuracy=None if np.isnan(val) else val, **metrics, **rare_scores,
+        rare_classes=None if split.rare_classes is None else list(split.rare_classes), world_size=D.world(),
+        extras=dict(result.extras), settings=current, settings_id=sid, code_version=code_version()).to_json()
 
 
 def run_full_train(s: Settings, raw: RawData, run: int, ir: float, unsupervised: int) -> dict:
@@ -336,17 +351,15 @@ def run_full_train(s: Settings, raw: RawData, run: int, ir: float, unsupervised:
         acc = accuracy(probs.argmax(1).numpy(), raw.test.labels, s.spec.num_classes)
         metrics = imbalance_metrics(*class_scores(acc.predictions, raw.test.labels, s.spec.num_classes),
                                     split.rare_classes, split.pool_labels)
-        record = {"config": cfg.name, "dataset": s.spec.name, "protocol": s.protocol, "run": run, "seed": seed,
-                  "imbalance_ratio": float(ir),
-                  "unsupervised": unsupervised, "iteration": 0, "labeled": int(len(split.pool)),
-                  "pool_size": int(len(split.pool)), "test_accuracy": acc.overall, "ensemble_test_accuracy": None,
-                  "per_class_accuracy": acc.per_class,
-                  "selected_class_counts": np.bincount(raw.train.labels[split.pool],
-                                                       minlength=s.spec.num_classes).tolist(),
-                  "pseudo_label_accuracy": None, "query_seconds": 0.0, "train_seconds": seconds,
-                  "epochs": s.train.epochs, "query_size": 0, **metrics,
-                  "rare_classes": None if split.rare_classes is None else list(split.rare_classes),
-                  "world_size": D.world(), "settings": current, "settings_id": sid, "code_version": code_version()}
+        record = Record(
+            config=cfg.name, dataset=s.spec.name, protocol=s.protocol, run=run, seed=seed,
+            imbalance_ratio=float(ir), unsupervised=unsupervised, iteration=0, labeled=int(len(split.pool)),
+            pool_size=int(len(split.pool)), test_accuracy=acc.overall, ensemble_test_accuracy=None,
+            per_class_accuracy=acc.per_class,
+            selected_class_counts=np.bincount(raw.train.labels[split.pool], minlength=s.spec.num_classes).tolist(),
+            pseudo_label_accuracy=None, query_seconds=0.0, train_seconds=seconds, epochs=s.train.epochs,
+            query_size=0, **metrics, rare_classes=None if split.rare_classes is None else list(split.rare_classes),
+            world_size=D.world(), settings=current, settings_id=sid, code_version=code_version()).to_json()
         if D.is_main():
             append_jsonl(record, paths.results)
     return record

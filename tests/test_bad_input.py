@@ -823,7 +823,7 @@ def _(c):
 def test_bad_input(name, finished, tmp_path, monkeypatch, capsys):
     data, out = finished
     monkeypatch.setattr("fkal.data.folder._announced", set())       # the loader's one-time line stays to announce
-    monkeypatch.setattr("fkal.run_state._warned", set())            # and so do the broken lines' warnings
+    monkeypatch.setattr("fkal.state.resume._warned", set())            # and so do the broken lines' warnings
     c = Case(data=tmp_path / "data", out=tmp_path / "out", tmp=tmp_path, monkeypatch=monkeypatch)
     shutil.copytree(data, c.data)
     shutil.copytree(out, c.out)

@@ -10,10 +10,9 @@ import torch
 from fkal.acquisitions import registry
 from fkal.cli import main
 from fkal.io import read_jsonl
+from fkal.record import ALL_FIELDS
 
-FIELDS = {"config", "dataset", "run", "seed", "imbalance_ratio", "unsupervised", "iteration", "labeled",
-          "test_accuracy", "per_class_accuracy", "selected_class_counts", "pseudo_label_accuracy",
-          "query_seconds", "train_seconds", "pool_size", "ensemble_test_accuracy"}
+FIELDS = set(ALL_FIELDS)          # fkal.record: the schema in one place
 
 
 def common(root, out):

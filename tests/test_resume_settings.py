@@ -127,15 +127,27 @@ def test_a_second_process_on_the_same_configuration_stops(tiny_mnist, tmp_path, 
         assert main(common(tiny_mnist, out, "--only", "pcc-L20")) == 0      # another configuration runs
 
 
-def test_append_after_a_torn_line_keeps_the_new_record_whole(tmp_path):
+def test_append_after_a_torn_line_moves_it_aside_and_keeps_the_file_valid_json_lines(tmp_path):
+    """The fragment a crash left goes, bytes unchanged, to results.jsonl.torn-1 beside the file (torn-2 the next
+    time); the file stays valid JSON Lines, every line an object, as pandas and jq read it."""
     path = tmp_path / "results.jsonl"
-    append_jsonl({"a": 1}, path)
+    assert append_jsonl({"a": 1}, path) is None
     with open(path, "ab") as f:
         f.write(b'{"b": 2, "cut sho')                   # a crash in the middle of an append
-    assert append_jsonl({"c": 3}, path) is True
+    assert append_jsonl({"c": 3}, path) == tmp_path / "results.jsonl.torn-1"
+    assert (tmp_path / "results.jsonl.torn-1").read_bytes() == b'{"b": 2, "cut sho'
+    assert path.read_bytes() == b'{"a": 1}\n{"c": 3}\n'
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"a": 1}, {"c": 3}]
+    assert append_jsonl({"d": 4}, path) is None
+    with open(path, "ab") as f:
+        f.write(b"no newline at all")
+    assert append_jsonl({"e": 5}, path) == tmp_path / "results.jsonl.torn-2"
     records, warnings = read_jsonl(path)
-    assert records == [{"a": 1}, {"c": 3}] and len(warnings) == 1 and ":2:" in warnings[0]
-    assert append_jsonl({"d": 4}, path) is False
+    assert records == [{"a": 1}, {"c": 3}, {"d": 4}, {"e": 5}] and not warnings
+    only = tmp_path / "only.jsonl"
+    only.write_bytes(b'{"half')                         # a file holding nothing but a torn line
+    assert append_jsonl({"f": 6}, only) == tmp_path / "only.jsonl.torn-1"
+    assert only.read_bytes() == b'{"f": 6}\n'
 
 
 def test_a_damaged_state_is_one_error_and_deleting_it_resumes_from_the_one_before(tiny_mnist, tmp_path, capsys):
@@ -289,7 +301,7 @@ def test_eval_batch_is_a_setting_of_the_configurations_whose_draws_it_seeds(tiny
 
 
 def test_a_state_that_does_not_fit_says_what_it_lacks_what_it_has_besides_and_what_has_another_shape():
-    from fkal.run_state import _misfit
+    from fkal.state.checkpoints import misfit as _misfit
     model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
     want = model.state_dict()                   # 0.weight, 0.bias, 1.weight, 1.bias, 2.weight, 2.bias
     assert _misfit(model, dict(want)) == "its weights do not load"

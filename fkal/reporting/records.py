@@ -1,9 +1,9 @@
 """Results records: read and validate ``results.jsonl`` lines, filter and group them.
 
 Every run appends to ``{out}/{DATASET}/run{r}/results.jsonl`` one JSON object per completed active-learning
-iteration (fields in ``RECORD_FIELDS``); ``run.py --full-train`` adds one ``full-train`` line (iteration 0,
-labeled = the whole pool). Records are grouped by ``GroupKey`` (configuration, imbalance ratio, initial model),
-and within a group by run.
+iteration (``fkal.record.Record``; a line lacking one of ``RECORD_FIELDS`` is skipped); ``run.py --full-train``
+adds one ``full-train`` line (iteration 0, labeled = the whole pool). Records are grouped by ``GroupKey``
+(configuration, imbalance ratio, initial model), and within a group by run.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..record import FULL_TRAIN_FIELDS, RECORD_FIELDS
 from ..settings import comparable, differences, flag_of, flatten, value_of
 from .names import ACQUISITIONS, FULL_TRAIN, RANDOM_INIT_MARK, acquisition_of, format_ratio
 
@@ -27,16 +28,6 @@ DATASET_DIRS = {"mnist": "MNIST", "svhn": "SVHN", "imagenet": "ImageNet", "cifar
 # ImageNet decimates 500 random classes and CIFAR-10 depends on its split: give those on the command line.
 DEFAULT_RARE_CLASSES = {"mnist": tuple(range(5, 10)), "svhn": tuple(range(5, 10))}
 
-RECORD_FIELDS = (
-    "config", "dataset", "run", "seed", "imbalance_ratio", "unsupervised", "iteration", "labeled", "pool_size",
-    "test_accuracy", "ensemble_test_accuracy", "per_class_accuracy", "selected_class_counts",
-    "pseudo_label_accuracy", "query_seconds", "train_seconds",
-)
-# A full-train line needs only these; the selection fields may be absent or null there.
-FULL_TRAIN_FIELDS = (
-    "config", "dataset", "run", "seed", "imbalance_ratio", "unsupervised", "iteration", "labeled", "pool_size",
-    "test_accuracy",
-)
 # What run_plot.py can draw and tabulate: fields of a record, in percent (fkal/metrics.py defines the imbalance
 # metrics). ``test_accuracy`` is the kept epoch's (the final one, or the one best on D_v with --epoch-selection val),
 # ``final_test_accuracy`` the last epoch's in either case.
