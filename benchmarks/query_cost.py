@@ -156,7 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     configs = [parse_config(n, ACQUISITIONS) for n in (args.uncertainty, args.fisher)]
     also = [parse_config(n, ACQUISITIONS) for n in args.also]
     raw = load_mnist(args.data_root, download=False)
-    split = make_split(SPEC, raw, args.seed, args.imbalance_ratio, pool_size=args.train_size,
+    split = make_split(SPEC, raw, args.seed, args.imbalance_ratio, train_size=args.train_size,
                        val_size=args.val_size)
     data = ALData(SPEC, raw, split)
     if args.labeled >= len(split.pool):

@@ -369,7 +369,7 @@ def _query(name, acquisition, spec, members, tasks, task_pretrained, pool_source
     n_lab, n_val = len(lab_labels), len(val_labels)
     candidates = np.arange(n_pool + n_lab, dtype=np.int64)          # the pool, then the labeled images
     val_rows = np.arange(n_pool + n_lab, n_pool + n_lab + n_val, dtype=np.int64)
-    data_spec = DatasetSpec(name="own", folder="own", num_classes=num_classes, pool_size=len(candidates),
+    data_spec = DatasetSpec(name="own", folder="own", num_classes=num_classes, train_size=len(candidates),
                             val_size=n_val, rare_classes=(), model=_model_name(task),
                             train=_NO_TRAINING, unsup=_NO_TRAINING, query_size=budget, iterations=1, runs=1,
                             default_L=cfg.L or 0)

@@ -128,7 +128,7 @@ def settings_from(args: argparse.Namespace, spec, device: Optional[torch.device]
                     query_size=spec.query_size if args.pool_size is None else args.pool_size,
                     iterations=spec.iterations if args.iterations is None else args.iterations,
                     device=device or device_from_args(args), seed=args.seed, noise_ratio=args.noise_ratio,
-                    pool_size=args.train_size, val_size=args.val_size, eval_batch=args.eval_batch,
+                    train_size=args.train_size, val_size=args.val_size, eval_batch=args.eval_batch,
                     progress=not args.no_progress and D.is_main(), options=tuple(sorted(vars(args).items())),
                     epoch_selection=args.epoch_selection, fresh=tuple(getattr(args, "fresh", ()) or ()),
                     unsup_given=args.unsup_epochs is not None), args)

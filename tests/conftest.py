@@ -137,7 +137,7 @@ def make_query_context(root: Path, cfg, *, n_labeled: int = 20, budget: int = 12
     spec = DATASETS["mnist"]
     cfg = cfg if isinstance(cfg, Config) else parse_config(cfg, ACQUISITIONS)
     raw = load_mnist(str(root), download=False)
-    split = make_split(spec, raw, seed=0, imbalance_ratio=1, pool_size=300, val_size=100)
+    split = make_split(spec, raw, seed=0, imbalance_ratio=1, train_size=300, val_size=100)
     labeled = np.sort(np.random.default_rng(seed).choice(len(split.pool), n_labeled, replace=False))
     torch.manual_seed(seed)
     if models is None:

@@ -20,7 +20,7 @@ def test_idx_files_load_through_torchvision(tiny_mnist):
 
 def test_split_sizes_disjoint_and_imbalance(tiny_mnist):
     raw = load_mnist(str(tiny_mnist), download=False)
-    split = make_split(MNIST, raw, seed=3, imbalance_ratio=10, pool_size=500, val_size=100)
+    split = make_split(MNIST, raw, seed=3, imbalance_ratio=10, train_size=500, val_size=100)
     assert len(split.val) == 100 and len(np.intersect1d(split.pool, split.val)) == 0
     labels = raw.train.labels[split.pool]
     n_common = (labels < 5).sum()
@@ -31,16 +31,16 @@ def test_split_sizes_disjoint_and_imbalance(tiny_mnist):
 
 def test_label_noise_flips_the_requested_share(tiny_mnist):
     raw = load_mnist(str(tiny_mnist), download=False)
-    split = make_split(MNIST, raw, seed=0, imbalance_ratio=1, noise_ratio=0.2, pool_size=500, val_size=100)
+    split = make_split(MNIST, raw, seed=0, imbalance_ratio=1, noise_ratio=0.2, train_size=500, val_size=100)
     wrong = split.pool_labels != raw.train.labels[split.pool]
     assert wrong.sum() == 100
 
 
 def test_split_is_seeded(tiny_mnist):
     raw = load_mnist(str(tiny_mnist), download=False)
-    a = make_split(MNIST, raw, 1, 100, pool_size=500, val_size=100)
-    b = make_split(MNIST, raw, 1, 100, pool_size=500, val_size=100)
-    c = make_split(MNIST, raw, 2, 100, pool_size=500, val_size=100)
+    a = make_split(MNIST, raw, 1, 100, train_size=500, val_size=100)
+    b = make_split(MNIST, raw, 1, 100, train_size=500, val_size=100)
+    c = make_split(MNIST, raw, 2, 100, train_size=500, val_size=100)
     np.testing.assert_array_equal(a.pool, b.pool)
     assert not np.array_equal(a.val, c.val)
 
@@ -48,7 +48,7 @@ def test_split_is_seeded(tiny_mnist):
 def test_split_save_load_roundtrip(tiny_mnist, tmp_path):
     from fkal.data import Split
     raw = load_mnist(str(tiny_mnist), download=False)
-    a = make_split(MNIST, raw, 1, 100, pool_size=500, val_size=100)
+    a = make_split(MNIST, raw, 1, 100, train_size=500, val_size=100)
     a.save(tmp_path / "s.npz")
     b = Split.load(tmp_path / "s.npz")
     np.testing.assert_array_equal(a.pool, b.pool)

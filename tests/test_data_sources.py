@@ -44,7 +44,7 @@ def imagenet_like(classes: int = 20, seed: int = 0) -> tuple[protocol.DatasetSpe
 @pytest.mark.parametrize("ir", [4.0, 10.0, 100.0])
 def test_imagenet_per_class_decimation_is_exact(ir):
     spec, raw, per_class = imagenet_like()
-    split = make_split(spec, raw, seed=3, imbalance_ratio=ir, pool_size=len(raw.train), val_size=50)
+    split = make_split(spec, raw, seed=3, imbalance_ratio=ir, train_size=len(raw.train), val_size=50)
     after = counts(split.pool_labels, 20)
     decimated = np.flatnonzero(after != per_class)
     kept = np.flatnonzero(after == per_class)
@@ -59,7 +59,7 @@ def test_imagenet_rare_classes_come_from_the_seed():
     spec, raw, per_class = imagenet_like()
 
     def rare(seed):
-        split = make_split(spec, raw, seed=seed, imbalance_ratio=100, pool_size=len(raw.train), val_size=100)
+        split = make_split(spec, raw, seed=seed, imbalance_ratio=100, train_size=len(raw.train), val_size=100)
         return tuple(np.flatnonzero(counts(split.pool_labels, 20) < per_class))
 
     assert len(rare(0)) == 10 and rare(0) == rare(0)                                   # half of them, repeatable
@@ -71,7 +71,7 @@ def test_imagenet_rare_classes_come_from_the_seed():
 
 def test_imagenet_no_decimation_at_ir_1():
     spec, raw, per_class = imagenet_like()
-    split = make_split(spec, raw, seed=0, imbalance_ratio=1, pool_size=len(raw.train), val_size=100)
+    split = make_split(spec, raw, seed=0, imbalance_ratio=1, train_size=len(raw.train), val_size=100)
     assert counts(split.pool_labels, 20).tolist() == per_class.tolist()
 
 
@@ -89,7 +89,7 @@ def test_cifar10_imbalance():
     assert len(split.val) == 5_000 and before.sum() == 45_000
     # the whole 50,000 as the pool (TA-VAAL's own setting): 5,000 odd, 50 even
     whole = RawData(train=raw.train, test=raw.test, val=labels_only(np.arange(10)))
-    split = make_split(spec, whole, seed=0, imbalance_ratio=100, pool_size=50_000, val_size=10)
+    split = make_split(spec, whole, seed=0, imbalance_ratio=100, train_size=50_000, val_size=10)
     assert counts(split.pool_labels, 10).tolist() == [50, 5000] * 5
 
 

@@ -100,7 +100,7 @@ def trained_state(tmp_path_factory):
     root = write_mnist(base / "data")
     raw = load_mnist(str(root), download=False)
     spec = DATASETS["mnist"]
-    split = make_split(spec, raw, seed=0, imbalance_ratio=1, pool_size=300, val_size=100)
+    split = make_split(spec, raw, seed=0, imbalance_ratio=1, train_size=300, val_size=100)
     torch.manual_seed(0)
     model = lenet()
     labeled = np.arange(60)

@@ -19,7 +19,7 @@ TIMINGS = ("query_seconds", "train_seconds")
 def settings(out, iterations: int) -> Settings:
     spec = DATASETS["mnist"]
     return Settings(out=out, spec=spec, train=spec.train.with_epochs(2), unsup=spec.unsup.with_epochs(1),
-                    query_size=10, iterations=iterations, device=torch.device("cpu"), pool_size=400, val_size=100,
+                    query_size=10, iterations=iterations, device=torch.device("cpu"), train_size=400, val_size=100,
                     eval_batch=128, progress=False, options=(("lloss_subset", 40),))
 
 

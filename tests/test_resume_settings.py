@@ -265,9 +265,9 @@ def test_a_state_that_does_not_fit_the_run_is_one_clear_error(tmp_path):
     torch.save({"models": [{"w": torch.zeros(2)}], "labeled_at": torch.full((5,), -1), "settings_id": "abc"}, path)
     assert load_state(path, 5, "fix", settings_id="abc", members=1)["labeled_at"].tolist() == [-1] * 5
     for kwargs, message in [
-            ({"pool_size": 6}, f"{path} holds the selections of a pool of 5 images, this run's pool has 6: fix"),
-            ({"pool_size": 5, "members": 2}, f"{path} holds 1 models where the configuration has 2: fix"),
-            ({"pool_size": 5, "settings_id": "xyz"}, f"{path} was made by another configuration or with other "
+            ({"n_pool": 6}, f"{path} holds the selections of a pool of 5 images, this run's pool has 6: fix"),
+            ({"n_pool": 5, "members": 2}, f"{path} holds 1 models where the configuration has 2: fix"),
+            ({"n_pool": 5, "settings_id": "xyz"}, f"{path} was made by another configuration or with other "
                                                      "settings (settings abc, this configuration's are xyz): fix")]:
         with pytest.raises(UserError) as e:
             load_state(path, fix="fix", **kwargs)

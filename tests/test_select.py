@@ -31,7 +31,7 @@ def loop_side(root, name, options):
     # images in [0, 1] (mean 0, std 1): fkal.select takes images as the model takes them and hands them to VAAL's
     # VAE as they are, where the loop first undoes the source's normalization
     raw.train.mean, raw.train.std = torch.zeros_like(raw.train.mean), torch.ones_like(raw.train.std)
-    split = make_split(spec, raw, seed=0, imbalance_ratio=1, pool_size=300, val_size=100)
+    split = make_split(spec, raw, seed=0, imbalance_ratio=1, train_size=300, val_size=100)
     data = ALData(spec, raw, split)
     labeled_at = np.full(len(split.pool), -1, dtype=np.int64)
     labeled_at[-N_LABELED:] = 1

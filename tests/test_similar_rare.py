@@ -25,10 +25,10 @@ def raw_of(labels: np.ndarray) -> RawData:
     return RawData(train=source(labels), test=source(np.arange(10)))
 
 
-def similar_split(ir: float, seed: int = 0, pool_size: int = 0, val_size: int = 0, dataset: str = "mnist") -> Split:
+def similar_split(ir: float, seed: int = 0, train_size: int = 0, val_size: int = 0, dataset: str = "mnist") -> Split:
     spec = DATASETS[dataset]
     spec = replace(spec, imbalance="similar-rare", rare_classes=rule_rare_classes("similar-rare", spec.num_classes))
-    return make_split(spec, raw_of(LABELS), seed, ir, pool_size=pool_size, val_size=val_size)
+    return make_split(spec, raw_of(LABELS), seed, ir, train_size=train_size, val_size=val_size)
 
 
 def test_the_last_five_classes_each_keep_a_tenth_of_their_images():
@@ -41,8 +41,8 @@ def test_the_last_five_classes_each_keep_a_tenth_of_their_images():
 
 
 def test_counts_are_of_the_pool_after_the_validation_set_and_the_rare_images_drawn_at_random():
-    before = similar_split(1, seed=4, pool_size=800, val_size=200)          # the same draw of D_v and D, unreduced
-    after = similar_split(10, seed=4, pool_size=800, val_size=200)
+    before = similar_split(1, seed=4, train_size=800, val_size=200)          # the same draw of D_v and D, unreduced
+    after = similar_split(10, seed=4, train_size=800, val_size=200)
     n_before = np.bincount(before.pool_labels, minlength=10)
     expected = np.where(np.arange(10) >= 5, n_before // 10, n_before)
     assert np.bincount(after.pool_labels, minlength=10).tolist() == expected.tolist()
@@ -50,7 +50,7 @@ def test_counts_are_of_the_pool_after_the_validation_set_and_the_rare_images_dra
     assert np.isin(after.pool, before.pool).all()
     common = before.pool[before.pool_labels < 5]
     np.testing.assert_array_equal(after.pool[after.pool_labels < 5], common)   # common classes keep every image
-    other = similar_split(10, seed=5, pool_size=800, val_size=200)
+    other = similar_split(10, seed=5, train_size=800, val_size=200)
     assert not np.array_equal(after.pool[after.pool_labels >= 5], other.pool[other.pool_labels >= 5])
 
 

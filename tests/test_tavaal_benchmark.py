@@ -99,7 +99,7 @@ CIFAR10_LABELS = np.tile(np.arange(10), 5_000)          # 50,000 train labels, 5
 def split_with(rule: str, ir: float, labels=CIFAR10_LABELS, seed: int = 0, val_size: int = 0):
     spec = DATASETS["cifar10"]
     spec = replace(spec, imbalance=rule, rare_classes=rule_rare_classes(rule, 10) or spec.rare_classes)
-    return make_split(spec, tiny_raw(labels), seed, ir, pool_size=0, val_size=val_size)
+    return make_split(spec, tiny_raw(labels), seed, ir, train_size=0, val_size=val_size)
 
 
 def test_tavaal_paper_rule_keeps_5000_over_ir_of_the_first_five_classes_at_random():
@@ -189,7 +189,7 @@ def test_tavaal_preset_follows_the_code_and_every_number_is_overridable():
             s.train.milestones) == (200, 0.1, 0.9, 5e-4, 128, (160,))
     assert (s.model_per_cycle, s.loss_module_all, s.crop_padding, args.unsupervised) == ("fresh", 0, 4, 0)
     assert (spec.imbalance, spec.rare_classes, args.imbalance_ratios) == ("tavaal-code", (0, 2, 4, 6, 8), [1.0, 100.0])
-    assert (s.train_size(), s.val_size_or_default(), spec.model) == (0, 0, "resnet18-small")
+    assert (s.train_size_or_default(), s.val_size_or_default(), spec.model) == (0, 0, "resnet18-small")
     o = dict(s.options)
     assert (o["vaal_latent"], o["tavaal_eta"], o["vaal_lr"], o["tavaal_disc_rank"], o["tavaal_first_uniform"],
             o["tavaal_epochs"], o["vaal_batch"], o["tavaal_subset_factor"], o["lloss_subset"]) == \

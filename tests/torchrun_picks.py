@@ -36,7 +36,7 @@ def main() -> int:
     D.init()
     spec = DATASETS["mnist"]
     raw = load_mnist(root, download=False)
-    split = make_split(spec, raw, seed=0, imbalance_ratio=1, pool_size=300, val_size=100)
+    split = make_split(spec, raw, seed=0, imbalance_ratio=1, train_size=300, val_size=100)
     labeled = np.sort(np.random.default_rng(0).choice(len(split.pool), 20, replace=False))
     unlabeled = np.setdiff1d(np.arange(len(split.pool)), labeled)
     state = torch.load(state_path, weights_only=True)

@@ -43,7 +43,7 @@ class DatasetSpec:
     name: str                       # command-line name, e.g. "mnist"
     folder: str                     # folder under --out, e.g. "MNIST"
     num_classes: int
-    pool_size: int                  # |D| before the imbalance is applied (0: every train image not in D_v)
+    train_size: int                 # |D| before the imbalance is applied (0: every train image not in D_v)
     val_size: int                   # |D_v|
     rare_classes: tuple[int, ...]   # classes decimated by the imbalance ratio
     model: str                      # builder name in fkal.models.MODELS
@@ -64,7 +64,7 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
-        name="mnist", folder="MNIST", num_classes=10, pool_size=50_000, val_size=10_000,
+        name="mnist", folder="MNIST", num_classes=10, train_size=50_000, val_size=10_000,
         rare_classes=(5, 6, 7, 8, 9), model="lenet",
         train=Schedule(epochs=50, lr=0.05, batch_size=25, milestones=(15, 30, 45), momentum=0.5),
         unsup=Schedule(epochs=8, lr=0.05, batch_size=25, milestones=(3, 6), momentum=0.5),
@@ -74,7 +74,7 @@ DATASETS: dict[str, DatasetSpec] = {
     # (blocks 3 + 4). Momentum and weight decay are not given: the usual 0.9 and 5e-4 of ResNets on 32x32 images.
     # Rotation pretraining (not given either): 15 epochs over the whole pool (x4 rotations), lr x0.1 at epoch 10.
     "svhn": DatasetSpec(
-        name="svhn", folder="SVHN", num_classes=10, pool_size=500_000, val_size=104_388,
+        name="svhn", folder="SVHN", num_classes=10, train_size=500_000, val_size=104_388,
         rare_classes=(5, 6, 7, 8, 9), model="resnet10-small",
         train=Schedule(epochs=35, lr=0.1, batch_size=128, milestones=(15, 30), momentum=0.9, weight_decay=5e-4),
         unsup=Schedule(epochs=15, lr=0.1, batch_size=128, milestones=(10,), momentum=0.9, weight_decay=5e-4),
@@ -88,7 +88,7 @@ DATASETS: dict[str, DatasetSpec] = {
     # and weight decay 1e-4 are the usual ImageNet values (not given). Rotation pretraining (not given): 15 epochs
     # over the pool (x4 rotations, like 60 ordinary epochs), lr x0.1 at epoch 10.
     "imagenet": DatasetSpec(
-        name="imagenet", folder="ImageNet", num_classes=1000, pool_size=1_281_167, val_size=50_000,
+        name="imagenet", folder="ImageNet", num_classes=1000, train_size=1_281_167, val_size=50_000,
         rare_classes=(), rare_share=0.5, imbalance="per_class", model="resnet18",
         train=Schedule(epochs=60, lr=0.1, batch_size=128, milestones=(30, 50, 57), momentum=0.9, weight_decay=1e-4),
         unsup=Schedule(epochs=15, lr=0.1, batch_size=128, milestones=(10,), momentum=0.9, weight_decay=1e-4),
@@ -103,7 +103,7 @@ DATASETS: dict[str, DatasetSpec] = {
     # no validation set; the Fisher-kernel method needs one, so 5,000 of the 50,000 train images are D_v.
     # Rotation pretraining (not in TA-VAAL): 30 epochs over the pool, lr x0.1 at 15 and 25.
     "cifar10": DatasetSpec(
-        name="cifar10", folder="CIFAR10", num_classes=10, pool_size=45_000, val_size=5_000,
+        name="cifar10", folder="CIFAR10", num_classes=10, train_size=45_000, val_size=5_000,
         rare_classes=(0, 2, 4, 6, 8), imbalance="per_class", model="resnet18-small",
         train=Schedule(epochs=200, lr=0.1, batch_size=128, milestones=(160,), momentum=0.9, weight_decay=5e-4),
         unsup=Schedule(epochs=30, lr=0.1, batch_size=128, milestones=(15, 25), momentum=0.9, weight_decay=5e-4),
@@ -114,7 +114,7 @@ DATASETS: dict[str, DatasetSpec] = {
     # P = 1,000 (the text; its supplement and code: 2,000, see fkal.protocols). The imbalance (not in TA-VAAL)
     # reduces the 50 even classes as CIFAR-10's.
     "cifar100": DatasetSpec(
-        name="cifar100", folder="CIFAR100", num_classes=100, pool_size=45_000, val_size=5_000,
+        name="cifar100", folder="CIFAR100", num_classes=100, train_size=45_000, val_size=5_000,
         rare_classes=tuple(range(0, 100, 2)), imbalance="per_class", model="resnet18-small",
         train=Schedule(epochs=200, lr=0.1, batch_size=128, milestones=(160,), momentum=0.9, weight_decay=5e-4),
         unsup=Schedule(epochs=30, lr=0.1, batch_size=128, milestones=(15, 25), momentum=0.9, weight_decay=5e-4),
@@ -127,7 +127,7 @@ DATASETS: dict[str, DatasetSpec] = {
     # trials. Naturally imbalanced: no rare classes are reduced. Rotation pretraining (not in TA-VAAL): 30
     # epochs, lr x0.1 at 20. ``caltech101-bg`` adds the background folder as class 102 (TA-VAAL's 9,144 images).
     "caltech101": DatasetSpec(
-        name="caltech101", folder="Caltech101", num_classes=101, pool_size=0, val_size=0,
+        name="caltech101", folder="Caltech101", num_classes=101, train_size=0, val_size=0,
         rare_classes=(), imbalance="per_class", model="resnet18",
         train=Schedule(epochs=200, lr=0.01, batch_size=16, milestones=(160,), momentum=0.9, weight_decay=5e-4),
         unsup=Schedule(epochs=30, lr=0.01, batch_size=16, milestones=(20,), momentum=0.9, weight_decay=5e-4),

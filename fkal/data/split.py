@@ -91,36 +91,36 @@ def check_request(spec: DatasetSpec, imbalance_ratio: float, noise_ratio: float 
 
 
 def make_split(spec: DatasetSpec, raw: RawData, seed: int, imbalance_ratio: float,
-               noise_ratio: float = 0.0, pool_size: Optional[int] = None, val_size: Optional[int] = None) -> Split:
+               noise_ratio: float = 0.0, train_size: Optional[int] = None, val_size: Optional[int] = None) -> Split:
     """The seeded split of DESIGN section 3.
 
-    1. A permutation of the train source gives D_v (``val_size``) and the pool (``pool_size``; 0: every train
+    1. A permutation of the train source gives D_v (``val_size``) and the pool (``train_size``; 0: every train
        image not in D_v), unless the dataset has its own validation source.
     2. Imbalance by the spec's rule (``IMBALANCE_RULES``), e.g. "grouped": common classes keep all their pool
        images; the rare classes together keep ``int(n_common / IR)`` images drawn at random.
     3. Label noise: a ``noise_ratio`` share of the pool gets a random wrong label.
     """
     check_request(spec, imbalance_ratio, noise_ratio)
-    pool_size = spec.pool_size if pool_size is None else pool_size
+    train_size = spec.train_size if train_size is None else train_size
     val_size = spec.val_size if val_size is None else val_size
     rng = np.random.default_rng(seed)
     n_train = len(raw.train)
-    if pool_size == 0:                                      # the whole train source (less D_v)
-        pool_size = n_train - (val_size if raw.val is None else 0)
+    if train_size == 0:                                      # the whole train source (less D_v)
+        train_size = n_train - (val_size if raw.val is None else 0)
     if imbalance_ratio > 1 and not spec.rare_classes and not spec.rare_share:
         raise UserError(f"{spec.name} names no rare classes to reduce: use --imbalance-ratios 1 (Caltech-101 is "
                         "imbalanced as it is)")
     if raw.val is None:
-        if pool_size + val_size > n_train:
-            raise UserError(f"a pool of {pool_size} and a validation set of {val_size} need {pool_size + val_size} "
+        if train_size + val_size > n_train:
+            raise UserError(f"a pool of {train_size} and a validation set of {val_size} need {train_size + val_size} "
                             f"{spec.name} train images, but only {n_train} exist: lower --train-size or --val-size")
         perm = rng.permutation(n_train)
-        val, pool = np.sort(perm[:val_size]), perm[val_size:val_size + pool_size]
+        val, pool = np.sort(perm[:val_size]), perm[val_size:val_size + train_size]
     else:
-        if pool_size > n_train or val_size > len(raw.val):
-            raise UserError(f"the request (pool {pool_size}, validation {val_size}) exceeds the {spec.name} data "
+        if train_size > n_train or val_size > len(raw.val):
+            raise UserError(f"the request (pool {train_size}, validation {val_size}) exceeds the {spec.name} data "
                             f"({n_train} train, {len(raw.val)} val images): lower --train-size or --val-size")
-        pool = rng.permutation(n_train)[:pool_size]
+        pool = rng.permutation(n_train)[:train_size]
         val = np.sort(rng.permutation(len(raw.val))[:val_size])
     labels = raw.train.labels[pool]
     rare_classes = tuple(int(c) for c in spec.rare_classes) or None

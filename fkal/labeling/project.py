@@ -203,7 +203,7 @@ class Project:
 
     def spec(self, n_candidates: int, n_val: int, budget: int, default_L: int) -> DatasetSpec:
         """The ``DatasetSpec`` the acquisitions read (name "own": no dataset's presets apply)."""
-        return DatasetSpec(name="own", folder="own", num_classes=len(self.classes), pool_size=n_candidates,
+        return DatasetSpec(name="own", folder="own", num_classes=len(self.classes), train_size=n_candidates,
                            val_size=n_val, rare_classes=(), model=self.model, train=self.train, unsup=self.unsup,
                            query_size=budget, iterations=1, runs=1, default_L=default_L)
 

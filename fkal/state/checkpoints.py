@@ -30,10 +30,10 @@ def new_model(s: Settings, num_classes: Optional[int] = None) -> torch.nn.Module
     return build_model(s.spec.model, num_classes or s.spec.num_classes).to(s.device)
 
 
-def load_state(path: Path, pool_size: int, fix: str, settings_id: Optional[str] = None,
+def load_state(path: Path, n_pool: int, fix: str, settings_id: Optional[str] = None,
                members: Optional[int] = None) -> dict:
     """An iteration state ``{"models": [E state dicts], "labeled_at": [N] int64, "iteration", "settings_id"}``
-    checked before use: its shape, the pool it indexes (``pool_size``), and with ``settings_id`` / ``members``
+    checked before use: its shape, the pool it indexes (``n_pool`` images), and with ``settings_id`` / ``members``
     the configuration that made it (a state copied from another configuration's folder is refused)."""
     state = load_torch(path, fix)
     models = state.get("models") if isinstance(state, dict) else None
@@ -46,9 +46,9 @@ def load_state(path: Path, pool_size: int, fix: str, settings_id: Optional[str] 
     if settings_id is not None and stored is not None and stored != settings_id:
         raise UserError(f"{path} was made by another configuration or with other settings (settings {stored}, this "
                         f"configuration's are {settings_id}): {fix}")
-    if len(labeled_at) != pool_size:
+    if len(labeled_at) != n_pool:
         raise UserError(f"{path} holds the selections of a pool of {len(labeled_at)} images, this run's pool has "
-                        f"{pool_size}: {fix}")
+                        f"{n_pool}: {fix}")
     if members is not None and len(models) != members:
         raise UserError(f"{path} holds {len(models)} models where the configuration has {members}: {fix}")
     return state

@@ -33,7 +33,7 @@ from .run import Settings
 # Settings of the split, the initial models and a configuration (fkal.settings)
 # ----------------------------------------------------------------------------------------------------------------
 def split_settings(s: Settings, raw: RawData, run: int, ir: float) -> dict:
-    return settings_mod.split_settings(s.spec, raw.fingerprint(), s.seed_of(run), ir, s.noise_ratio, s.train_size(),
+    return settings_mod.split_settings(s.spec, raw.fingerprint(), s.seed_of(run), ir, s.noise_ratio, s.train_size_or_default(),
                                        s.val_size_or_default())
 
 
@@ -134,7 +134,7 @@ def _ensure_split(s: Settings, raw: RawData, run: int, ir: float, query_budget: 
         split = Split.load(path, raw)
         check_same(split.settings, current, path, f"{OTHER_OUT} (the split serves every configuration of run{run})")
     else:
-        split = make_split(s.spec, raw, s.seed_of(run), ir, s.noise_ratio, s.pool_size, s.val_size)
+        split = make_split(s.spec, raw, s.seed_of(run), ir, s.noise_ratio, s.train_size, s.val_size)
         split.settings = current
     if query_budget is not None and query_budget > len(split.pool):
         raise UserError(f"{s.iterations} iterations of {s.query_size} images"

@@ -27,7 +27,7 @@ class Settings:
     device: torch.device
     seed: Optional[int] = None       # None: seed = run index
     noise_ratio: float = 0.0
-    pool_size: Optional[int] = None  # override of |D| before imbalance
+    train_size: Optional[int] = None  # --train-size: |D| before the imbalance (None: the protocol's)
     val_size: Optional[int] = None
     eval_batch: int = 1000
     progress: bool = True
@@ -48,8 +48,8 @@ class Settings:
     def seed_of(self, run: int) -> int:
         return run if self.seed is None else self.seed
 
-    def train_size(self) -> int:
-        return self.spec.pool_size if self.pool_size is None else self.pool_size
+    def train_size_or_default(self) -> int:
+        return self.spec.train_size if self.train_size is None else self.train_size
 
     def val_size_or_default(self) -> int:
         return self.spec.val_size if self.val_size is None else self.val_size
