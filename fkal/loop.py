@@ -33,13 +33,12 @@ from .errors import UserError
 from .io import append_jsonl, exclusive, load_torch, save_json, save_torch
 from .record import Record
 from .metrics import class_scores, imbalance_metrics, pseudo_label_rare_scores
-from .models import copy_all_but_classifier
 from .state.checkpoints import attached, hooks_for, load_models, load_state, new_model, read_json
 from .state.paths import Cell, RunPaths
 from .state.resume import (OTHER_OUT, adopt_pretraining, check_same, completed_iterations, config_folder_ready,
                            config_settings, ensure_split, initial_settings, resume_point)
 from .state.run import Settings, derive_seed, generator
-from .training import KeepBestEpoch, accuracy, predict, rotation_accuracy, train, train_rotation
+from .training import KeepBestEpoch, accuracy, initial_model, predict, rotation_accuracy, train
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -63,16 +62,13 @@ def ensure_initial(s: Settings, data: ALData, run: int, unsupervised: int, membe
         if D.on_main(target.exists):                       # made by another process while this one waited
             return target
         seed = s.seed_of(run)
-        torch.manual_seed(derive_seed(seed, "init", member))
-        model = new_model(s)
+        model, seconds, rot = initial_model(
+            lambda classes: new_model(s, num_classes=classes), data.pool_source, data.split.pool,
+            s.unsup if unsupervised else None, s.device, derive_seed(seed, "init", member),
+            derive_seed(seed, "rotation", member), generator(seed, "rotation-order", member),
+            desc=f"run{run} IR={ir:g} rotation pretraining e{member}", progress=s.progress)
         if unsupervised:
-            torch.manual_seed(derive_seed(seed, "rotation", member))
-            rot = new_model(s, num_classes=4)
-            seconds = train_rotation(rot, data.pool_source, data.split.pool, s.unsup, s.device,
-                                     generator(seed, "rotation-order", member),
-                                     desc=f"run{run} IR={ir:g} rotation pretraining e{member}", progress=s.progress)
             acc = rotation_accuracy(rot, data.raw.test, np.arange(len(data.raw.test)), s.device, s.eval_batch)
-            copy_all_but_classifier(rot, model)
             if D.is_main():
                 info_path = paths.initial_info(ir)
                 info = read_json(info_path)

@@ -204,3 +204,24 @@ def rotation_accuracy(model: nn.Module, source: TensorSource, idx: np.ndarray, d
         counts[1] += len(y)
     correct, n = D.all_reduce_sum(counts).tolist()
     return 100.0 * correct / max(n, 1)
+
+
+def initial_model(build, source: TensorSource, rows: np.ndarray, unsup: Optional[Schedule], device: torch.device,
+                  init_seed: int, rotation_seed: int, order: torch.Generator, desc: str = "rotation pretraining",
+                  progress: bool = True) -> tuple[nn.Module, float, Optional[nn.Module]]:
+    """An initial model (b = 0): random weights drawn after ``torch.manual_seed(init_seed)``; with ``unsup``,
+    every layer but the classifier copied from a 4-way rotation model (its own random start from
+    ``rotation_seed``) trained on ``source[rows]`` in the order of ``order`` (paper section 5, Gidaris et al.).
+    ``build(num_classes)`` makes the architecture. Returns ``(model, pretraining seconds, rotation model or None)``.
+    ``run.py``'s initial models and the labeling rounds' are both made here."""
+    from .models import copy_all_but_classifier
+
+    torch.manual_seed(init_seed)
+    model = build(None).to(device)
+    if unsup is None:
+        return model, 0.0, None
+    torch.manual_seed(rotation_seed)
+    rot = build(4).to(device)
+    seconds = train_rotation(rot, source, rows, unsup, device, order, desc=desc, progress=progress)
+    copy_all_but_classifier(rot, model)
+    return model, seconds, rot

@@ -155,7 +155,7 @@ def test_rotation_pretraining_starts_from_its_own_seeds(tiny_mnist, tmp_path, mo
     """Each member's rotation model starts from the weights of ``derive_seed(seed, "rotation", member)`` and reads
     the pool in the order of ``generator(seed, "rotation-order", member)``; the random-weights model from
     ``derive_seed(seed, "init", member)``. Recomputed here from those definitions."""
-    import fkal.loop
+    import fkal.training
     from fkal.data import ALData
     from fkal.loop import ensure_initial
     from fkal.run_state import derive_seed, ensure_split, generator, new_model
@@ -166,7 +166,7 @@ def test_rotation_pretraining_starts_from_its_own_seeds(tiny_mnist, tmp_path, mo
     def recorded(rot, source, pool, unsup, device, order, desc, progress):
         seen[desc] = (copied(rot), order.get_state())
         return 0.0
-    monkeypatch.setattr(fkal.loop, "train_rotation", recorded)
+    monkeypatch.setattr(fkal.training, "train_rotation", recorded)     # what fkal.training.initial_model calls
     data = ALData(s.spec, raw, ensure_split(s, raw, 3, 4.0))
     for member in (0, 1):
         ensure_initial(s, data, 3, 1, member)

@@ -191,8 +191,8 @@ def child(kill: str, log: str, argv: list[str]) -> int:
         ACQUISITIONS[name] = noted(fn, "query", query_note)
     if hasattr(loop, "train"):
         loop.train = noted(loop.train, "train", lambda *a, **kw: current[0])
-    if hasattr(loop, "train_rotation"):
-        loop.train_rotation = noted(loop.train_rotation, "pretraining", lambda *a, **kw: "rotation")
+    import fkal.training as training                    # initial_model's rotation pretraining
+    training.train_rotation = noted(training.train_rotation, "pretraining", lambda *a, **kw: "rotation")
 
     from fkal.launch import run_main
     sys.argv = [str(RUN_PY), *argv]

@@ -35,8 +35,9 @@ from ..data.own_images import (ImageCache, build_aldata, channel_stats, read_lab
 from ..errors import UserError
 from ..io import atomic_path, save_json, save_npz, save_text, save_torch
 from ..run_state import derive_seed, generator
-from ..models import MODELS, TORCHVISION_PREFIX, build_model, copy_all_but_classifier, taps_for
-from ..training import predict, train, train_rotation
+from ..models import MODELS, TORCHVISION_PREFIX, build_model, taps_for
+from ..state.checkpoints import models_from_states
+from ..training import initial_model, predict, train
 from . import outputs
 from .annotations import check, read_annotations
 from .project import (DEFAULT_L, ImageList, Label, Project, StatePaths, auto_model, defaults_of, load_labeled,
@@ -395,18 +396,13 @@ def ensure_initial(paths: StatePaths, ws: Workspace, member: int, device: torch.
     p = ws.project
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(derive_seed(p.seed, "init", member))
-        model = build_model(p.model, len(p.classes)).to(device)
-        seconds = 0.0
-        if p.pretrain == "rotation":
-            torch.manual_seed(derive_seed(p.seed, "rotation", member))
-            rot = build_model(p.model, 4).to(device)
-            seconds = train_rotation(rot, ws.source, ws.candidates, p.unsup, device,
-                                     generator(p.seed, "rotation-order", member),
-                                     desc=f"rotation pretraining on {len(ws.candidates)} images"
-                                          + (f" (member {member})" if member else ""), progress=progress)
-            copy_all_but_classifier(rot, model)
-        elif p.pretrain == "weights":
+        model, seconds, _ = initial_model(
+            lambda classes: build_model(p.model, classes or len(p.classes)), ws.source, ws.candidates,
+            p.unsup if p.pretrain == "rotation" else None, device, derive_seed(p.seed, "init", member),
+            derive_seed(p.seed, "rotation", member), generator(p.seed, "rotation-order", member),
+            desc=f"rotation pretraining on {len(ws.candidates)} images" + (f" (member {member})" if member else ""),
+            progress=progress)
+        if p.pretrain == "weights":
             load_weights(model, p.weights, p.model)
     state = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "kind": p.pretrain,
              "seconds": seconds, "member": member}
@@ -415,17 +411,9 @@ def ensure_initial(paths: StatePaths, ws: Workspace, member: int, device: torch.
 
 
 def _models(ws: Workspace, states: list[dict], wrapped: bool, device: torch.device) -> list[torch.nn.Module]:
-    hooks = TASK_HOOKS.get(ws.cfg.acquisition)
-    out = []
-    for st in states:
-        m = build_model(ws.project.model, len(ws.project.classes)).to(device)
-        if hooks is not None and wrapped:
-            m = hooks.wrap(m, ws.data.spec).to(device)
-        m.load_state_dict(st)
-        if hooks is not None and not wrapped:
-            m = hooks.wrap(m, ws.data.spec).to(device)
-        out.append(m.eval())
-    return out
+    return models_from_states(lambda: build_model(ws.project.model, len(ws.project.classes)).to(device), states,
+                              TASK_HOOKS.get(ws.cfg.acquisition), ws.data.spec, device, wrapped,
+                              f"the project's {ws.project.model} model")
 
 
 def _load(path: Path) -> Optional[dict]:

@@ -59,20 +59,28 @@ def load_models(s: Settings, states: list[dict], acquisition: Optional[str] = No
     """Models from state dicts; ``wrapped`` states were saved with the acquisition's task hooks applied,
     plain ones (initial models) get the hooks applied after loading. Weights that do not fit the model are a
     ``UserError`` naming ``origin`` (the file they came from) and ``fix``."""
-    hooks = hooks_for(s, acquisition)
+    return models_from_states(lambda: new_model(s), states, hooks_for(s, acquisition), s.spec, s.device, wrapped,
+                              f"the {s.spec.model} model{f' of {acquisition}' if acquisition else ''}", origin, fix)
+
+
+def models_from_states(build, states: list[dict], hooks: Optional[TaskHooks], spec, device: torch.device,
+                       wrapped: bool, what: str, origin: Optional[Path] = None, fix: str = "") -> list[torch.nn.Module]:
+    """Models made by ``build()`` holding ``states``, in eval mode on ``device``, with the task ``hooks`` (if any)
+    put on before loading (``wrapped``: the states were saved with them) or after (plain states, e.g. initial
+    models). Weights that do not fit are a ``UserError`` naming ``origin``, ``what`` they should fit and ``fix``.
+    The loop's ``load_models`` and the labeling rounds both build their models here."""
     models = []
     for st in states:
-        m = new_model(s)
+        m = build()
         if hooks is not None and wrapped:
-            m = hooks.wrap(m, s.spec).to(s.device)
+            m = hooks.wrap(m, spec).to(device)
         try:
             m.load_state_dict(st)
         except (RuntimeError, TypeError, KeyError, AttributeError):
-            raise UserError(f"{origin or 'a saved model'} does not fit the {s.spec.model} model"
-                            f"{f' of {acquisition}' if acquisition else ''} ({misfit(m, st)})"
+            raise UserError(f"{origin or 'a saved model'} does not fit {what} ({misfit(m, st)})"
                             f"{': ' + fix if fix else ''}") from None
         if hooks is not None and not wrapped:
-            m = hooks.wrap(m, s.spec).to(s.device)
+            m = hooks.wrap(m, spec).to(device)
         models.append(m.eval())
     return models
 
