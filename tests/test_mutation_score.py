@@ -99,15 +99,19 @@ def test_equivalents_are_printed_with_the_lines_they_change_now_and_missing_name
     assert tool.print_equivalents(["loop"], tmp_path / "mutants", tmp_path) == 0
 
 
-def test_the_modules_scored_are_the_modules_mutmut_mutates_and_every_acquisition_is_among_them():
+def test_the_modules_scored_are_the_modules_mutmut_mutates_and_they_exist():
+    """setup.cfg and tools/mutation_score.py name the same modules (every acquisition shipped here among them; a
+    new one is enrolled by a line in each, not required to land)."""
     import configparser
     cfg = configparser.ConfigParser()
     cfg.read(tool.ROOT / "setup.cfg")
     mutated = cfg["mutmut"]["only_mutate"].split()
     assert sorted(mutated) == sorted(tool.MODULES.values()) and len(set(mutated)) == len(mutated)
-    acquisitions = {str(p.relative_to(tool.ROOT)) for p in (tool.ROOT / "fkal" / "acquisitions").glob("*.py")}
-    assert acquisitions - set(mutated) == {"fkal/acquisitions/__init__.py", "fkal/acquisitions/contract.py",
-                                           "fkal/acquisitions/registry.py"}
+    assert all((tool.ROOT / m).is_file() for m in mutated)
+    from fkal.acquisitions import registry
+    shipped = {f"fkal/acquisitions/{m.__name__.rsplit('.', 1)[1]}.py" for m in registry.MODULES
+               if m.__name__.startswith("fkal.")}
+    assert shipped <= set(mutated)
 
 
 def test_a_sample_of_modules_without_mutants_first_generates_them_without_running_any(monkeypatch, tmp_path):
