@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import protocols
+from . import config_files, protocols
 from .acquisitions.registry import ACQUISITIONS, argument_groups
 from .arguments import OneLineErrors, integer, number
 from .config import Config, parse_config
@@ -52,7 +52,9 @@ def build_parser(dataset: Optional[str] = None, stage: Optional[str] = None) -> 
             "gen_descr": "Stage 2: descriptors z and Fisher scores g of the validation set and the unlabeled pool "
                          "for one configuration's model, written as .npy files.",
             "main_descr": "Stage 3: matching, selection and retraining, B iterations of each configuration."}[stage]
-    p = OneLineErrors(description=what, formatter_class=HelpFormatter)
+    p = OneLineErrors(description=what, formatter_class=HelpFormatter,
+                      epilog="--config FILE runs the jobs of an experiment file (configs/*.yaml), each with the "
+                             "file's options and then the flags given here, which win; see configs/README.md")
     if dataset is None:
         p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(sorted(DATASETS))}")
     p.add_argument("--data-root", default=None,
@@ -129,9 +131,11 @@ def settings_from(args: argparse.Namespace, spec, device: Optional[torch.device]
                     iterations=spec.iterations if args.iterations is None else args.iterations,
                     device=device or device_from_args(args), seed=args.seed, noise_ratio=args.noise_ratio,
                     train_size=args.train_size, val_size=args.val_size, eval_batch=args.eval_batch,
-                    progress=not args.no_progress and D.is_main(), options=tuple(sorted(vars(args).items())),
+                    progress=not args.no_progress and D.is_main(),
+                    options=tuple(sorted((k, v) for k, v in vars(args).items() if k != "config_file")),
                     epoch_selection=args.epoch_selection, fresh=tuple(getattr(args, "fresh", ()) or ()),
-                    unsup_given=args.unsup_epochs is not None), args)
+                    unsup_given=args.unsup_epochs is not None,
+                    config_file=getattr(args, "config_file", None)), args)
 
 
 def pick_device(gpu: Optional[int]) -> torch.device:
@@ -151,11 +155,28 @@ def stage_main(script: str) -> int:
     return main(dataset=path.parent.name, stage=path.stem)
 
 
-def main(argv: Optional[Sequence[str]] = None, dataset: Optional[str] = None, stage: Optional[str] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, dataset: Optional[str] = None, stage: Optional[str] = None,
+         provenance: Optional[dict] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        path, rest = config_files.split_config(argv)
+        experiment = config_files.load(path) if path is not None else None
+        jobs = config_files.job_argvs(experiment, rest) if experiment is not None else []
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    if experiment is not None:              # run.py --config FILE: each job in turn, the command line's flags last
+        for k, job in enumerate(jobs, start=1):
+            D.print_once(f"{experiment.name} job {k}/{len(jobs)}: run.py {config_files.describe(job)}", sys.stdout)
+            code = main(job, dataset, stage, experiment.provenance())
+            if code:
+                return code
+        return 0
     try:
         args = protocols.parse(build_parser(dataset, stage), argv, dataset)
     except SystemExit as e:                 # --help, or a usage error already printed as one line
         return int(e.code or 0)
+    args.config_file = provenance
     try:
         if D.launched() and torch.cuda.is_available():      # before the first CUDA operation (fkal.device)
             configure_cuda(deterministic=not getattr(args, "nondeterministic", False))

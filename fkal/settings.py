@@ -90,10 +90,16 @@ def config_settings(initial: dict, config: str, unsupervised: int, train_schedul
                       "device": device, **more})
 
 
+# Settings that say where a run came from, not what shaped its numbers: recorded, never compared.
+INFORMATIONAL = ("config_file",)
+
+
 def comparable(settings: dict) -> dict:
-    """Flattened settings without the ones ``ADDED_LATER`` holds at their earlier value."""
+    """Flattened settings without the ones ``ADDED_LATER`` holds at their earlier value, and without the
+    ``INFORMATIONAL`` ones (the experiment file a run came from)."""
     flat = flatten(canonical(settings))
-    return {k: v for k, v in flat.items() if not (k in ADDED_LATER and v == canonical(ADDED_LATER[k]))}
+    return {k: v for k, v in flat.items() if not (k in ADDED_LATER and v == canonical(ADDED_LATER[k]))
+            and k.split(".", 1)[0] not in INFORMATIONAL}
 
 
 def settings_id(settings: dict) -> str:

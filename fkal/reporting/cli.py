@@ -313,7 +313,28 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry; returns the exit code (0; 2 with one error line when there is nothing to show, the
-    command line is wrong or a file cannot be written; 130 after Ctrl-C)."""
+    command line is wrong or a file cannot be written; 130 after Ctrl-C). ``--config FILE`` makes each plot of an
+    experiment file (``fkal.config_files``), the flags given beside it last."""
+    from .. import config_files
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        path, rest = config_files.split_config(argv)
+        experiment = config_files.load(path) if path is not None else None
+        plots = config_files.plot_argvs(experiment, rest) if experiment is not None else []
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    if experiment is not None:
+        if not plots:
+            print(f"error: --config {path} lists no plots", file=sys.stderr)
+            return UserError.exit_code
+        for k, plot in enumerate(plots, start=1):
+            print(f"{experiment.name} plot {k}/{len(plots)}: run_plot.py {config_files.describe(plot)}")
+            code = main(plot)
+            if code:
+                return code
+        return 0
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:                 # --help, or a usage error already printed as one line

@@ -50,7 +50,8 @@ def config_settings(s: Settings, raw: RawData, cfg: Config, run: int, ir: float,
         s.epoch_selection, {d: options.get(d) for d in dests},
         s.device.type, taps=options.get("taps", "pre"), standardize=options.get("standardize", "unit"),
         world_size=D.world(), cuda=cuda_settings(s.device),
-        **({"eval_batch": s.eval_batch} if batch_seeded(cfg) else {}), **protocol_settings(s))
+        **({"eval_batch": s.eval_batch} if batch_seeded(cfg) else {}), **protocol_settings(s),
+        **({"config_file": s.config_file} if s.config_file else {}))
 
 
 def batch_seeded(cfg: Config) -> bool:

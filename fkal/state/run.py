@@ -44,6 +44,7 @@ class Settings:
     # whether ``unsup`` was asked for (--unsup-epochs); when not, a run whose initial models exist takes the
     # pretraining schedule they were made with (``adopt_pretraining``)
     unsup_given: bool = True
+    config_file: Optional[dict] = None   # the experiment file a run came from (run.py --config): recorded only
 
     def seed_of(self, run: int) -> int:
         return run if self.seed is None else self.seed
