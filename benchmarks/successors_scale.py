@@ -6,7 +6,7 @@ pure selection function on ``--threads`` threads (default 1) and reports the wal
 of the query (VmHWM, which includes the pool's tensors already resident), next to the size of the pool's float32
 softmax outputs ``N x C x 4`` bytes.
 
-The synthetic pool: class c drawn with prior 1 for the first C/2 classes and 1/IR for the rest (DESIGN's bias,
+The synthetic pool: class c drawn with prior 1 for the first C/2 classes and 1/IR for the rest (the protocol's bias,
 IR = 100 by default); class means mu_c ~ N(0, I_d); features h = relu(mu_y + 3.5 N(0, I_d)) (d = 512); a
 classifier W = mu + N(0, I), b = 0; logits = h W^T / sqrt(d); softmax. A random P images are labeled (their true
 class), the oracle returns the true class. GALAXY and DIRECT get the softmax outputs of the pool; BASE the logits

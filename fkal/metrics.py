@@ -1,7 +1,7 @@
 """Test-set metrics of a biased problem, computed once per iteration and kept in every results record.
 
 Overall accuracy hides what matters when the pool is biased: the imbalance-aware methods are judged by balanced
-accuracy, macro F1 and the worst class (LabelBench's metrics, DESIGN section 10). Definitions, for C classes:
+accuracy, macro F1 and the worst class (LabelBench's metrics; docs/results/successors.md, "Metrics"). Definitions, for C classes:
 
   acc_c                    share of the test images of class c predicted c (a class absent from the test set: 0)
   balanced_accuracy        mean_c acc_c

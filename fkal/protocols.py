@@ -84,7 +84,7 @@ _CALTECH = {
 
 PROTOCOLS: dict[str, Protocol] = {
     "fk": Protocol(
-        "fk", "the Fisher-kernel paper's protocol (DESIGN section 3): the dataset's own numbers",
+        "fk", "the Fisher-kernel paper's protocol (docs/protocol.md): the dataset's own numbers",
         datasets={"caltech101": {"imbalance_ratios": [1.0]}, "caltech101-bg": {"imbalance_ratios": [1.0]}}),
     "tavaal": Protocol(
         "tavaal", "TA-VAAL's benchmark as the authors' code runs it",

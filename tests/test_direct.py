@@ -266,7 +266,7 @@ def test_phase_a_picks_stay_in_the_uncertain_interval():
 
 
 def test_far_label_flip_changes_galaxy_but_not_direct():
-    """DESIGN: a flipped label far from the boundary changes DIRECT's picks not at all and GALAXY's at once.
+    """docs/acquisitions/direct.md: a flipped label far from the boundary changes DIRECT's picks not at all and GALAXY's at once.
     Images 10, 20, 30 are labeled too; 20 (deep on class 1's side, p_0 = 0.108) is labeled 0 instead of 1.
     DIRECT's acc loses 2 uniformly over the thresholds above it, t* stays at the boundary; GALAXY sees two runs
     of 9 around 20, shorter than the boundary's 19, and bisects them first.

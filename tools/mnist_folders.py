@@ -4,8 +4,8 @@
     python tools/mnist_folders.py annotate demo/pool_truth.csv my_project/round1/to_label.csv demo/round1.csv
 
 ``write`` makes, from MNIST's 60,000 training images (drawn with --seed, disjoint):
-  {out}/pool/{k}/{index}.png   the unlabeled pool, nested in folders of 1,000, with the paper's bias (DESIGN
-                               section 3): classes 0-4 keep all their images of a --pool-size draw, classes 5-9
+  {out}/pool/{k}/{index}.png   the unlabeled pool, nested in folders of 1,000, with the paper's bias
+                               (docs/protocol.md): classes 0-4 keep all their images of a --pool-size draw, classes 5-9
                                together keep int(n_0-4 / IR) of theirs
   {out}/pool_truth.csv         path,label of every pool image: the answers an annotator would give
   {out}/labeled/{class}/...    --labeled-per-class images of each class (balanced), the given labeled images

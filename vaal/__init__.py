@@ -1,4 +1,4 @@
-"""The adversarial and loss-prediction baselines (DESIGN section 6): VAAL, TA-VAAL and learning loss.
+"""The adversarial and loss-prediction baselines (docs/acquisitions/vaal.md): VAAL, TA-VAAL and learning loss.
 
 Where things live:
   models.py        the VAE, the discriminator, the loss prediction module (ranker) and the task-model wrapper

@@ -2,7 +2,7 @@
 task-model wrapper that carries that module.
 
 Architectures follow the official VAAL code (Sinha et al. 2019, ``model.py``), generalised to any width and any
-input size S divisible by 16 (DESIGN section 6):
+input size S divisible by 16 (docs/acquisitions/vaal.md):
 
   encoder   four Conv k4 s2 p1 (no bias) + BN + ReLU, widths w, 2w, 4w, 8w   [B, C, S, S] -> [B, 8w, S/16, S/16]
             (reference w = 128; the FK paper's MNIST adaptation halves every width, w = 64), flatten,

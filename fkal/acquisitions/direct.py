@@ -26,7 +26,7 @@ paper: the phase-A classes go in descending order of their labeled count (LabelB
 ties here by class index, numpy's quicksort leaves them unspecified), b is computed from the budget left *before*
 the round's draws, a class's B2 is capped by the number of unlabeled images, and phase A's leftover budget (an
 interval with no unlabeled image left) goes to phase B. LabelBench's C = 2 margin uses ``1e-8 p_0`` for both classes
-(ordering the images predicted as class 1 backwards); DESIGN asks for ``1e-8 max_j p_j`` for every class, done here.
+(ordering the images predicted as class 1 backwards); here ``1e-8 max_j p_j`` serves every class (docs/acquisitions/direct.md).
 
 Cost: one stable sort of N margins per class (cached, packed), O(N) per class and phase for its weights and acc,
 and per shrink O(N) plus a short Python loop over the labeled images inside [I, J].

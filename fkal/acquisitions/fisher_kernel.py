@@ -9,7 +9,7 @@ Two options (``add_arguments``) reproduce the release's own selection choices; t
 ``--taps pre|post`` (descriptors and Fisher scores before or after the ReLU: ``fkal.models``) and
 ``--standardize unit|release`` (each scale of unit norm, or weighed L_j - 1 as in the release: ``fkal.kernels``).
 With ``--taps post --standardize release`` and ``pfk-sum-phat-L80`` the selection is the release's (its epoch
-choice and p^ details aside: DESIGN section 7).
+choice and p^ details aside: docs/method.md, "Where the authors' release differs").
 """
 from __future__ import annotations
 

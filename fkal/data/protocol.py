@@ -1,4 +1,4 @@
-"""Protocol numbers: a dataset is a small frozen dataclass of them plus a loader (DESIGN section 3), and
+"""Protocol numbers: a dataset is a small frozen dataclass of them plus a loader (docs/protocol.md), and
 ``DATASETS`` is the registry ``--dataset`` reads.
 """
 from __future__ import annotations

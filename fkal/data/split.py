@@ -1,4 +1,4 @@
-"""The biased split of one run (DESIGN section 3) and ``ALData``, everything a run reads.
+"""The biased split of one run (docs/protocol.md, "The bias") and ``ALData``, everything a run reads.
 
 Everything an active-learning run needs is an index array into a stored source: the pool D, the validation set
 D_v and the test set, so the labeled / unlabeled bookkeeping is index arithmetic.
@@ -92,7 +92,7 @@ def check_request(spec: DatasetSpec, imbalance_ratio: float, noise_ratio: float 
 
 def make_split(spec: DatasetSpec, raw: RawData, seed: int, imbalance_ratio: float,
                noise_ratio: float = 0.0, train_size: Optional[int] = None, val_size: Optional[int] = None) -> Split:
-    """The seeded split of DESIGN section 3.
+    """The seeded split of the protocol (docs/protocol.md, "The bias").
 
     1. A permutation of the train source gives D_v (``val_size``) and the pool (``train_size``; 0: every train
        image not in D_v), unless the dataset has its own validation source.

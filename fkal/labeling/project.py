@@ -126,7 +126,7 @@ _TORCHVISION_TRAIN = Schedule(epochs=35, lr=0.01, batch_size=64, milestones=(15,
                               weight_decay=5e-4)
 
 # The project's models (fkal.models.MODELS) with the protocol numbers of the dataset each was made for
-# (DESIGN section 3: LeNet on MNIST, ResNet-10 on SVHN, ResNet-18 on ImageNet); "torchvision" for any other
+# (docs/protocol.md: LeNet on MNIST, ResNet-10 on SVHN, ResNet-18 on ImageNet); "torchvision" for any other
 # torchvision architecture.
 MODEL_DEFAULTS: dict[str, ModelDefaults] = {
     "lenet": ModelDefaults(28, 1, _MNIST_TRAIN, _MNIST_UNSUP, "none"),
@@ -137,7 +137,7 @@ MODEL_DEFAULTS: dict[str, ModelDefaults] = {
     "torchvision": ModelDefaults(224, 3, _TORCHVISION_TRAIN, _RESNET_UNSUP, "crop-flip"),
 }
 
-# the paper's descriptor length L of each project model (DESIGN section 3: L = 80 for LeNet, 768 for the ResNets);
+# the paper's descriptor length L of each project model (docs/protocol.md: L = 80 for LeNet, 768 for the ResNets);
 # a torchvision architecture has one L, the summed width of its taps
 DEFAULT_L = {"lenet": 80, "resnet10-small": 768, "resnet18-small": 768, "resnet10": 768, "resnet18": 768}
 

@@ -98,7 +98,7 @@ def copy_all_but_classifier(src: nn.Module, dst: nn.Module) -> None:
 
 
 def mc_dropout_copy(model: nn.Module, spec_model: str, num_classes: int) -> nn.Module:
-    """The MC-dropout variant of ``model`` carrying its weights (DESIGN section 3): rebuilt from its builder name
+    """The MC-dropout variant of ``model`` carrying its weights (docs/protocol.md): rebuilt from its builder name
     ``spec_model``, or the model's own ``mc_dropout_copy()`` where it has one (a wrapped user model)."""
     if hasattr(model, "mc_dropout_copy"):
         return model.mc_dropout_copy()

@@ -1,4 +1,4 @@
-"""LeNet of DESIGN section 3, the MNIST task model, returning ``(logits, taps)``.
+"""LeNet, the MNIST task model of the paper (docs/protocol.md), returning ``(logits, taps)``.
 
 Where the descriptors z and the Fisher scores g are taken (``tap_point``, the command line's ``--taps``):
 
@@ -28,7 +28,7 @@ from .layers import TAP_POINTS, MCDropout
 
 
 class LeNet(nn.Module):
-    """LeNet of DESIGN section 3.
+    """LeNet of the paper's MNIST protocol (docs/protocol.md).
 
     conv1 1->10 k5, max-pool 2, relu; conv2 10->20 k5, max-pool 2, relu; fc1 320->50, relu; fc2 50->classes.
     With ``mc_dropout=True`` (the MC-dropout variant) dropout 0.25 follows each conv block and 0.5 follows fc1,

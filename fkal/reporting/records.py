@@ -24,7 +24,7 @@ from .names import ACQUISITIONS, FULL_TRAIN, RANDOM_INIT_MARK, acquisition_of, f
 DATASET_DIRS = {"mnist": "MNIST", "svhn": "SVHN", "imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
                 "caltech101": "Caltech101", "caltech101-bg": "Caltech101-bg"}
 
-# Classes that the bias decimates, per dataset (DESIGN.md section 3: MNIST and SVHN keep few images of 5-9).
+# Classes that the bias decimates, per dataset (docs/protocol.md, "The bias": MNIST and SVHN keep few images of 5-9).
 # ImageNet decimates 500 random classes and CIFAR-10 depends on its split: give those on the command line.
 DEFAULT_RARE_CLASSES = {"mnist": tuple(range(5, 10)), "svhn": tuple(range(5, 10))}
 
