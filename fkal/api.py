@@ -225,7 +225,8 @@ def resolve(name: str, model: nn.Module) -> Config:
     return cfg
 
 
-def select(name: str, model: Union[nn.Module, Sequence[nn.Module]], pool: Data, budget: int, *, labeled: Optional[Data] = None,
+def select(name: str, model: Union[nn.Module, Sequence[nn.Module]], pool: Data, budget: int, *,
+           labeled: Optional[Data] = None,
            val: Optional[Data] = None, generator: Optional[torch.Generator] = None,
            device: Optional[Union[str, torch.device]] = None, batch_size: int = 1000,
            layers: Optional[Sequence[str]] = None, pretrained: Optional[nn.Module] = None,

@@ -17,7 +17,7 @@ import argparse
 import contextlib
 import math
 import tempfile
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -183,9 +183,9 @@ def best_similarity(kernel, centers: Features, pool_std, where: np.ndarray, pick
     return np.array([best[int(p)] for p in picked], dtype=np.float64)
 
 
-def fisher_kernel_select(val: Features, misclassified, pool, budget: int, *, kernel: str | Kernel = "pfk",
-                         generator: Optional[torch.Generator] = None, pool_size: Optional[int] = None,
-                         candidates: Optional[Callable] = None,
+def fisher_kernel_select(val: Features, misclassified: Sequence[int], pool: Features | DiskFeatures, budget: int,
+                         *, kernel: str | Kernel = "pfk", generator: Optional[torch.Generator] = None,
+                         pool_size: Optional[int] = None, candidates: Optional[Callable] = None,
                          best: Optional[Callable] = None) -> tuple[np.ndarray, np.ndarray]:
     """Algorithm 1, lines 5-10, on features: k-center greedy picks the centers among the misclassified
     validation images, each center ranks the pool by the kernel, and the rankings are merged into ``budget``
@@ -220,7 +220,7 @@ def fisher_kernel_select(val: Features, misclassified, pool, budget: int, *, ker
     return match_centers(centers, pool, budget, kernel=kern, pool_size=pool_size, candidates=candidates, best=best)
 
 
-def select_centers(val: Features, misclassified, budget: int, kernel: str | Kernel = "pfk",
+def select_centers(val: Features, misclassified: Sequence[int], budget: int, kernel: str | Kernel = "pfk",
                    generator: Optional[torch.Generator] = None) -> np.ndarray:
     """Algorithm 1, lines 5-7: the centers, positions into ``val``: all of ``misclassified`` where they are at most
     ``budget``, else ``budget`` of them by k-center greedy under the kernel, the first drawn from ``generator``
@@ -238,7 +238,7 @@ def select_centers(val: Features, misclassified, budget: int, kernel: str | Kern
     return misclassified[pick]
 
 
-def match_centers(centers: Features, pool, budget: int, *, kernel: str | Kernel = "pfk",
+def match_centers(centers: Features, pool: Features | DiskFeatures, budget: int, *, kernel: str | Kernel = "pfk",
                   pool_size: Optional[int] = None, candidates: Optional[Callable] = None,
                   best: Optional[Callable] = None) -> tuple[np.ndarray, np.ndarray]:
     """Algorithm 1, lines 9-10: each center's ranking of the pool under the kernel, merged by rank into ``budget``

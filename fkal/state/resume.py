@@ -33,7 +33,8 @@ from .run import Settings
 # Settings of the split, the initial models and a configuration (fkal.settings)
 # ----------------------------------------------------------------------------------------------------------------
 def split_settings(s: Settings, raw: RawData, run: int, ir: float) -> dict:
-    return settings_mod.split_settings(s.spec, raw.fingerprint(), s.seed_of(run), ir, s.noise_ratio, s.train_size_or_default(),
+    return settings_mod.split_settings(s.spec, raw.fingerprint(), s.seed_of(run), ir, s.noise_ratio,
+                                       s.train_size_or_default(),
                                        s.val_size_or_default())
 
 
