@@ -60,6 +60,9 @@ ADDED_LATER: dict[str, Any] = {
     "standardize": "unit",      # --standardize: every scale of unit norm (release: scale j weighs L_j - 1)
     "cuda": None,               # CUDA determinism and TF32 switches (fkal.device.cuda_settings); None on the CPU,
     #                             where every earlier run was made
+    # the successors' options for the authors' rules (fkal.acquisitions.typiclust, .galaxy): this project's rules
+    "options.typiclust_distance": "euclidean",  # --typiclust-distance: the paper's distance (authors: squared)
+    "options.galaxy_graph_order": "paired",      # --galaxy-graph-order: no raise for a class lacking a polarity
 }
 
 

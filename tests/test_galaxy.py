@@ -77,9 +77,11 @@ def ref_global_distance(labeled: dict, n: int, r: int):
     return None
 
 
-def ref_galaxy(probs, labels, budget, truth, generator, class_order="round-robin"):
+def ref_galaxy(probs, labels, budget, truth, generator, class_order="round-robin", graph_order="paired"):
     """GALAXY as the authors' loop, on explicit graphs: per pick a class, the bisection query at the current order,
-    else the order raised once and retried, else a uniform unlabeled image (index order); the label revealed."""
+    else the order raised once and retried, else a uniform unlabeled image (index order); the label revealed.
+    graph_order "paired" (this project) skips the search and the raise where the class lacks a labeled positive or
+    negative; "authors" searches there too, finds no path and raises the order, as the authors' code does."""
     n, c = probs.shape
     classes = [0] if c == 2 else list(range(c))
     ranks = {k: ref_ranking(probs, k) for k in classes}
@@ -93,7 +95,7 @@ def ref_galaxy(probs, labels, budget, truth, generator, class_order="round-robin
         ranking = ranks[k]
         labeled = {p: lab[img] == k for p, img in enumerate(ranking) if lab[img] >= 0}
         pos = None
-        if any(labeled.values()) and not all(labeled.values()):
+        if graph_order == "authors" or (any(labeled.values()) and not all(labeled.values())):
             pos = ref_pick(labeled, n, order_r)
             if pos is None and order_r < n:
                 order_r += 1
@@ -316,6 +318,108 @@ def _third_draw(seed: int, labels: torch.Tensor) -> int:
     return free[int(torch.randint(len(free), (1,), generator=torch.Generator().manual_seed(seed)))]
 
 
+# ------------------------------------------------------------------ graph order: this project's rule, the authors'
+
+def rare_class_line():
+    """A 16-image line with three classes: class 0's ranking is index order, class 1's its reverse, and no image is
+    of class 2 (a rare class with no labeled image: every visit of class 2 finds no positive). Labeled: 0 A, 1 B,
+    3 B, 7 A, 13 B, 15 A (A = class 0, B = class 1)."""
+    n = 16
+    p0 = torch.linspace(0.9, 0.05, n, dtype=torch.float64)
+    probs = torch.stack([p0, 0.98 * (1 - p0), 0.02 * (1 - p0)], 1)
+    a, b = 0, 1
+    truth = torch.tensor([a, b, a, b, b, b, a, a, a, a, b, b, b, b, a, a])
+    labels = torch.full((n,), -1, dtype=torch.long)
+    for i in (0, 1, 3, 7, 13, 15):
+        labels[i] = truth[i]
+    return probs, labels, truth
+
+
+def test_authors_graph_order_is_raised_where_a_class_lacks_a_polarity_and_changes_the_next_picks():
+    """The authors' code keeps one graph order for all classes and raises it whenever the pick's class has no path,
+    also when that class has no labeled positive (their search from the positives finds nothing); this project
+    (paired) raises it only where the class has both polarities. Round-robin over classes 0, 1, 2 on
+    ``rare_class_line``; hand derivation (class 0: + = A, ranking = index order; class 1: + = B, ranking = reverse
+    index order, so its topmost pair is the one with the highest images; runs are bisected toward the positive):
+
+    t=0, class 0, r = 1 (both rules): opposite adjacent labeled pairs (0 A, 1 B) no gap: no path at r = 1;
+        (3 B, 7 A) run 4..6: 4 steps; (7 A, 13 B) run 8..12: 6 steps; (13 B, 15 A) run 14: 2 steps -> 14 (A).
+    t=1, class 1, r = 1 (both): left: (3 B, 7 A) 4 steps, (7 A, 13 B) 6 steps -> middle of 4..6: 5 (B).
+    t=2, class 2: no labeled image is of class 2, no positive: the generator's uniform draw among the unlabeled
+        2, 4, 6, 8, 9, 10, 11, 12; seed 0 draws 9 (A). paired: r stays 1. authors: r = 2 (retried: still no path).
+    t=3, class 0. Labeled: 0 A, 1 B, 3 B, 5 B, 7 A, 9 A, 13 B, 14 A, 15 A.
+        paired, r = 1: (5 B, 7 A) run 6: 2 steps; (9 A, 13 B) run 10..12: 4 steps -> 6 (A).
+        authors, r = 2: (0 A, 1 B) closed, but image 2 lies within 2 places of both: the path 0 - 2 - 1 has 2 steps,
+        as have (5 B, 7 A) via 6 and (13 B, 14 A) via 12; fewest steps, topmost pair: (0, 1) -> 2 (A).
+    t=4, class 1.
+        paired, r = 1: pairs with a run: only (9 A, 13 B), run 10..12 -> 11 (B).
+        authors, r = 2: labeled 0 A, 1 B, 2 A, 3 B, 5 B, 7 A, 9 A, 13 B, 14 A, 15 A. Two steps: (2 A, 3 B) via 4,
+        (5 B, 7 A) via 6, (9 A, 13 B): D = 4, ceil(4 / 2) = 2 steps, (13 B, 14 A) via 12 (within 2 of 14 and 13);
+        (0, 1) and (1, 2) have no unlabeled image within 2 of both. Topmost in class 1's ranking (highest images):
+        (13 B, 14 A), its only detour image 12 -> 12 (B).
+    """
+    probs, labels, truth = rare_class_line()
+    assert ovr_ranking(probs, 0).tolist() == list(range(16))
+    assert ovr_ranking(probs, 1).tolist() == list(range(15, -1, -1))
+    free = [2, 4, 6, 8, 9, 10, 11, 12]
+    assert free[int(torch.randint(len(free), (1,), generator=torch.Generator().manual_seed(0)))] == 9
+    paired = galaxy_select(probs, labels, 5, oracle_of(truth), torch.Generator().manual_seed(0)).tolist()
+    authors = galaxy_select(probs, labels, 5, oracle_of(truth), torch.Generator().manual_seed(0),
+                            graph_order="authors").tolist()
+    assert paired == [14, 5, 9, 6, 11]
+    assert authors == [14, 5, 9, 2, 12]
+    # paired is the default and the rule of the existing naive loop; authors that loop searching every class
+    assert galaxy_select(probs, labels, 5, oracle_of(truth), torch.Generator().manual_seed(0),
+                         graph_order="paired").tolist() == paired
+    assert ref_galaxy(probs, labels, 5, truth, torch.Generator().manual_seed(0)) == paired
+    assert ref_galaxy(probs, labels, 5, truth, torch.Generator().manual_seed(0), graph_order="authors") == authors
+
+
+def test_authors_graph_order_on_the_pool_without_a_labeled_class_2_takes_the_detour():
+    """``test_class_without_labeled_image_is_random_and_keeps_the_order``'s pool under the authors' rule: class 2's
+    random pick raises the order to 2, so class 0's next pick is the two-step detour 3 around the closed pair
+    1 | 2 instead of 10, the middle of the run 9..12 (the order-2 pick that test names)."""
+    n = 40
+    p0 = torch.linspace(0.9, 0.05, n, dtype=torch.float64)
+    probs = torch.stack([p0, 0.98 * (1 - p0), 0.02 * (1 - p0)], 1)
+    truth = torch.zeros(n, dtype=torch.long)
+    truth[[2, 13, 20]] = 1
+    truth[14:20] = 1
+    labels = torch.full((n,), -1, dtype=torch.long)
+    for i in (0, 2, 8, 13, 20, 22):
+        labels[i] = truth[i]
+    seed = next(s for s in range(100) if not 3 <= _third_draw(s, labels) <= 12)
+    paired = galaxy_select(probs, labels, 4, oracle_of(truth), torch.Generator().manual_seed(seed)).tolist()
+    authors = galaxy_select(probs, labels, 4, oracle_of(truth), torch.Generator().manual_seed(seed),
+                            graph_order="authors").tolist()
+    assert paired[:3] == authors[:3] and (paired[3], authors[3]) == (10, 3)
+
+
+@pytest.mark.parametrize("class_order", ["round-robin", "random"])
+def test_authors_graph_order_matches_the_naive_loop_and_differs_from_reset(class_order):
+    """Whole batches under the authors' rule against the explicit-graph loop that searches every class (seeds
+    0..5, C = 2, 3, 4 with 3 labeled images: classes without a positive come round); on some of them the picks
+    differ from this project's rule."""
+    differ = 0
+    for seed in range(6):
+        c = [2, 3, 4][seed % 3]
+        probs, labels, truth = random_pool(seed, n=40, c=c, n_labeled=3)
+        args = (probs, labels, 28, oracle_of(truth))
+        got = galaxy_select(*args, torch.Generator().manual_seed(seed), class_order, graph_order="authors").tolist()
+        ref = ref_galaxy(probs, labels, 28, truth, torch.Generator().manual_seed(seed), class_order,
+                         graph_order="authors")
+        assert got == ref
+        differ += got != galaxy_select(*args, torch.Generator().manual_seed(seed), class_order).tolist()
+    assert differ > 0
+
+
+def test_graph_order_is_checked():
+    probs, labels, truth = rare_class_line()
+    with pytest.raises(ValueError) as e:
+        galaxy_select(probs, labels, 1, oracle_of(truth), torch.Generator(), graph_order="per-class")
+    assert str(e.value) == "graph_order must be one of ('paired', 'authors'), got 'per-class'"
+
+
 # ------------------------------------------------------------------ contract
 
 @pytest.mark.parametrize("class_order", ["round-robin", "random"])
@@ -358,6 +462,38 @@ def test_query_uses_pool_softmax_annotator_labels_and_option(query_ctx, order):
     assert got.indices.tolist() == expect.tolist()
     assert build_parser().parse_args(["--galaxy-class-order", "random"]).galaxy_class_order == "random"
     assert build_parser().parse_args([]).galaxy_class_order == "round-robin"
+
+
+@pytest.mark.parametrize("graph_order", ["paired", "authors"])
+def test_query_passes_the_graph_order_option(query_ctx, graph_order):
+    """--galaxy-graph-order reaches galaxy_select: the query's picks are those of galaxy_select with that rule.
+    Without the option the picks are paired's; authors' differ from them here (6 labeled images of 10 classes: most
+    classes have no labeled positive when they come round)."""
+    from fkal.acquisitions.galaxy import SPECS, galaxy_query
+    from fkal.cli import build_parser
+    from fkal.settings import ADDED_LATER
+    ctx = query_ctx("galaxy", n_labeled=6, budget=20, options={"galaxy_graph_order": graph_order})
+    labels_all = annotator_differs(ctx)
+    logits, _ = pool_logits_and_features(ctx, np.arange(len(ctx.data.split.pool)))
+    labels = torch.full((len(logits),), -1, dtype=torch.long)
+    labels[ctx.labeled] = torch.as_tensor(labels_all[ctx.labeled], dtype=torch.long)
+    expect = galaxy_select(torch.softmax(logits, 1), labels, 20, lambda i: int(labels_all[i]),
+                           torch.Generator().manual_seed(0), graph_order=graph_order)
+    assert galaxy_query(ctx).indices.tolist() == expect.tolist()
+    plain = query_ctx("galaxy", n_labeled=6, budget=20)                  # the option left out: paired's picks
+    annotator_differs(plain)
+    assert (galaxy_query(plain).indices.tolist() == expect.tolist()) == (graph_order == "paired")
+    assert build_parser().parse_args([]).galaxy_graph_order == "paired" == ADDED_LATER["options.galaxy_graph_order"]
+    assert build_parser().parse_args(["--galaxy-graph-order", "authors"]).galaxy_graph_order == "authors"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--galaxy-graph-order", "per-class"])
+    assert "galaxy_graph_order" in SPECS[0].options
+    from fkal.settings import differences, settings_id
+    before = {"seed": 0, "config": "galaxy", "options": {"galaxy_class_order": "round-robin"}}
+    now = {**before, "options": {"galaxy_class_order": "round-robin", "galaxy_graph_order": "paired"}}
+    assert differences(before, now) == [] and settings_id(before) == settings_id(now)   # old records resume
+    authors = {**before, "options": {"galaxy_class_order": "round-robin", "galaxy_graph_order": "authors"}}
+    assert differences(before, authors) == [("options.galaxy_graph_order", "paired", "authors")]
 
 
 @pytest.mark.parametrize("name", ["galaxy", "direct"])

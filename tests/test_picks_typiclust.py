@@ -6,7 +6,8 @@ generator's first draw (the clustering itself is the reference's); then, from th
 (clusters of more than 5 images, fewest labeled first, larger first, lower id), and in each cluster in turn the
 candidate (unlabeled, not yet picked) of largest typicality 1 / (1e-5 + mean Euclidean distance to its
 min(20, n // 2) nearest other candidates), the first in pool order on ties. The picks must be these, in this
-order, and ``result.scores`` their typicality (nan for a cluster's single candidate).
+order, and ``result.scores`` their typicality (nan for a cluster's single candidate). With
+``--typiclust-distance squared`` (the authors' code) the mean is of the squared distances.
 """
 from __future__ import annotations
 
@@ -29,16 +30,18 @@ def penultimate_by_hand(model, x: torch.Tensor) -> np.ndarray:
     return F.relu(model.fc1(h.flatten(1)))[0].double().numpy()
 
 
-def typicality_by_definition(x: np.ndarray, members: list[int]) -> list[float]:
+def typicality_by_definition(x: np.ndarray, members: list[int], squared: bool = False) -> list[float]:
+    """1 / (1e-5 + mean distance to the min(20, n // 2) nearest other members); with ``squared`` the mean of the
+    squared distances (the authors' code: faiss IndexFlatL2)."""
     k = min(20, len(members) // 2)
     out = []
     for i in members:
-        d = sorted(float(np.linalg.norm(x[i] - x[j])) for j in members if j != i)
+        d = sorted(float(np.linalg.norm(x[i] - x[j])) ** (2 if squared else 1) for j in members if j != i)
         out.append(1.0 / (np.mean(d[:k]) + 1e-5))
     return out
 
 
-def typiclust_by_brute_force(ctx, model) -> tuple[list[int], list[float]]:
+def typiclust_by_brute_force(ctx, model, squared: bool = False) -> tuple[list[int], list[float]]:
     from sklearn.cluster import KMeans
 
     data = ctx.data
@@ -66,7 +69,7 @@ def typiclust_by_brute_force(ctx, model) -> tuple[list[int], list[float]]:
         if len(cand) == 1:
             best, score = cand[0], float("nan")
         else:
-            t = typicality_by_definition(x, cand)
+            t = typicality_by_definition(x, cand, squared)
             j = int(np.argmax(t))
             best, score = cand[j], t[j]
         picks.append(best)
@@ -87,6 +90,20 @@ def test_typiclust_picks_equal_the_densest_images_of_the_clusters_by_brute_force
     want, scores = typiclust_by_brute_force(ctx, model)
     np.testing.assert_array_equal(picked, want)
     np.testing.assert_allclose(result.scores, scores, rtol=1e-4, equal_nan=True)
+
+
+def test_squared_distance_picks_equal_the_brute_force_with_squared_distances(tiny_mnist):
+    """--typiclust-distance squared (the authors' rule) end to end: the picks and scores are the brute force's with
+    the mean of squared distances; the scores are not the Euclidean rule's."""
+    options = {"typiclust_distance": "squared", "typiclust_features": "current"}
+    ctx = trained_context(tiny_mnist, "typiclust", n_labeled=40, budget=9, options=options, epochs=1)
+    result = ACQUISITIONS["typiclust"](ctx)
+    picked = check_contract(ctx, result)
+    want, scores = typiclust_by_brute_force(ctx, ctx.models[0], squared=True)
+    np.testing.assert_array_equal(picked, want)
+    np.testing.assert_allclose(result.scores, scores, rtol=1e-4, equal_nan=True)
+    _, euclidean_scores = typiclust_by_brute_force(ctx, ctx.models[0])
+    assert not np.allclose(scores, euclidean_scores, rtol=1e-4, equal_nan=True)
 
 
 def test_clustering_leaves_pythons_random_state_alone_in_a_fresh_process():

@@ -241,7 +241,7 @@ def test_out_inside_a_file_is_one_clear_error(tiny_mnist, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("config,options,changed,message", [
-    ("galaxy", {"galaxy_class_order": "round-robin"}, ["--galaxy-class-order", "random"],
+    ("galaxy", {"galaxy_class_order": "round-robin", "galaxy_graph_order": "paired"}, ["--galaxy-class-order", "random"],
      "--galaxy-class-order: round-robin there, random now"),
     ("direct", {"direct_b1": 20, "direct_class_budget": None}, ["--direct-b1", "5"], "--direct-b1: 20 there, 5 now"),
 ])

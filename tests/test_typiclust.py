@@ -26,6 +26,103 @@ def test_typicality_equals_brute_force(squared):
     np.testing.assert_allclose(typicality(x, 5).numpy(), brute_typicality(x.numpy(), 5), rtol=1e-5)  # Euclidean
 
 
+def star_and_clump() -> np.ndarray:
+    """Nine 2-D points: a star (centre 0 at the origin, points 1..4 at distance 1 on the axes) and a clump of four
+    points 5..8 on a 0.1 square, 3 away from point 1."""
+    return np.array([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1], [4, 0], [4.1, 0], [4, 0.1], [4.1, 0.1]], dtype=float)
+
+
+def typicality_by_loops(x: np.ndarray, k: int, squared: bool) -> list[float]:
+    """1 / (1e-5 + mean of the k smallest distances (squared or not) to the other points), with plain loops."""
+    out = []
+    for i in range(len(x)):
+        ds = []
+        for j in range(len(x)):
+            if j != i:
+                d2 = sum((float(x[i][c]) - float(x[j][c])) ** 2 for c in range(len(x[i])))
+                ds.append(d2 if squared else d2 ** 0.5)
+        ds.sort()
+        out.append(1.0 / (sum(ds[:k]) / k + 1e-5))
+    return out
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_typicality_of_the_star_and_clump_by_hand_and_by_loops(squared):
+    """k = 9 // 2 = 4. The centre's 4 neighbours are all at 1: 1 / (1 + 1e-5) under both rules. Clump point 5's
+    are 0.1, 0.1, 0.1 sqrt(2) and 3 (point 1): Euclidean mean (0.2 + 0.1414 + 3) / 4 = 0.8354, squared mean
+    (0.01 + 0.01 + 0.02 + 9) / 4 = 2.26. The far neighbour counts 3 in the one mean and 9 in the other."""
+    x = star_and_clump()
+    got = typicality(torch.tensor(x), 4, squared).double().numpy()
+    np.testing.assert_allclose(got, typicality_by_loops(x, 4, squared), rtol=1e-6)
+    assert got[0] == pytest.approx(1 / (1 + 1e-5), rel=1e-6)
+    mean5 = (0.02 + 0.02 + 9) / 4 if squared else (0.2 + 0.02 ** 0.5 + 3) / 4
+    assert got[5] == pytest.approx(1 / (mean5 + 1e-5), rel=1e-6)
+    assert int(np.argmax(got)) == (0 if squared else 5)     # Euclidean: clump point 5 (1.197 > 1); squared: 0
+
+
+@pytest.mark.parametrize("squared, pick", [(False, 5), (True, 0)])
+def test_the_two_distances_pick_different_images(squared, pick):
+    """The star and clump through select (one cluster) and through typiclust (features lifted onto the unit
+    sphere, (0.1 x, 0.1 y, 1) normalized; one pick: one k-means cluster): the Euclidean rule takes the clump's
+    corner 5, whose one far neighbour weighs 3 in the mean, the squared rule (the authors' code) the star's centre
+    0, since that neighbour weighs 9 there."""
+    x = star_and_clump()
+    picks, scores = select(torch.tensor(x), np.zeros(9, dtype=int), np.zeros(9, dtype=bool), 1, squared=squared)
+    assert picks.tolist() == [pick]
+    assert scores[0] == pytest.approx(typicality_by_loops(x, 4, squared)[pick], rel=1e-6)
+    lifted = np.concatenate([0.1 * x, np.ones((9, 1))], 1)
+    picks, scores = typiclust(torch.tensor(lifted, dtype=torch.float32), np.zeros(9, dtype=bool), 1,
+                              torch.Generator().manual_seed(0), squared=squared)
+    assert picks.tolist() == [pick]
+    unit = lifted / np.linalg.norm(lifted, axis=1, keepdims=True)
+    t = typicality_by_loops(unit, 4, squared)
+    assert int(np.argmax(t)) == pick and scores[0] == pytest.approx(t[pick], rel=1e-4)
+
+
+def test_the_distance_option_reaches_the_query(query_ctx):
+    """--typiclust-distance squared: the query's picks and scores are typiclust's with squared=True on the same
+    features and generator; without the option, the Euclidean ones (the scores, 1 / mean distance, differ)."""
+    options = {"typiclust_distance": "squared", "typiclust_features": "current"}
+    ctx = query_ctx("typiclust", n_labeled=30, budget=8, seed=3, options=options)
+    result = typiclust_query(ctx)
+    data = ctx.data
+    feats = penultimate_features(ctx.models[0], data.pool_source, data.split.pool, ctx.device)
+    labeled = np.isin(np.arange(len(data.split.pool)), ctx.labeled)
+    expected, scores = typiclust(feats, labeled, 8, torch.Generator().manual_seed(3), squared=True)
+    assert result.indices.tolist() == expected.tolist()
+    np.testing.assert_allclose(result.scores, scores)
+    euclidean = typiclust_query(query_ctx("typiclust", n_labeled=30, budget=8, seed=3,
+                                          options={"typiclust_features": "current"}))
+    plain, plain_scores = typiclust(feats, labeled, 8, torch.Generator().manual_seed(3))
+    assert euclidean.indices.tolist() == plain.tolist()
+    np.testing.assert_allclose(euclidean.scores, plain_scores)
+    assert not np.allclose(euclidean.scores, result.scores)
+    with pytest.raises(ValueError) as e:
+        typiclust_query(query_ctx("typiclust", budget=4, options={"typiclust_distance": "cosine"}))
+    assert str(e.value) == "unknown TypiClust distance 'cosine': choose one of euclidean, squared"
+
+
+def test_the_distance_flag_defaults_to_the_papers_and_is_recorded():
+    """--typiclust-distance: euclidean unless told, the value ADDED_LATER gives the records made before the
+    option; squared on request; an option of the spec (recorded, compared on resume)."""
+    from fkal.acquisitions.typiclust import SPECS
+    from fkal.cli import build_parser
+    from fkal.settings import ADDED_LATER
+    parser = build_parser()
+    assert parser.parse_args([]).typiclust_distance == "euclidean" == ADDED_LATER["options.typiclust_distance"]
+    assert parser.parse_args(["--typiclust-distance", "squared"]).typiclust_distance == "squared"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--typiclust-distance", "cosine"])
+    assert "typiclust_distance" in SPECS[0].options
+    from fkal.settings import differences, settings_id
+    before = {"seed": 0, "config": "typiclust", "options": {"typiclust_features": "pretrained",
+                                                             "typiclust_max_clusters": 500}}
+    now = {**before, "options": {**before["options"], "typiclust_distance": "euclidean"}}
+    assert differences(before, now) == [] and settings_id(before) == settings_id(now)   # old records resume
+    authors = {**before, "options": {**before["options"], "typiclust_distance": "squared"}}
+    assert differences(before, authors) == [("options.typiclust_distance", "euclidean", "squared")]
+
+
 def blobs(sizes, seed=0, spread=0.3):
     """Well separated 2-D Gaussian blobs; returns features [N, 2] and blob ids [N]."""
     rng = np.random.default_rng(seed)

@@ -9,9 +9,10 @@ Zhu). The picked image's label is revealed at once (``oracle``) and used by ever
 
 Where no such path exists the authors raise the graph's order r (image i is joined to every image within r places
 of it, except pairs of labeled images of opposite polarity), retry once, and otherwise pick an unlabeled image at
-random; the raised order stays for the rest of the batch. Cost: one stable sort of N margins per class (done when
-the class is first visited), then O(labeled) per pick. Memory: the rankings (``ceil(log2 N)`` bits per image and
-class) and the labeled positions (4 bytes per labeled image and class) besides the inputs.
+random; the raised order stays for the rest of the batch (one order for all classes: see "The graph's order"
+below). Cost: one stable sort of N margins per class (done when the class is first visited), then O(labeled) per
+pick. Memory: the rankings (``ceil(log2 N)`` bits per image and class) and the labeled positions (4 bytes per
+labeled image and class) besides the inputs.
 
 The one-vs-rest rankings are shared with DIRECT (``direct.py``): :func:`ovr_scores` and :class:`OvrRankings`.
 
@@ -33,11 +34,41 @@ LabelBench (``strategy_impl/galaxy.py``):
   ties toward the positive.
 * A class with no labeled positive (or no labeled negative): the authors' search finds no path, raises the order
   (for every class, for the rest of the batch) and picks at random. Raising cannot create a path there, so we pick
-  at random without raising.
+  at random without raising (``--galaxy-graph-order paired``, the default); ``--galaxy-graph-order authors`` raises
+  it there too. See "The graph's order" below.
 * LabelBench draws the class at random (``class_order="random"``), never raises the order (with no path it takes
   the unlabeled image nearest a pair of adjacent labeled images of opposite polarity) and, with two classes, ranks
   by p_0 alone. DESIGN asks for ``1e-8 max_j p_j`` in every class's margin: LabelBench's DIRECT uses ``1e-8 p_0``
   in both margins when C = 2, which orders the images predicted as class 1 backwards.
+
+The graph's order, read from the authors' code (jifanz/GALAXY at 3323af8): ``src/graph.py``,
+``MultiLinearGraph.shortest_shortest_path(increment=True)`` (lines 148-173) searches the graph of class
+``self.s2_iteration % len(self.graphs)``; when it finds no path and ``self.n_order < len(self.node_list)``, it
+does ``self.n_order += 1``, adds the edges of the new order to *every* class's graph (``for graph in self.graphs``,
+``check_add_neighbor``: not between two labeled images of opposite polarity) and searches the same class once more
+(``return self.shortest_shortest_path(increment=False)``); ``s2algorithm.bisection_query`` then falls back to a
+uniform unlabeled image. ``n_order`` is one attribute of the ``MultiLinearGraph``, shared by all classes, never
+lowered; ``multiclass/multi_linear_deeps2.py``, ``run_online_deep_s2``, builds a new graph with
+``n_order=order`` (1) for each batch (lines 32 and 65) and takes ``batch_size`` picks from it (lines 53-58). So
+the order starts at 1 each batch, is raised by one at each pick whose class has no path, and is kept, for every
+class, for the rest of the batch. This project does exactly that (``order_r`` in :func:`galaxy_select`), with one
+difference: the authors' search (``Graph.shortest_shortest_path``, lines 91-130: a shortest-path search from the
+labeled positives that stops at the first labeled negative) also finds no path when the class has no labeled
+positive or no labeled negative (it returns ``float('inf'), None``, line 130), so the order is raised there too,
+each time such a class comes round. A class without labeled images (a rare class of a biased pool, before its
+first label) then widens every class's graph by one every C picks, and later bisections of the other classes take
+r-step shortcuts over their closed boundaries. ``--galaxy-graph-order`` (``galaxy_select(graph_order=...)``):
+
+* ``paired`` (default, this project): the order is 1 at the start of each batch, raised by one (then the class's
+  search retried once) only at a pick whose class has a labeled positive and a labeled negative but no path
+  between them at the current order, and kept for the rest of the batch for all classes; a class lacking a
+  polarity picks at random and leaves the order as it is.
+* ``authors``: the order is also raised at a pick whose class lacks a labeled positive or negative (the pick is
+  the same uniform draw), as the authors' code does. Both rules keep *one* order for all classes, raised across
+  the picks of a batch and set back to 1 for the next batch, so they differ only where a class lacks a
+  polarity. Example (``tests/test_galaxy.py``, ``rare_class_line``: three classes, none of the images of class
+  2): ``paired`` picks 14, 5, 9, 6, 11 and ``authors`` 14, 5, 9, 2, 12, class 2's random pick 9 having raised
+  the order to 2.
 """
 from __future__ import annotations
 
@@ -54,6 +85,7 @@ Oracle = Callable[[int], int]   # oracle(image index) -> its class, what an anno
 
 TIE_SCALE = 1e-8                 # weight of max_j p_j in the one-vs-rest margin
 CLASS_ORDERS = ("round-robin", "random")
+GRAPH_ORDERS = ("paired", "authors")   # when the graph's order is raised (module docstring, "The graph's order")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -321,7 +353,8 @@ class _LabeledPositions:
 
 
 def galaxy_select(probs: torch.Tensor, labels: torch.Tensor, budget: int, oracle: Oracle,
-                  generator: torch.Generator, class_order: str = "round-robin") -> torch.Tensor:
+                  generator: torch.Generator, class_order: str = "round-robin",
+                  graph_order: str = "paired") -> torch.Tensor:
     """GALAXY's batch: ``budget`` distinct unlabeled image indices ``[budget]`` int64, in the order picked.
 
     probs ``[N, C]``: softmax outputs of the whole pool; labels ``[N]``: the class of each labeled image, -1 where
@@ -329,9 +362,16 @@ def galaxy_select(probs: torch.Tensor, labels: torch.Tensor, budget: int, oracle
     class_order: ``"round-robin"`` (the authors: pick t uses class t mod C) or ``"random"`` (LabelBench: a class
     drawn uniformly per pick). With C = 2 only class 0's ranking is used (see the module docstring). Randomness
     (the random class, the random fallback) comes from ``generator`` only.
+
+    graph_order: ``"paired"`` (this project) or ``"authors"``. One order r for all classes, 1 at the start of the
+    batch and kept to its end; a pick whose class has no path at r raises it by one (up to N) and retries once.
+    Under ``"paired"`` a class without a labeled positive or without a labeled negative picks at random and leaves
+    r as it is; under ``"authors"`` it raises r too (its pick is the same random draw).
     """
     if class_order not in CLASS_ORDERS:
         raise ValueError(f"class_order must be one of {CLASS_ORDERS}, got {class_order!r}")
+    if graph_order not in GRAPH_ORDERS:
+        raise ValueError(f"graph_order must be one of {GRAPH_ORDERS}, got {graph_order!r}")
     revealed = _check_pool(probs, labels, budget).clone()
     n, c = probs.shape
     classes = [0] if c == 2 else list(range(c))
@@ -359,6 +399,8 @@ def galaxy_select(probs: torch.Tensor, labels: torch.Tensor, budget: int, oracle
             if pos is None and order_r < n:
                 order_r += 1                                                # authors: raise once, retry once
                 pos = bisection_pick(positions, positive, n, order_r)
+        elif graph_order == "authors" and order_r < n:
+            order_r += 1                                # authors: no path without both polarities, raised anyway
         if pos is None:
             free = torch.nonzero(unlabeled).flatten()
             image = int(free[int(torch.randint(len(free), (1,), generator=generator))])
@@ -375,7 +417,7 @@ def galaxy_select(probs: torch.Tensor, labels: torch.Tensor, budget: int, oracle
 # Wiring: the model's softmax over the pool, the annotator's labels as the oracle
 # ---------------------------------------------------------------------------------------------------------------
 
-OPTIONS = ("galaxy_class_order",)      # argparse dests that shape GALAXY's picks (recorded with its results)
+OPTIONS = ("galaxy_class_order", "galaxy_graph_order")   # argparse dests that shape GALAXY's picks (recorded)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -383,6 +425,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--galaxy-class-order", choices=CLASS_ORDERS, default="round-robin",
                    help="the class whose ranking each pick bisects: round-robin (the authors' code) or drawn at "
                         "random per pick (LabelBench)")
+    g.add_argument("--galaxy-graph-order", choices=GRAPH_ORDERS, default="paired",
+                   help="when the graph order r (shared by all classes, 1 at the start of a batch, kept to its end) "
+                        "is raised: paired (default) only at a pick whose class has labeled images of both "
+                        "polarities but no path; authors also at a pick whose class lacks a labeled positive or "
+                        "negative, as the authors' code does (its search finds no path there), which this project "
+                        "skips because raising cannot create a path there and would widen every class's graph "
+                        "each time a still unlabeled rare class comes round")
 
 
 def pool_softmax(ctx: QueryContext, what: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -411,10 +460,13 @@ def annotator(ctx: QueryContext, keep: np.ndarray) -> Oracle:
 
 def galaxy_query(ctx: QueryContext) -> QueryResult:
     """GALAXY on ``models[0]``'s softmax over the pool; each pick's label comes from ``ctx.data.split.pool_labels``
-    as soon as it is picked (an annotator inside the batch); the class order is ``--galaxy-class-order``."""
+    as soon as it is picked (an annotator inside the batch); the class order is ``--galaxy-class-order``, the rule
+    that raises the graph's order ``--galaxy-graph-order``."""
     probs, labels, keep = pool_softmax(ctx, "pool softmax")
     order = ctx.options.get("galaxy_class_order") or "round-robin"
-    picks = galaxy_select(probs, labels, ctx.budget, annotator(ctx, keep), ctx.generator, class_order=order)
+    graph_order = ctx.options.get("galaxy_graph_order") or "paired"
+    picks = galaxy_select(probs, labels, ctx.budget, annotator(ctx, keep), ctx.generator, class_order=order,
+                          graph_order=graph_order)
     return QueryResult(keep[picks.numpy()])
 
 

@@ -6,7 +6,7 @@ and Low Budgets"): pick typical images of large clusters that hold no labeled im
 3. From each of the P largest clusters without a labeled image, take the most typical image.
 
 Details the paper leaves open, read from the authors' code (avihu111/TypiClust, ``deep-al/pycls/al/typiclust.py``)
-and followed here:
+and followed here, except the distance (last item), where the authors' rule is an option:
 
 * Number of clusters: min(|L| + P, 500) (``MAX_NUM_CLUSTERS``). The authors run scikit-learn's ``KMeans`` up to
   50 clusters and ``MiniBatchKMeans(batch_size=5000)`` above; both unseeded there, seeded here from a draw of the
@@ -22,8 +22,17 @@ and followed here:
   K = min(20, floor(n_candidates / 2)) neighbours, the image itself excluded. Ties: the first candidate in pool
   order (``argmax``). A cluster with one candidate gives it; one with none is passed over (the authors' code would
   fail there).
-* Distance: the paper's Euclidean distance. The authors' code uses faiss ``IndexFlatL2``, which returns *squared*
-  Euclidean distances, and adds 1e-5 to the mean before inverting; ``squared=True`` reproduces that.
+* Distance: the paper's Euclidean distance, by default. The authors' code averages *squared* Euclidean distances
+  (avihu111/TypiClust at 4097a71, ``deep-al/pycls/al/typiclust.py``): ``get_nn`` searches a faiss
+  ``IndexFlatL2``, whose ``search`` returns squared L2 distances, for ``num_neighbors + 1`` neighbours and drops
+  the first column (the image itself); ``get_mean_nn_dist`` averages them (``distances.mean(axis=1)``);
+  ``calculate_typicality`` returns ``1 / (mean_distance + 1e-5)``; ``TypiClust.select_samples`` calls it with
+  ``min(self.K_NN, len(indices) // 2)`` neighbours. ``--typiclust-distance squared`` (``squared=True`` in
+  :func:`typicality`, :func:`select`, :func:`typiclust`) reproduces that; the 1e-5 is added in both rules. The two
+  rank a cluster's images differently: the mean of squared distances weighs the far neighbours among the K more,
+  so an image with a few very close neighbours and one far one (the edge of a tight clump) can be the most typical
+  under the Euclidean rule and not under the squared one (see ``tests/test_typiclust.py``). The default stays
+  the paper's definition; records made before the option existed hold ``euclidean`` (``fkal.settings``).
 
 Features here (``typiclust_query``): the penultimate features (after ReLU) of the run's rotation-pretrained
 initial model, the project's self-supervised model (Gidaris et al.'s rotation task on the whole unlabeled pool),
@@ -48,7 +57,9 @@ K_NN = 20
 
 
 def typicality(features: torch.Tensor, k: int, squared: bool = False, eps: float = 1e-5) -> torch.Tensor:
-    """1 / (eps + mean distance to the k nearest other rows): ``[n, d] -> [n]`` (needs 1 <= k < n)."""
+    """1 / (eps + mean distance to the k nearest other rows): ``[n, d] -> [n]`` (needs 1 <= k < n). The distance
+    is Euclidean (the paper), or squared Euclidean with ``squared=True`` (the authors' code: faiss ``IndexFlatL2``);
+    the neighbours are the same k rows either way, only their mean differs."""
     d = torch.cdist(features.double(), features.double())                   # [n, n]
     if squared:
         d = d.pow(2)
@@ -137,8 +148,9 @@ def typiclust(features: torch.Tensor, labeled: np.ndarray, budget: int, generato
 
 
 FEATURES = ("pretrained", "current")
+DISTANCES = ("euclidean", "squared")    # the paper's distance; the authors' code's squared distance (faiss)
 # the options (argparse dests) that shape TypiClust's picks: recorded with its results, compared on resume
-OPTIONS = ("typiclust_features", "typiclust_max_clusters")
+OPTIONS = ("typiclust_features", "typiclust_max_clusters", "typiclust_distance")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,12 +159,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(self-supervised) initial model, current = those of the current task model")
     parser.add_argument("--typiclust-max-clusters", type=integer(1), default=MAX_CLUSTERS,
                         help="TypiClust clusters the pool into min(|L| + P, this) clusters (the authors' cap)")
+    parser.add_argument("--typiclust-distance", choices=DISTANCES, default="euclidean",
+                        help="the distance whose mean over the K = 20 nearest neighbours TypiClust's typicality "
+                             "inverts: euclidean (default, the paper's definition) or squared (the authors' code "
+                             "averages the squared distances faiss's IndexFlatL2 returns, which weighs far "
+                             "neighbours more and can change picks; the default keeps the paper's rule)")
 
 
 def typiclust_query(ctx: QueryContext) -> QueryResult:
     """TypiClust on the self-supervised features of the labeled and offered unlabeled images (the whole pool in
-    the Fisher-kernel protocol); scores are the picks' typicality."""
+    the Fisher-kernel protocol); scores are the picks' typicality, with the distance of ``--typiclust-distance``
+    (Euclidean unless it says squared)."""
     data = ctx.data
+    distance = ctx.options.get("typiclust_distance") or "euclidean"
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown TypiClust distance {distance!r}: choose one of {', '.join(DISTANCES)}")
     which = ctx.options.get("typiclust_features") or "pretrained"
     if which == "pretrained":
         if ctx.pretrained is None:
@@ -170,7 +191,8 @@ def typiclust_query(ctx: QueryContext) -> QueryResult:
                                  ctx.describe("self-supervised features")).cpu()     # [N, d]
     labeled = np.isin(positions, ctx.labeled)
     max_clusters = int(ctx.options.get("typiclust_max_clusters") or MAX_CLUSTERS)
-    picks, scores = typiclust(feats, labeled, ctx.budget, ctx.generator, max_clusters=max_clusters)
+    picks, scores = typiclust(feats, labeled, ctx.budget, ctx.generator, max_clusters=max_clusters,
+                              squared=distance == "squared")
     return QueryResult(positions[picks], scores)
 
 
