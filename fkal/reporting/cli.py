@@ -2,7 +2,8 @@
 accuracy curves, label saving, query cost and selections.
 
 Reads every ``{out}/{DATASET}/run*/results.jsonl`` that ``run.py`` writes, prints the tables, and with ``--save``
-writes the figures (PNG and PDF) and the tables (Markdown and CSV). ``python run_plot.py --help`` says it all.
+writes the figures (PNG and PDF) and the tables (Markdown and CSV); with ``--html`` one self-contained HTML page of
+the figures, tables and settings (``fkal.reporting.html``). ``python run_plot.py --help`` says it all.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from ..arguments import OneLineErrors, integer
 from ..errors import UserError
 from ..io import save_text
 from . import figures as plots
+from . import html as html_page
+from .curves import format_saving_vs_best_markdown, saving_vs_best_table
 
 DESCRIPTION = """\
 Draw and tabulate the active-learning results of one dataset.
@@ -37,6 +40,9 @@ Printed (and written with --save as results.md and CSV files):
     accuracy ('final': the baseline's final mean): the labels each configuration's mean curve needs to reach it
     (linear interpolation between labeled counts) and how many fewer than the baseline's, in percent, each with a
     95% interval from a bootstrap over runs (runs shared with the baseline are resampled in pairs);
+  - with --saving-vs-best C ...: at every labeled count n, the best of all other configurations there (largest
+    mean --metric over runs), the labels C's mean curve needs to reach it and the saving 1 - labels / n in
+    percent, with a 95% bootstrap interval over runs, and the worst-class accuracy of C and of the best other;
   - improvement over random sampling: a configuration's --metric minus random's in the same run (trial) at the
     same labeled count, mean ± std over runs (TA-VAAL's Figures 3-4; paired with the random runs of the same
     settings);
@@ -59,6 +65,11 @@ Figures (--save; PNG and PDF, one set per imbalance ratio, file names end in _IR
                          Figs. 3-4)
   accuracy_band_IR*      accuracy, mean with the std over runs shaded (TA-VAAL Figs. 11-12)
 
+HTML (--html [FILE]; default {figures}/report.html, also without --save): one self-contained page (no network,
+no JavaScript) with the accuracy and selection figures of every imbalance ratio as embedded PNG, the tables above,
+the imbalance metrics at the --compare-at counts (default: every labeled count), and, folded under each
+configuration's name, its settings id and the settings that differ from its protocol's defaults.
+
 Legends give the paper's notation beside the configuration name, e.g. 'pfk-phat-L80  (R_zg, S=p^(y,z), L=80)'.
 Records without the --metric (written before it was recorded) are left out with a note.
 Exit code 2 when there are no results (or none left after the filters).
@@ -74,6 +85,8 @@ examples:
   python run_plot.py --epoch-selection val --beside final_test_accuracy      # kept epoch against final epoch
   python run_plot.py --metric balanced_accuracy --targets 80 final
   python run_plot.py --epoch-selection val --imbalance-ratios 100 --compare-at 250 625 1250   # imbalance metrics
+  python run_plot.py --html                           # one page: local_data/MNIST/figures/report.html
+  python run_plot.py --metric balanced_accuracy --saving-vs-best pfk-phat-L80   # against the best of the others
   python run_plot.py --dataset cifar10 --out local_data/tavaal --save   # TA-VAAL's benchmark (run.py --protocol tavaal)
 """
 
@@ -95,7 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset whose results to read (default: %(default)s)")
     parser.add_argument("--save", action="store_true",
                         help="write the figures (PNG and PDF) and tables (results.md, accuracy.csv, "
-                             "label_saving.csv, cost.csv, and difference.csv with --beside) into --figures")
+                             "label_saving.csv, cost.csv, and difference.csv with --beside, saving_vs_best.csv "
+                             "with --saving-vs-best) into --figures")
+    parser.add_argument("--html", nargs="?", const="", default=None, metavar="FILE",
+                        help="also write one self-contained HTML page (figures as embedded PNG, the tables, the "
+                             "imbalance metrics, each row's settings; no network or JavaScript needed) to FILE "
+                             "(default: report.html in --figures); works with or without --save")
     parser.add_argument("--figures", type=Path, default=None,
                         help="where --save writes (default: {out}/{DATASET}/figures)")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
@@ -141,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(mean ± std over runs), the rare classes' share of the images labeled so far and "
                              "the median query seconds (written as comparison.csv with --save), e.g. "
                              "--compare-at 250 625 1250")
+    parser.add_argument("--saving-vs-best", nargs="+", metavar="CONFIG", default=None,
+                        help="label saving of these configurations against the pointwise best of all other "
+                             "configurations: at each labeled count, the labels CONFIG's mean curve needs to reach "
+                             "the best other's mean --metric, the saving in percent with a 95%% bootstrap interval "
+                             "over runs, and the worst-class accuracy of both (saving_vs_best.csv with --save)")
     parser.add_argument("--resamples", type=integer(100), default=report.RESAMPLES,
                         help="bootstrap resamples of the label-saving intervals (default: %(default)s)")
     parser.add_argument("--seed", type=integer(0), default=0,
@@ -207,6 +230,13 @@ def tables(groups: dict, args: argparse.Namespace) -> tuple[str, dict[str, str],
                          + (f" (--baselines {' '.join(args.baselines)})" if args.baselines else ""))
         parts.append(report.format_label_saving_markdown(savings, args.resamples, args.seed, args.x, metric))
         csvs["label_saving.csv"] = report.to_csv(savings)
+    if getattr(args, "saving_vs_best", None):
+        versus, versus_notes = saving_vs_best_table(report.split_full_train(groups)[0], args.saving_vs_best, metric,
+                                                    args.resamples, args.seed)
+        notes += versus_notes
+        if versus:
+            parts.append(format_saving_vs_best_markdown(versus, args.resamples, args.seed, metric))
+            csvs["saving_vs_best.csv"] = report.to_csv(versus)
     improvement, improvement_notes = report.improvement_table(groups, metric)
     notes += improvement_notes
     if improvement:
@@ -297,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
     print(markdown)
     folder = args.figures or Path(args.out) / report.DATASET_DIRS[args.dataset] / "figures"
+    if getattr(args, "html", None) is not None:
+        print(f"wrote {html_page.write_report(groups, markdown, messages, args, folder)}")
     if not args.save:
         print(f"(figures not drawn: add --save to write them and the tables into {folder})")
         return 0

@@ -1,19 +1,22 @@
 """Curves over runs and the label saving read off them.
 
 Accuracies are percentages; a "curve" is a list of ``CurvePoint``, one per labeled count, holding the mean and the
-sample std (ddof=1) of a per-run quantity over the runs that have that count.
+sample std (ddof=1) of a per-run quantity over the runs that have that count. Label saving is read off mean curves
+against each baseline (``label_saving``) or against the pointwise best of all other configurations
+(``saving_vs_best``), with bootstrap intervals over runs.
 """
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .names import FULL_TRAIN, OURS, acquisition_of
-from .records import GroupKey, dataset_size
+from ..errors import UserError
+from .names import FULL_TRAIN, OURS, RANDOM_INIT_MARK, acquisition_of, format_ratio
+from .records import LOWER_IS_BETTER, GroupKey, dataset_size
 
 
 @dataclass(frozen=True)
@@ -373,3 +376,252 @@ def _band(boot: np.ndarray, headline: float | None) -> tuple[float | None, float
     """The bootstrap interval of a headline number, (None, None) where the headline is undefined."""
     band = percentile_interval(boot) if headline is not None else None
     return band or (None, None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Label saving against the pointwise best of all other configurations, with a bootstrap over runs
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SavingVsBest:
+    """One configuration C at one labeled count n against the best of all other configurations there.
+
+    ``labels`` is None where C's mean curve never reaches ``best_value``; an interval end of inf (labels) or -inf
+    (saving) means that in more than 2.5% of the resamples C's mean curve did not reach the resampled best.
+    """
+
+    config: str                     # C (its name with the variant, ``GroupKey.name``)
+    labeled: int                    # n
+    best_other: str | None          # the other configuration with the highest mean at n (first of equals)
+    best_value: float               # its mean at n, %; nan where no other configuration has n
+    best_runs: int                  # its runs that have n
+    value: float                    # C's mean at n, %; nan where C has no record at n
+    runs: int                       # C's runs
+    labels: float | None            # labels C's mean curve needs to reach best_value (None: it never does)
+    labels_low: float | None
+    labels_high: float | None
+    above_at_start: bool            # C is at or above best_value from its first count: labels is an upper bound
+    reached_share: float            # share of resamples in which C's mean curve reaches the resampled best
+    saving_percent: float | None    # 100 (1 - labels / n): "x% fewer labels than the best other needs"
+    saving_low: float | None
+    saving_high: float | None
+    worst_class: float              # C's mean worst-class accuracy at n, % (nan where not recorded)
+    best_worst_class: float         # the best other's mean worst-class accuracy at n, %
+    imbalance_ratio: float = math.nan   # filled in by ``saving_vs_best_table``
+    unsupervised: int = 1
+    paired: bool = True             # every configuration had the same runs: all resampled with the same draws
+
+
+def saving_vs_best(values: dict[str, dict[int, dict[int, float]]], config: str,
+                   worst_class: dict[str, dict[int, dict[int, float]]] | None = None,
+                   resamples: int = RESAMPLES, seed: int = 0) -> list[SavingVsBest]:
+    """Label saving of ``config`` (C) against the pointwise best of all other configurations of ``values``.
+
+    ``values[name][run][n]`` is a configuration's metric (%, higher is better) in one run at labeled count n.
+    For every n that any configuration has, in increasing order, one row (none where no other configuration has n):
+
+      best other   the other configuration with the largest mean over its runs at n (the first in ``values``'
+                   order among equals); ``best_value`` that mean
+      labels       the smallest labeled count at which C's mean curve (mean over C's runs at each count) reaches
+                   ``best_value``, interpolating linearly between consecutive counts of C (``labels_to_reach``:
+                   a curve at or above it from its first count needs its first count, ``above_at_start``); None
+                   where C's mean curve never reaches it
+      saving       100 * (1 - labels / n), in percent: how many fewer labels than n C needs to match the best
+                   other configuration at n (negative: more); None where labels is None
+
+    Intervals: [2.5%, 97.5%] percentiles of ``resamples`` bootstrap resamples, from
+    ``numpy.random.default_rng(seed)``. Each resample draws C's runs and every other configuration's runs with
+    replacement (configurations with the same set of runs share the draws, as ``label_saving`` does: run r of
+    every configuration starts from the same split and initial model), recomputes every mean curve, the
+    pointwise best of the others and C's labels; a resample in which C's mean curve never reaches the best counts
+    as labels inf and saving -inf ("not reached"). A resample in which no drawn run of the others has n is left
+    out. No interval where the headline is undefined.
+
+    ``worst_class`` (same shape, e.g. ``worst_class_accuracy``) gives C's and the best other's mean at n beside
+    (nan where absent), so that "no lower worst class" can be read. Raise ValueError if ``config`` is not in
+    ``values``.
+    """
+    if config not in values:
+        raise ValueError(f"{config!r} is not among the configurations {', '.join(values)}")
+    names = list(values)
+    matrices = {name: _values_matrix(values[name]) for name in names}
+    grid = np.unique(np.concatenate([m.labeled for m in matrices.values()] + [np.zeros(0, dtype=int)]))
+    matrices = {name: _on_grid(m, grid) for name, m in matrices.items()}
+    others = [name for name in names if name != config]
+    rng = np.random.default_rng(seed)
+    draws = {runs: rng.integers(0, len(runs), size=(resamples, len(runs)))              # [B, R] per set of runs
+             for runs in sorted({m.runs for m in matrices.values()})}
+    mean = {name: mean_rows(m.values, np.arange(len(m.runs))[None])[0] for name, m in matrices.items()}   # [G]
+    boot = {name: mean_rows(m.values, draws[m.runs]) for name, m in matrices.items()}                     # [B, G]
+    best, best_value, best_boot = _pointwise_best(others, mean, boot, grid)
+    worst = {name: _mean_at((worst_class or {}).get(name, {})) for name in names}                  # {n: mean}
+    counts = {name: {n: len(v) for n, v in _gather(values[name]).items()} for name in names}      # {n: runs}
+    paired = len({m.runs for m in matrices.values()}) == 1
+    rows = []
+    for g, n in enumerate(grid.tolist()):
+        if best[g] is None:
+            continue
+        target = best_value[g]
+        key_boot = labels_to_reach_rows(grid, boot[config], np.nan_to_num(best_boot[:, g], nan=np.inf))      # [B]
+        key_boot = np.where(np.isnan(best_boot[:, g]), np.nan, key_boot)
+        labels = _reach(grid, mean[config], target)
+        with np.errstate(invalid="ignore"):
+            saving_boot = 100.0 * (1.0 - key_boot / n)                                  # inf labels -> -inf
+        saving = None if labels is None else 100.0 * (1.0 - labels / n)
+        defined = key_boot[~np.isnan(key_boot)]
+        rows.append(SavingVsBest(
+            config, n, best[g], float(target), counts[best[g]].get(n, 0), float(mean[config][g]),
+            len(matrices[config].runs), labels, *_band(key_boot, labels), bool(_first(mean[config]) >= target),
+            float(np.isfinite(defined).mean()) if len(defined) else math.nan, saving, *_band(saving_boot, saving),
+            worst[config].get(n, math.nan), worst[best[g]].get(n, math.nan), paired=paired))
+    return rows
+
+
+def _values_matrix(runs: dict[int, dict[int, float]]) -> RunMatrix:
+    """``{run: {labeled: value}}`` as a ``RunMatrix`` (nan where a run lacks a count or its value is nan)."""
+    grid = sorted({n for counts in runs.values() for n in counts})
+    column = {n: g for g, n in enumerate(grid)}
+    values = np.full((len(runs), len(grid)), np.nan)
+    for i, counts in enumerate(runs.values()):
+        for n, value in counts.items():
+            values[i, column[n]] = value
+    return RunMatrix(tuple(runs), np.asarray(grid, dtype=int), values)
+
+
+def _pointwise_best(others: Sequence[str], mean: dict[str, np.ndarray], boot: dict[str, np.ndarray],
+                    grid: np.ndarray) -> tuple[list[str | None], np.ndarray, np.ndarray]:
+    """``(name of the best other per count [G] (None: no other has it), its mean [G], the best mean of each
+    resample [B, G] (nan where no drawn run of the others has the count))``; ties go to the first in order."""
+    if not others:
+        return [None] * len(grid), np.full(len(grid), np.nan), np.full((0, len(grid)), np.nan)
+    stacked = np.stack([mean[name] for name in others])                                  # [O, G]
+    filled = np.where(np.isnan(stacked), -np.inf, stacked)
+    index = filled.argmax(0)                                                              # first of equals
+    have = ~np.isnan(stacked).all(0)
+    names = [others[i] if ok else None for i, ok in zip(index.tolist(), have.tolist())]
+    value = np.where(have, filled[index, np.arange(len(grid))], np.nan)
+    boot_best = np.fmax.reduce(np.stack([boot[name] for name in others]), axis=0)       # [B, G], nan: none
+    return names, value, boot_best
+
+
+def _gather(runs: dict[int, dict[int, float]]) -> dict[int, list[float]]:
+    """``{labeled: [the value of each run that has it]}`` of ``{run: {labeled: value}}``, nan values left out."""
+    gathered: dict[int, list[float]] = defaultdict(list)
+    for counts in runs.values():
+        for n, value in counts.items():
+            if not math.isnan(value):
+                gathered[n].append(value)
+    return gathered
+
+
+def _mean_at(runs: dict[int, dict[int, float]]) -> dict[int, float]:
+    """``{labeled: mean over the runs that have it}`` of ``{run: {labeled: value}}``."""
+    return {n: float(np.mean(v)) for n, v in _gather(runs).items()}
+
+
+def run_values(runs: dict[int, list[dict]], metric: str) -> dict[int, dict[int, float]]:
+    """A group's ``{run: {labeled: metric}}`` (records that lack the metric left out): the input of
+    ``saving_vs_best``."""
+    return {run: {r["labeled"]: value for r in records if not math.isnan(value := metric_value(r, metric))}
+            for run, records in runs.items()}
+
+
+def saving_vs_best_table(groups: dict[GroupKey, dict[int, list[dict]]], configs: Sequence[str],
+                         metric: str = "test_accuracy", resamples: int = RESAMPLES,
+                         seed: int = 0) -> tuple[list[SavingVsBest], list[str]]:
+    """``(rows, notes)``: ``saving_vs_best`` of every group named in ``configs`` (its configuration, or its name
+    with the variant) against the groups of all other configurations at the same imbalance ratio and initial
+    model, one group per settings as in every table (groups made with other settings are separate rows, never
+    averaged together; the other settings of C's own configuration are not among the others). Worst-class
+    accuracy beside. Raise UserError naming a configuration that is in no group, with those present."""
+    active = {key: runs for key, runs in groups.items() if key.config != FULL_TRAIN and runs}
+    present = list(dict.fromkeys(key.config for key in active))
+    for name in configs:
+        if not any(name in (key.config, key.name) for key in active):
+            raise UserError(f"--saving-vs-best {name}: no such configuration in the records (present: "
+                            f"{', '.join(present)})")
+    if metric in LOWER_IS_BETTER:
+        return [], [f"no saving against the best for --metric {metric}: lower is better, there is no value to reach"]
+    rows, notes = [], []
+    for key in active:
+        if not any(name in (key.config, key.name) for name in configs):
+            continue
+        others = [k for k in active if (k.imbalance_ratio, k.unsupervised) == (key.imbalance_ratio, key.unsupervised)
+                  and k.config != key.config]
+        if not others:
+            init = "rotation-pretrained" if key.unsupervised else RANDOM_INIT_MARK
+            notes.append(f"--saving-vs-best {key.name}: no other configuration at "
+                         f"IR={format_ratio(key.imbalance_ratio)} ({init})")
+            continue
+        members = [key] + others
+        values = {k.name: run_values(active[k], metric) for k in members}
+        worst = {k.name: run_values(active[k], "worst_class_accuracy") for k in members}
+        rows += [replace(row, imbalance_ratio=key.imbalance_ratio, unsupervised=key.unsupervised)
+                 for row in saving_vs_best(values, key.name, worst, resamples, seed)]
+    return rows, notes
+
+
+def saving_vs_best_text(resamples: int, seed: int, metric: str) -> str:
+    """What the tables of ``format_saving_vs_best_markdown`` hold (the paragraph above them)."""
+    return (
+        f"For each named configuration C, at every labeled count n: the best other, the configuration with the "
+        f"largest mean {metric.replace('_', ' ')} over runs at n among all other configurations of the same "
+        "imbalance ratio and initial model (each settings a row of its own, as in every table), and its value; "
+        "C's value at n; the labels C's mean curve needs to reach the best other's value (linear interpolation "
+        "between labeled counts; '≤' where C is at or above it from its first count); the saving "
+        "100 x (1 - labels / n), in percent (negative: C needs more labels), with a 95% interval: [2.5%, 97.5%] "
+        f"percentiles of a bootstrap over runs ({resamples} resamples, seed {seed}; each resample draws every "
+        "configuration's runs with replacement, configurations with the same runs with the same draws, and "
+        "recomputes the mean curves, the best other and C's labels). −∞: in more than 2.5% of the resamples C's "
+        "mean curve did not reach the best. Worst class: the mean worst-class accuracy over runs (%) of C / of "
+        "the best other at n.")
+
+
+def format_saving_vs_best_markdown(rows: Sequence[SavingVsBest], resamples: int, seed: int,
+                                   metric: str = "test_accuracy") -> str:
+    """One table per (imbalance ratio, initial model, C): a row per labeled count."""
+    lines = [f"## Label saving against the best of the others ({metric.replace('_', ' ')})", "",
+             saving_vs_best_text(resamples, seed, metric), ""]
+    header = ["labeled", "best other", "its value", "C's value", "labels C needs", "saving % [95% CI]",
+              "worst class C / best other"]
+    tables: dict[tuple, list[SavingVsBest]] = defaultdict(list)
+    for row in rows:
+        tables[(row.imbalance_ratio, row.unsupervised, row.config)].append(row)
+    for (ratio, unsupervised, config), at in tables.items():
+        init = "rotation-pretrained" if unsupervised else RANDOM_INIT_MARK
+        runs = f"{at[0].runs} run{'s' if at[0].runs != 1 else ''}" + ("" if at[0].paired else ", unpaired")
+        body = [[str(r.labeled), r.best_other or "–", _percent(r.best_value), _percent(r.value),
+                 _versus_labels_cell(r), _versus_saving_cell(r),
+                 f"{_percent(r.worst_class, 1)} / {_percent(r.best_worst_class, 1)}"] for r in at]
+        lines += [f"### IR={format_ratio(ratio)}, {init}: C = {config} ({runs})", "",
+                  "| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body] + [""]
+    return "\n".join(lines)
+
+
+def _percent(value: float, digits: int = 2) -> str:
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _bound(value: float | None, digits: int = 1) -> str:
+    """An interval end: '12.3', '∞', '−∞'."""
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if math.isfinite(value) else ("∞" if value > 0 else "−∞")
+
+
+def _versus_labels_cell(row: SavingVsBest) -> str:
+    """'183 [150, 250]'; '≤ 100 [100, 100]'; 'not reached (in 40% of resamples)'."""
+    if row.labels is None:
+        share = (f" (reached in {100 * row.reached_share:.0f}% of resamples)"
+                 if row.reached_share > 0 else "")
+        return "not reached" + share
+    bound = "≤ " if row.above_at_start else ""
+    return f"{bound}{row.labels:.0f} [{_bound(row.labels_low, 0)}, {_bound(row.labels_high, 0)}]"
+
+
+def _versus_saving_cell(row: SavingVsBest) -> str:
+    """'8.3% [−25.0, 33.3]'; '≥ 0.0% [...]' where C is at the value from its first count; 'not reached'."""
+    if row.saving_percent is None:
+        return "not reached"
+    bound = "≥ " if row.above_at_start else ""
+    return f"{bound}{row.saving_percent:.1f}% [{_bound(row.saving_low)}, {_bound(row.saving_high)}]"
