@@ -378,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except OSError as e:                    # --save into a folder that cannot take the files
         fix = ("free some disk space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else
-               "choose a folder you can write to with --figures")
+               "choose a folder you can write to with --figures (or --html FILE)")
         print(f"error: cannot write {e.filename or 'a file'}: {e.strerror or os.strerror(e.errno or 0)}; {fix} "
               "(files written before stay whole)", file=sys.stderr)
         return UserError.exit_code
