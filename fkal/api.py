@@ -54,8 +54,9 @@ class Selection:
 
 
 def available() -> list[str]:
-    """The acquisition names ``select`` takes (configuration prefixes: ``pfk`` stands for ``pfk-phat-L80`` and the
-    other configurations of the grammar ``{acquisition}[-{S}][-L{L}][-E{E}][-K{K}]``)."""
+    """The acquisition names ``select`` takes: configuration prefixes of the grammar
+    ``{acquisition}[-{S}][-L{L}][-E{E}][-K{K}]``. Some need more than the prefix: the Fisher kernel ``pfk`` its
+    pseudo-label estimator S (``pfk-phat``; L defaults to the model's), the ensembles their ``-E``."""
     return registry.names()
 
 

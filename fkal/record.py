@@ -2,8 +2,9 @@
 active-learning iteration (and ``run.py --full-train`` once per run and IR), what ``run_plot.py`` reads back.
 
 Field names are a contract other tools read (pandas ``read_json(lines=True)``, jq): fields are added, never renamed.
-``Record.to_json`` gives the line's object in the order below; the acquisition's own fields (``QueryResult.extras``,
-e.g. ``pool_features``, ``handover_share``) sit before ``settings``.
+``Record.to_json`` gives the line's object (the fields below, and at the top level the acquisition's own fields,
+``QueryResult.extras``, e.g. ``pool_features``, ``handover_share``); ``fkal.io.append_jsonl`` writes it with its keys
+sorted.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class Record:
     code_version: Optional[str] = None      # ``git describe`` of the code that made it
 
     def to_json(self) -> dict[str, Any]:
-        """The line's JSON object: every field in order, ``extras`` merged in before ``settings``."""
+        """The line's JSON object: every field, ``extras`` merged in at the top level (a clash is a ValueError)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extras", "settings",
                                                                                    "settings_id", "code_version")}
         clash = sorted(set(self.extras) & set(out))

@@ -1,5 +1,5 @@
 """GALAXY: the one-vs-rest rankings, the bisection step against an explicit-graph breadth-first search, the whole
-batch against a naive re-implementation of the authors' loop, and DESIGN's 1-D bisection sequence."""
+batch against a naive re-implementation of the authors' loop, and the 1-D bisection sequence of the GALAXY paper's example."""
 from __future__ import annotations
 
 import random
@@ -113,7 +113,7 @@ def ref_galaxy(probs, labels, budget, truth, generator, class_order="round-robin
 # ------------------------------------------------------------------ pools
 
 def line_pool(boundary_class_high: int = 0):
-    """DESIGN's 1-D pool: p_0 = linspace(0.01, 0.99, 101); images 0..70 are class 1 and 71..100 class 0 (so the
+    """The 1-D pool: p_0 = linspace(0.01, 0.99, 101); images 0..70 are class 1 and 71..100 class 0 (so the
     model's p_0 rises toward class 0; the boundary lies between 70 and 71); only 0 and 100 labeled."""
     p0 = torch.linspace(0.01, 0.99, 101, dtype=torch.float64)
     probs = torch.stack([p0, 1 - p0], 1)
@@ -245,7 +245,7 @@ def test_order_one_picks_middle_of_shortest_run_toward_positive():
 # ------------------------------------------------------------------ the batch
 
 def test_design_line_bisection_sequence():
-    """DESIGN section 10: it bisects 50, 75, 63, 69, 72, 71, 70, each label revealed before the next pick."""
+    """docs/acquisitions/galaxy.md: it bisects 50, 75, 63, 69, 72, 71, 70, each label revealed before the next pick."""
     probs, labels, truth = line_pool()
     g = torch.Generator().manual_seed(0)
     assert galaxy_select(probs, labels, 7, oracle_of(truth), g).tolist() == [50, 75, 63, 69, 72, 71, 70]

@@ -213,6 +213,11 @@ def _skip_file(rel: Path) -> bool:
     return rel.name.endswith(".lock")             # lock files are empty and made by whoever opens them
 
 
+def _is_torn_fragment(rel: Path) -> bool:
+    """``results.jsonl.torn-k``: the fragment a crash mid-append left, moved aside by the next append."""
+    return rel.name.startswith("results.jsonl.torn-")
+
+
 def _files(root: Path) -> dict[Path, Path]:
     return {p.relative_to(root): p for p in sorted(root.rglob("*")) if p.is_file()
             and not _skip_file(p.relative_to(root))}
@@ -299,6 +304,7 @@ def compare_folders(ref_root: Path, got_root: Path) -> list[str]:
     import torch
 
     ref, got = _files(ref_root), _files(got_root)
+    got = {rel: p for rel, p in got.items() if not _is_torn_fragment(rel)}       # checked by the trial itself
     problems = [f"{rel}: missing" for rel in ref if rel not in got]
     problems += [f"{rel}: not in the reference" + (" (a temporary file left behind)" if rel.name.endswith(".tmp")
                                                     else "") for rel in got if rel not in ref]
@@ -491,8 +497,15 @@ def run_trial(trial: Trial, cmds: list[Command], ref: Reference, ref_out: Path, 
         if code != 0 or "Traceback" in err:
             trial.problems.append(f"resumed {cmd.name} exited {code}: {_last_line(err)}")
             return trial
-    if trial.spec.endswith(":torn") and "cut short" not in errors:
-        trial.problems.append("the resumed run did not report the torn line of results.jsonl")
+    fragments = sorted(p for p in out.rglob("results.jsonl.torn-*") if p.is_file())
+    if trial.spec.endswith(":torn"):
+        if "cut short" not in errors:
+            trial.problems.append("the resumed run did not report the torn line of results.jsonl")
+        if len(fragments) != 1 or not fragments[0].read_bytes() or fragments[0].read_bytes().endswith(b"\n"):
+            trial.problems.append(f"the torn line was not moved aside whole into one results.jsonl.torn-k "
+                                  f"(found {[p.name for p in fragments]})")
+    elif fragments:
+        trial.problems.append(f"{fragments[0].name}: a torn line was moved aside where no append was cut short")
     trial.seconds = time.monotonic() - t0
     trial.problems += compare_folders(ref_out, out)
     return trial

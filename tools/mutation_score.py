@@ -58,7 +58,7 @@ MODULES: dict[str, str] = {
     "vaal/train": "vaal/train.py",
     "vaal/acquisitions": "vaal/acquisitions.py",
     "vaal/models": "vaal/models.py",
-    "run-state": "fkal/run_state.py",
+    "run-state": "fkal/state/resume.py",
     "loop": "fkal/loop.py",
     "acquisitions/badge": "fkal/acquisitions/badge.py",
     "acquisitions/similar": "fkal/acquisitions/similar.py",

@@ -1,4 +1,5 @@
-"""BASE: balanced selection by distance to the decision boundaries (Emam, Lu, Yang, Yao, Chen, arXiv 2111.12880).
+"""BASE: balanced selection by distance to the decision boundaries (Emam, Chu, Chiang, Czaja, Leapman, Goldblum, Goldstein,
+"Active Learning at the ImageNet Scale", arXiv 2111.12880).
 
 With penultimate features h, classifier rows w_c and biases b_c (logits z_c = w_c . h + b_c) and predicted class
 y^ = argmax_c z_c, the Euclidean distance from h to the boundary between y^ and c is

@@ -25,7 +25,7 @@ LabelBench (``strategy_impl/galaxy.py``):
   two agree whenever the positive lies above the negative.
 * Two classes: the ranking of class 1 is that of class 0 reversed with the polarities swapped, one bisection
   problem. Like LabelBench, only class 0's ranking is used. The authors' code cycles over both rankings, which only
-  changes, every other pick, which of the two middle images of an even run is taken: on DESIGN's 1-D test pool
+  changes, every other pick, which of the two middle images of an even run is taken: on the 1-D test pool of the tests
   (see the tests) it gives 50, 75, 63, 69, 72, 70, 71 where the single ranking gives 50, 75, 63, 69, 72, 71, 70.
 * Ties between shortest paths: the authors' breadth-first search visits neighbours in the order of a Python set,
   which is arbitrary. We take the path between the topmost pair of labeled images (LabelBench's scan order), and
@@ -38,7 +38,7 @@ LabelBench (``strategy_impl/galaxy.py``):
   it there too. See "The graph's order" below.
 * LabelBench draws the class at random (``class_order="random"``), never raises the order (with no path it takes
   the unlabeled image nearest a pair of adjacent labeled images of opposite polarity) and, with two classes, ranks
-  by p_0 alone. DESIGN asks for ``1e-8 max_j p_j`` in every class's margin: LabelBench's DIRECT uses ``1e-8 p_0``
+  by p_0 alone. Here ``1e-8 max_j p_j`` enters every class's margin: LabelBench's DIRECT uses ``1e-8 p_0``
   in both margins when C = 2, which orders the images predicted as class 1 backwards.
 
 The graph's order, read from the authors' code (jifanz/GALAXY at 3323af8): ``src/graph.py``,

@@ -101,7 +101,8 @@ def adopt_pretraining(s: Settings, run: int, ir: float) -> Settings:
                                    if k in s.unsup.__dataclass_fields__})
     if schedule != s.unsup and (s.out, run, ir) not in _adopted:
         _adopted.add((s.out, run, ir))
-        D.print_once(f"run{run} IR={ir:g}: the initial models were pretrained for {schedule.epochs} epochs; this run "
+        D.print_once(f"run{run} IR={ir:g}: the initial models were pretrained for {schedule.epochs} "
+                     f"epoch{'s' if schedule.epochs != 1 else ''}; this run "
                      f"takes their schedule (--unsup-epochs {schedule.epochs}); give --unsup-epochs to require "
                      "another", file=sys.stderr)
     return replace(s, unsup=schedule)
