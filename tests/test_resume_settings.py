@@ -329,7 +329,7 @@ def test_without_unsup_epochs_a_run_takes_the_pretraining_its_initial_models_wer
     capsys.readouterr()
     assert main([*shared, "--only", "random"]) == 0
     err = capsys.readouterr().err
-    assert "the initial models were pretrained for 1 epochs; this run takes their schedule (--unsup-epochs 1)" in err
+    assert "the initial models were pretrained for 1 epoch; this run takes their schedule (--unsup-epochs 1)" in err
     records, _ = results_of(out)
     assert [r["settings"]["unsup"]["epochs"] for r in records] == [1, 1]
     # the records equal those of a run that repeats the flag: the same settings id, nothing made twice
