@@ -6,6 +6,7 @@ import errno
 import os
 import sys
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
@@ -248,9 +249,25 @@ def _prepare(args: argparse.Namespace, dataset: str, stage: Optional[str], gpu: 
     protocols.check(s, spec, configs, spec.val_size if args.val_size is None else args.val_size)
     raw = protocols.prepare_data(load_raw(spec, args.data_root or args.out, D.is_main(), s.device),  # only rank 0
                                  spec, args, Path(args.out), write=D.is_main())                    # downloads, writes
+    _warn_if_validation_is_test(raw, spec, configs, s)
     runs = range(args.run_start, spec.runs if args.run_stop is None else args.run_stop)
     members = args.members or max([c.E for c in configs] + [1])
     return s, raw, configs, runs, members
+
+
+def _warn_if_validation_is_test(raw, spec, configs, s) -> None:
+    """One warning where D_v is drawn from the test set (ImageNet's val folder serves as both, as in the paper) and
+    something reads its labels: ``--epoch-selection val`` or an acquisition that matches D_v."""
+    from .acquisitions.registry import find
+
+    readers = [c.name for c in configs if "val" in getattr(find(c.acquisition), "needs", ())]
+    if raw.val is None or raw.val is not raw.test or not (readers or s.epoch_selection == "val"):
+        return
+    what = ", ".join(readers + (["--epoch-selection val"] if s.epoch_selection == "val" else []))
+    if D.is_main():
+        warnings.warn(f"{spec.name}: D_v is drawn from the set that is also the test set (the paper's protocol for "
+                      f"{spec.name}); {what} read{'s' if len(readers) + (s.epoch_selection == 'val') == 1 else ''} "
+                      "its labels, so the test accuracy of these runs is not held out: report it as such")
 
 
 def check_writable(folder: Path) -> None:

@@ -203,3 +203,30 @@ def test_default_configurations_fit_the_models():
             cfg = parse_config(name, ACQUISITIONS)
             if cfg.L is not None:
                 taps_for(model, cfg.L)
+
+
+def test_a_validation_set_drawn_from_the_test_set_is_named_where_its_labels_are_read():
+    """ImageNet's val folder is D_v and the test set at once (the paper's protocol): a run that reads D_v's labels
+    (--epoch-selection val, or an acquisition that matches D_v) says its test accuracy is not held out."""
+    import warnings
+    from types import SimpleNamespace
+
+    from fkal.cli import _warn_if_validation_is_test
+    from fkal.config import Config
+
+    shared = object()
+    raw = SimpleNamespace(val=shared, test=shared)
+    spec = SimpleNamespace(name="imagenet")
+    for configs, selection, warned in ([[Config("random")], "final", False], [[Config("random")], "val", True],
+                                       [[Config("pfk", "phat", 768)], "final", True]):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            _warn_if_validation_is_test(raw, spec, configs, SimpleNamespace(epoch_selection=selection))
+        assert bool(seen) == warned
+        if warned:
+            assert "the test accuracy of these runs is not held out" in str(seen[0].message)
+    with warnings.catch_warnings(record=True) as seen:           # a D_v of its own (MNIST): nothing to say
+        warnings.simplefilter("always")
+        _warn_if_validation_is_test(SimpleNamespace(val=None, test=shared), spec, [Config("pfk", "phat", 80)],
+                                    SimpleNamespace(epoch_selection="val"))
+    assert not seen
