@@ -71,7 +71,6 @@ import math
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -84,6 +83,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+
+from fkal.data.synthetic import write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve()
@@ -143,7 +144,7 @@ CHECKS = (
     Check("pool-pass-resnet18", "pfk-phat pool pass vs plain inference, ResNet-18 224 px", (60, 12), (20, 5)),
     Check("successors", "BADGE, GALAXY, DIRECT, BASE selection at ImageNet size on the GPU", (120, 12), (25, 5)),
     Check("mnist-throughput", "MNIST cfg list at IR 100, full protocol, N processes: config runs/min",
-          (math.inf, 25), (90, 12)),
+          (math.inf, 45), (90, 12)),
 )
 CHECK_NAMES = tuple(c.name for c in CHECKS)
 
@@ -499,38 +500,6 @@ def card_info(smoke: bool) -> dict:
                     capability=f"{props.major}.{props.minor}", gpus=torch.cuda.device_count(),
                     driver=_nvidia_smi_driver())
     return info
-
-
-def write_idx_images(path: Path, images: np.ndarray) -> None:
-    """IDX3 (the MNIST file format): magic 0x00000803, counts, rows, cols, then uint8 pixels (tests/conftest.py)."""
-    n, h, w = images.shape
-    path.write_bytes(struct.pack(">IIII", 0x803, n, h, w) + images.astype(np.uint8).tobytes())
-
-
-def write_idx_labels(path: Path, labels: np.ndarray) -> None:
-    path.write_bytes(struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes())
-
-
-def make_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable 28x28 images: class c is a bright bar at a class-specific place, plus noise (tests/conftest.py)."""
-    labels = np.arange(n) % 10
-    rng.shuffle(labels)
-    images = rng.integers(0, 40, size=(n, 28, 28))
-    for i, c in enumerate(labels):
-        r = 3 + 2 * c
-        images[i, r:r + 3, 4:24] = 255
-    return images.astype(np.uint8), labels
-
-
-def write_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images, labels = make_digits(n, rng)
-        write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    return root
 
 
 def prepare_mnist(data_root: Optional[str], carry: Optional[Path], work: Path, smoke: bool) -> tuple[Path, str]:
@@ -1403,7 +1372,8 @@ def check_throughput(ctx: Ctx) -> dict:
     initial_s = time.monotonic() - t0
     ctx.note(cfgs=cfgs, processes=n, protocol="full (run.py defaults)" if not s["args"] else " ".join(s["args"]),
              imbalance_ratio=100, initial_runs_side_by_side=len(initials), setup_s=round(initial_s, 1))
-    window = ctx.left() - 1.0                           # the kills and the count after it take well under 1 s
+    # the kills, the count and the process's own exit after the window: seconds on a loaded machine
+    window = ctx.left() - min(30.0, max(6.0, 0.1 * ctx.left()))
     if window < s["min_window"]:
         return failed(f"{window:.0f} s left for the window after {initial_s:.0f} s of setup (at least "
                       f"{s['min_window']:.0f} s needed)")

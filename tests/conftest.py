@@ -8,13 +8,14 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from fkal.data.synthetic import make_digits, write_idx_images, write_idx_labels, write_mnist  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -50,38 +51,6 @@ def devices(request):
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
     torch.backends.cudnn.allow_tf32 = saved[4]
     torch.set_float32_matmul_precision(saved[5])
-
-
-def write_idx_images(path: Path, images: np.ndarray) -> None:
-    """IDX3 (the MNIST file format): magic 0x00000803, counts, rows, cols, then uint8 pixels."""
-    n, h, w = images.shape
-    path.write_bytes(struct.pack(">IIII", 0x803, n, h, w) + images.astype(np.uint8).tobytes())
-
-
-def write_idx_labels(path: Path, labels: np.ndarray) -> None:
-    path.write_bytes(struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes())
-
-
-def make_digits(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable 28x28 images: class c is a bright bar at a class-specific place, plus noise."""
-    labels = np.arange(n) % 10
-    rng.shuffle(labels)
-    images = rng.integers(0, 40, size=(n, 28, 28))
-    for i, c in enumerate(labels):
-        r = 3 + 2 * c
-        images[i, r:r + 3, 4:24] = 255
-    return images.astype(np.uint8), labels
-
-
-def write_mnist(root: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images, labels = make_digits(n, rng)
-        write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    return root
 
 
 @pytest.fixture

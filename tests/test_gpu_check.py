@@ -34,8 +34,8 @@ def test_smoke_run_reports_every_check_and_the_repeat_and_resume_are_bit_for_bit
     scratch.mkdir()
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TMPDIR=str(scratch))
     env.pop("FKAL_DATA_ROOT", None)
-    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out), "--deadline", "120"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out), "--deadline", "180"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
     report = json.loads((out / "gpu_check.json").read_text())

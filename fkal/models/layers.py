@@ -10,6 +10,19 @@ import torch.nn.functional as F
 TAP_POINTS = ("pre", "post")
 
 
+def swap_dropout(module: nn.Module) -> int:
+    """Replace every ``nn.Dropout`` below ``module`` by ``MCDropout`` of the same rate; returns how many of them
+    drop anything (p > 0)."""
+    n = 0
+    for name, child in module.named_children():
+        if type(child) is nn.Dropout:
+            setattr(module, name, MCDropout(child.p))
+            n += child.p > 0
+        else:
+            n += swap_dropout(child)
+    return n
+
+
 class MCDropout(nn.Dropout):
     """Dropout that stays on at inference: the stochastic passes of MC-dropout uncertainty."""
 

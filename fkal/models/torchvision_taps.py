@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import MCDropout
+from .layers import MCDropout, swap_dropout
 
 PREFIX = "torchvision:"
 MC_DROPOUT_P = 0.5
@@ -148,7 +148,7 @@ class TorchvisionTaps(nn.Module):
         net = _plain_net(self.arch, num_classes)
         a = self.anatomy
         if mc_dropout:
-            swapped = _swap_dropout(net)
+            swapped = swap_dropout(net)
             if not swapped:
                 net.get_submodule(a.classifier).register_forward_pre_hook(_dropout_input)
         taps = self.TAPS[max(self.TAPS)] if self.TAPS else ()
@@ -167,17 +167,6 @@ class TorchvisionTaps(nn.Module):
         return logits, taps
 
 
-def _swap_dropout(module: nn.Module) -> int:
-    """Replace every ``nn.Dropout`` below ``module`` by ``MCDropout`` of the same rate; returns how many of them
-    drop anything (p > 0)."""
-    n = 0
-    for name, child in module.named_children():
-        if type(child) is nn.Dropout:
-            setattr(module, name, MCDropout(child.p))
-            n += child.p > 0
-        else:
-            n += _swap_dropout(child)
-    return n
 
 
 def _dropout_input(module: nn.Module, args: tuple) -> tuple:

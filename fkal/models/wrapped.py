@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .layers import MCDropout
+from .layers import swap_dropout
 
 DEFAULT_LAYERS = ("layer3", "layer4")
 
@@ -82,7 +82,7 @@ class Tapped(nn.Module):
         finally:
             if hooked:
                 self._hook()
-        if not _swap_dropout(net):
+        if not swap_dropout(net):
             raise ValueError(f"{type(self.net).__name__} has no nn.Dropout layer of positive rate: MC-dropout "
                              "passes would all be equal; add one (e.g. before the classifier) or choose another "
                              "acquisition")
@@ -109,17 +109,6 @@ def is_task_model(model: nn.Module) -> bool:
     return isinstance(getattr(type(model), "TAPS", None), dict) and hasattr(type(model), "classifier")
 
 
-def _swap_dropout(module: nn.Module) -> int:
-    """Replace every ``nn.Dropout`` below ``module`` by ``MCDropout`` of the same rate; returns how many drop
-    anything (p > 0)."""
-    n = 0
-    for name, child in module.named_children():
-        if type(child) is nn.Dropout:
-            setattr(module, name, MCDropout(child.p))
-            n += child.p > 0
-        else:
-            n += _swap_dropout(child)
-    return n
 
 
 def has_dropout(model: nn.Module) -> bool:

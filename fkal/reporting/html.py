@@ -26,6 +26,7 @@ from .. import reporting as report
 from ..io import save_text
 from ..settings import ADDED_LATER, canonical, comparable, flag_of, flatten
 from . import figures as plots
+from .records import settings_of
 
 REPORT_NAME = "report.html"        # in the figures folder, beside what --save writes
 # Settings that name the row or the run, or the machine it ran on: never "non-default", listed under all settings.
@@ -213,7 +214,7 @@ class SettingsIndex:
 
     def __init__(self, active: dict):
         self.keys = list(active)
-        self.settings = {key: _settings_of(runs) for key, runs in active.items()}
+        self.settings = {key: settings_of(runs) for key, runs in active.items()}
         self.anchor = {key: f"cfg-{i}" for i, key in enumerate(self.keys)}
         self.runs = {key: len(runs) for key, runs in active.items()}
         self.counts = {key: sorted({r["labeled"] for records in runs.values() for r in records})
@@ -288,13 +289,6 @@ class SettingsIndex:
                 + "</tr></thead>\n<tbody>\n" + "".join(rows) + "</tbody></table>\n")
 
 
-def _settings_of(runs: dict[int, list[dict]]) -> dict | None:
-    """The settings the group's records carry (without the seed: the one setting its runs differ in)."""
-    for records in runs.values():
-        for record in records:
-            if isinstance(record.get("settings"), dict):
-                return {k: v for k, v in record["settings"].items() if k != "seed"}
-    return None
 
 
 def _settings_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str) -> str:

@@ -334,7 +334,7 @@ def _with_variants(groups: dict[GroupKey, dict]) -> dict[GroupKey, dict]:
         if len(keys) == 1:
             renamed[keys[0]] = groups[keys[0]]
             continue
-        settings = {key: _settings_of(groups[key]) for key in keys}
+        settings = {key: settings_of(groups[key]) for key in keys}
         differing = sorted({name for a in keys for b in keys if a != b
                             for name, _, _ in differences(settings[a] or {}, settings[b] or {})})
         for key in keys:
@@ -349,7 +349,8 @@ def _with_variants(groups: dict[GroupKey, dict]) -> dict[GroupKey, dict]:
     return renamed
 
 
-def _settings_of(runs: dict[int, list[dict]]) -> dict | None:
+def settings_of(runs: dict[int, list[dict]]) -> dict | None:
+    """The settings a group's records carry, without the seed (the one setting its runs differ in)."""
     for records in runs.values():
         for record in records:
             if isinstance(record.get("settings"), dict):
@@ -376,7 +377,7 @@ def baseline_key(groups: dict[GroupKey, dict[int, list[dict]]], key: GroupKey,
 
 
 def _comparable_settings(runs: dict[int, list[dict]]) -> dict | None:
-    settings = _settings_of(runs)
+    settings = settings_of(runs)
     if settings is None:
         return None
     # comparable: a setting recorded only by later code (``fkal.settings.ADDED_LATER``) at its earlier value, e.g.
