@@ -63,6 +63,7 @@ ADDED_LATER: dict[str, Any] = {
     # the successors' options for the authors' rules (fkal.acquisitions.typiclust, .galaxy): this project's rules
     "options.typiclust_distance": "euclidean",  # --typiclust-distance: the paper's distance (authors: squared)
     "options.galaxy_graph_order": "paired",      # --galaxy-graph-order: no raise for a class lacking a polarity
+    "options.handover_reference": "mean",        # --handover-reference: pfk-base's first runs held D_v to the mean
 }
 
 

@@ -8,8 +8,11 @@ misclassified validation images, where class-balanced picks at each class's deci
 al.) do as well or better. ``pfk-base`` hands the batch over from one to the other as D_v says the classes are
 learned, never looking at the test set:
 
-1. Per-class accuracy on D_v, ``acc_c`` (percent). A class *lags* when ``acc_c < mean_c(acc_c) - margin``
-   (``--handover-margin``, points; classes absent from D_v never lag).
+1. Per-class accuracy on D_v, ``acc_c`` (percent). A class *lags* when ``acc_c < ref - margin``
+   (``--handover-margin``, points; classes absent from D_v never lag), ``ref`` the best class's accuracy
+   (``--handover-reference best``, the default) or the mean over classes (``mean``). Against the mean, a model
+   that knows no class yet (the first iteration: a random classifier layer, every class near chance) has no
+   lagging class and would hand the whole first batch to BASE; against the best class, it matches.
 2. The matching share ``s``: the fraction of the misclassified validation images M^ whose true class lags.
    Early on M^ is the rare classes, all lagging: ``s`` near 1. Once no class lags, ``s = 0``.
 3. ``m = round(P s)`` images by the Fisher-kernel matching (``fisher_kernel.match``, kernel R_zg of eq. 12 with
@@ -34,14 +37,19 @@ from .contract import AcquisitionSpec, Example, QueryContext, QueryResult, alway
 from .fisher_kernel import match, monte_carlo_pseudo_labels
 
 DEFAULT_MARGIN = 5.0
-OPTIONS = ("handover_margin",)
+REFERENCES = ("best", "mean")
+OPTIONS = ("handover_margin", "handover_reference")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--handover-margin", type=number(0), default=DEFAULT_MARGIN, metavar="POINTS",
                         help="pfk-base: a class lags while its accuracy on D_v is more than this many points under "
-                             "the mean over classes; the misclassified validation images of lagging classes are "
+                             "the reference of --handover-reference; the misclassified validation images of lagging classes are "
                              "matched, the rest of the batch goes to BASE's boundary picks")
+    parser.add_argument("--handover-reference", choices=REFERENCES, default="best",
+                        help="pfk-base: what a class's D_v accuracy is held against: the best class's (best) or "
+                             "the mean over classes (mean, which hands the first batch to BASE when every class "
+                             "is near chance)")
 
 
 def class_accuracy(val_pred: torch.Tensor, val_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -53,7 +61,7 @@ def class_accuracy(val_pred: torch.Tensor, val_labels: torch.Tensor, num_classes
 
 
 def handover_split(val_pred: torch.Tensor, val_labels: torch.Tensor, num_classes: int, budget: int,
-                   margin: float = DEFAULT_MARGIN) -> tuple[int, torch.Tensor, float]:
+                   margin: float = DEFAULT_MARGIN, reference: str = "best") -> tuple[int, torch.Tensor, float]:
     """How a batch of ``budget`` is split, from D_v alone.
 
     Args:
@@ -61,16 +69,22 @@ def handover_split(val_pred: torch.Tensor, val_labels: torch.Tensor, num_classes
         val_labels: ``[M]`` their true classes.
         num_classes: C.
         budget: P.
-        margin: points under the mean class accuracy at which a class lags.
+        margin: points under the reference at which a class lags.
+        reference: ``"best"`` (the best class's accuracy) or ``"mean"`` (the mean over the classes present).
 
     Returns:
         ``(m, lagging, share)``: m in ``[0, P]`` images for the matching, ``lagging`` ``[C]`` bool, and the share of
         misclassified validation images whose class lags (0 when none is misclassified).
     """
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
     acc = class_accuracy(val_pred, val_labels, num_classes)
     present = ~torch.isnan(acc)
-    mean = float(acc[present].mean()) if present.any() else float("nan")
-    lagging = present & (acc < mean - margin)
+    if not present.any():
+        ref = float("nan")
+    else:
+        ref = float(acc[present].max()) if reference == "best" else float(acc[present].mean())
+    lagging = present & (acc < ref - margin)
     labels = torch.as_tensor(val_labels).long()
     wrong = torch.as_tensor(val_pred).long() != labels
     share = float(lagging[labels[wrong]].double().mean()) if wrong.any() else 0.0
@@ -83,8 +97,9 @@ def pfk_base_query(ctx: QueryContext) -> QueryResult:
     margin = float(ctx.options.get("handover_margin") if ctx.options.get("handover_margin") is not None
                    else DEFAULT_MARGIN)
     probs = predict(model, data.val_source, data.split.val, ctx.device, ctx.batch_size)
+    reference = ctx.options.get("handover_reference") or "best"
     m, lagging, share = handover_split(probs.argmax(1), torch.as_tensor(data.val_labels), data.spec.num_classes,
-                                       ctx.budget, margin)
+                                       ctx.budget, margin, reference)
     lag = lagging.numpy()
     parts, scores, stats = [], [], {}
     if m > 0:
