@@ -22,9 +22,14 @@ Where things live:
   config.py        configuration names
   protocols.py     benchmarks by name (--protocol fk | tavaal | tavaal-paper): command-line defaults per dataset,
                    the initial random labeled set and the per-cycle unlabeled subset
-  run_state.py     a run's on-disk state: paths, settings and seeds, the split, saved states and results read
-                   back and checked, where a configuration resumes
+  state/           a run's on-disk state by job: paths (RunPaths, Cell), run (Settings, seeds), checkpoints,
+                   resume (the settings checks on resume); run_state.py gathers them for older imports
+  record.py        the results record, one schema the loop writes and reporting reads
   loop.py          initial models and the active-learning iterations, their results records, resume
+  api.py           fkal.select and Selection: the library call on any model and data
+  launch.py        the console scripts fkal-run, fkal-plot, fkal-label (run.py, run_plot.py, label_next.py)
+  config_files.py  experiment files (run.py --config FILE, run_plot.py --config FILE)
+  labeling/        label_next.py's labeling rounds on a user's own images
   cli.py           the command line shared by run.py and the dataset stage scripts
   device.py        the run's device, chosen once (--gpu), and CUDA determinism (set and recorded)
   stages.py        the gen_descr stage on its own (descriptors written as .npy)
