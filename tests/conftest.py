@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from fkal.data.synthetic import make_digits, write_idx_images, write_idx_labels, write_mnist  # noqa: F401
+from fkal.data.synthetic import write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from fkal.reporting import cli as run_plot
-from conftest import write_mnist
+from fkal.data.synthetic import write_mnist
 from fkal.io import read_jsonl
 from fkal.launch import run_main                       # run.py's entry: one-line warnings, Ctrl-C while importing
 

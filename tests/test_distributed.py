@@ -90,7 +90,7 @@ def test_global_top_k_orders_by_similarity_then_position():
 @pytest.fixture(scope="module")
 def trained_state(tmp_path_factory):
     """A tiny MNIST-format data root and a LeNet trained a few steps on it (saved state)."""
-    from conftest import write_mnist
+    from fkal.data.synthetic import write_mnist
     from fkal.data import DATASETS, make_split
     from fkal.data.mnist import load_mnist
     from fkal.models import lenet

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import write_mnist
+from fkal.data.synthetic import write_mnist
 from fkal import reporting as report
 from fkal.cli import main as run_main
 from fkal.reporting import cli as run_plot

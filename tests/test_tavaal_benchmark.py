@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -431,7 +432,6 @@ PROTOCOL_NAMES = {"pcc": "pcc-L768", "pfk": "pfk-phat-L768", "pfk-sum": "pfk-sum
 def protocol_name(acquisition: str) -> str:
     """A small configuration of ``acquisition`` for the CIFAR ResNet: the table's, else its spec's example with the
     ResNet's L = 768 where the example names an L."""
-    import re
     if acquisition in PROTOCOL_NAMES:
         return PROTOCOL_NAMES[acquisition]
     return re.sub(r"-L\d+", "-L768", registry.spec_of(acquisition).example_case.config)

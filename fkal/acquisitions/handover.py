@@ -37,6 +37,7 @@ from .contract import AcquisitionSpec, Example, QueryContext, QueryResult, alway
 from .fisher_kernel import match, monte_carlo_pseudo_labels
 
 DEFAULT_MARGIN = 5.0
+DEFAULT_REFERENCE = "best"
 REFERENCES = ("best", "mean")
 OPTIONS = ("handover_margin", "handover_reference")
 
@@ -44,9 +45,9 @@ OPTIONS = ("handover_margin", "handover_reference")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--handover-margin", type=number(0), default=DEFAULT_MARGIN, metavar="POINTS",
                         help="pfk-base: a class lags while its accuracy on D_v is more than this many points under "
-                             "the reference of --handover-reference; the misclassified validation images of lagging classes are "
-                             "matched, the rest of the batch goes to BASE's boundary picks")
-    parser.add_argument("--handover-reference", choices=REFERENCES, default="best",
+                             "the reference of --handover-reference; the misclassified validation images of lagging "
+                             "classes are matched, the rest of the batch goes to BASE's boundary picks")
+    parser.add_argument("--handover-reference", choices=REFERENCES, default=DEFAULT_REFERENCE,
                         help="pfk-base: what a class's D_v accuracy is held against: the best class's (best) or "
                              "the mean over classes (mean, which hands the first batch to BASE when every class "
                              "is near chance)")
@@ -61,7 +62,8 @@ def class_accuracy(val_pred: torch.Tensor, val_labels: torch.Tensor, num_classes
 
 
 def handover_split(val_pred: torch.Tensor, val_labels: torch.Tensor, num_classes: int, budget: int,
-                   margin: float = DEFAULT_MARGIN, reference: str = "best") -> tuple[int, torch.Tensor, float]:
+                   margin: float = DEFAULT_MARGIN,
+                   reference: str = DEFAULT_REFERENCE) -> tuple[int, torch.Tensor, float]:
     """How a batch of ``budget`` is split, from D_v alone.
 
     Args:
@@ -94,10 +96,9 @@ def handover_split(val_pred: torch.Tensor, val_labels: torch.Tensor, num_classes
 def pfk_base_query(ctx: QueryContext) -> QueryResult:
     """``m`` picks by the matching restricted to lagging classes, ``P - m`` by BASE (see the module docstring)."""
     data, model = ctx.data, ctx.models[0]
-    margin = float(ctx.options.get("handover_margin") if ctx.options.get("handover_margin") is not None
-                   else DEFAULT_MARGIN)
+    margin = DEFAULT_MARGIN if ctx.options.get("handover_margin") is None else float(ctx.options["handover_margin"])
     probs = predict(model, data.val_source, data.split.val, ctx.device, ctx.batch_size)
-    reference = ctx.options.get("handover_reference") or "best"
+    reference = ctx.options.get("handover_reference") or DEFAULT_REFERENCE
     m, lagging, share = handover_split(probs.argmax(1), torch.as_tensor(data.val_labels), data.spec.num_classes,
                                        ctx.budget, margin, reference)
     lag = lagging.numpy()

@@ -167,8 +167,6 @@ class TorchvisionTaps(nn.Module):
         return logits, taps
 
 
-
-
 def _dropout_input(module: nn.Module, args: tuple) -> tuple:
     return (F.dropout(args[0], MC_DROPOUT_P, training=True), *args[1:])
 

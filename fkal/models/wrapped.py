@@ -109,8 +109,6 @@ def is_task_model(model: nn.Module) -> bool:
     return isinstance(getattr(type(model), "TAPS", None), dict) and hasattr(type(model), "classifier")
 
 
-
-
 def has_dropout(model: nn.Module) -> bool:
     """Whether ``model`` holds a dropout layer of positive rate (``nn.Dropout`` and its subclasses)."""
     return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())

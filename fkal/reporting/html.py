@@ -289,8 +289,6 @@ class SettingsIndex:
                 + "</tr></thead>\n<tbody>\n" + "".join(rows) + "</tbody></table>\n")
 
 
-
-
 def _settings_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str) -> str:
     return ("<table class=\"settings\">" + (f"<caption>{_e(caption)}</caption>" if caption else "")
             + "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"
